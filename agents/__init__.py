@@ -1,0 +1,1 @@
+"""The node agent: registers a Node, runs its pods as coroutines, owns their network stacks."""

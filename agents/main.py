@@ -1,0 +1,162 @@
+"""The node agent process: `podnet agent` / `python -m agents`.
+
+Start-up order: read settings and the cluster secret, serve the agent's HTTP endpoints (so
+the address can be registered), register the Node and learn its podCIDR, then keep three
+tasks running until SIGINT/SIGTERM: heartbeats, the pod watch, and the runtime's pods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from agents import node as nodeobj
+from agents.netstack import NodeNetwork
+from agents.runtime import PodRuntime
+from agents.server import build_agent_app
+from podnet import logs, settings
+from podnet.apierrors import ApiError
+from podnet.auth import SecretError, agent_token, load_secret
+from podnet.client import ApiClient, ApiUnavailable
+from podnet.cluster import write_json_atomic
+from podnet.resources import BY_KIND
+from podnet.settings import AgentSettings, SettingsError
+
+log = structlog.get_logger()
+PODS = BY_KIND["Pod"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="podnet agent",
+        description="Run one node agent: registers a Node with the control plane, runs the "
+                    "pods scheduled to it as coroutines, and serves exec and logs for them.")
+    settings.add_arguments(p, AgentSettings)
+    p.add_argument("--log-level", default=os.environ.get("PODNET_LOG_LEVEL", "info"),
+                   choices=sorted(logs.LEVELS), help="lowest level logged (env PODNET_LOG_LEVEL)")
+    return p
+
+
+async def watch_pods(api: ApiClient, runtime: PodRuntime, node: str) -> None:
+    """List then watch the pods bound to this node, forever; re-list after any break."""
+    selector = f"spec.nodeName={node}"
+    delay = 0.2
+    while True:
+        try:
+            listed = await api.list(PODS, None, field_selector=selector)
+            await runtime.resync(listed.get("items", []))
+            rv = str(listed.get("metadata", {}).get("resourceVersion", ""))
+            delay = 0.2
+            async for event in api.watch(PODS, None, resource_version=rv,
+                                         field_selector=selector):
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind in ("ADDED", "MODIFIED"):
+                    await runtime.sync(obj)
+                elif kind == "DELETED":
+                    await runtime.forget(obj.get("metadata", {}).get("uid", ""))
+                elif kind == "ERROR":
+                    log.info("pods.watch_expired", status=obj.get("message"))
+                    break
+        except (ApiUnavailable, ApiError) as e:
+            log.warning("pods.watch_failed", error=str(e), retry_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def register_until_ready(api: ApiClient, s: AgentSettings, host: str,
+                               port: int) -> dict[str, Any]:
+    """Register, retrying while the control plane is not up yet."""
+    delay = 0.1
+    while True:
+        try:
+            node = await nodeobj.register(api, s.name, host, port)
+            if node.get("spec", {}).get("podCIDR"):
+                return node
+            log.warning("node.no_pod_cidr_yet")
+        except ApiUnavailable as e:
+            log.info("node.waiting_for_controlplane", error=str(e))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def run(s: AgentSettings, stop: asyncio.Event) -> None:
+    secret = load_secret(s.secret_path)
+    token = agent_token(secret)
+    async with contextlib.AsyncExitStack() as stack:
+        api = await stack.enter_async_context(ApiClient(s.controlplane, token))
+        # Registration needs our address and the runtime needs the registered podCIDR, so
+        # bind the socket first, register, and only then serve on it.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((s.listen_host, s.listen_port))
+        except OSError as e:
+            sock.close()
+            raise SettingsError(f"--listen-port: cannot listen on {s.listen_host}:"
+                                f"{s.listen_port}: {e.strerror}") from None
+        stack.callback(sock.close)
+        port = int(sock.getsockname()[1])
+        host = s.advertise_host or s.listen_host
+        node = await register_until_ready(api, s, host, port)
+        pod_cidr = node["spec"]["podCIDR"]
+        network = NodeNetwork(s.name, pod_cidr)
+        runtime = PodRuntime(node=s.name, host_ip=host, pod_cidr=pod_cidr, network=network,
+                             api=api)
+        stack.push_async_callback(runtime.close)
+        runner = web.AppRunner(build_agent_app(runtime, token), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.SockSite(runner, sock).start()
+        tasks = [
+            asyncio.create_task(nodeobj.heartbeat(api, s.name, host, port,
+                                                  s.heartbeat_interval_s), name="heartbeat"),
+            asyncio.create_task(watch_pods(api, runtime, s.name), name="pod-watch"),
+        ]
+        if s.ready_file:
+            write_json_atomic(s.ready_file, {"pid": os.getpid(), "name": s.name,
+                                             "address": f"{host}:{port}", "podCIDR": pod_cidr})
+        log.info("agent.ready", address=f"{host}:{port}", pod_cidr=pod_cidr)
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in [stopper, *tasks]:
+            task.cancel()
+        for task in done:
+            if task is not stopper and not task.cancelled() and task.exception():
+                log.error("agent.task_failed", task=task.get_name(),
+                          error=repr(task.exception()))
+        await asyncio.gather(stopper, *tasks, return_exceptions=True)
+        log.info("agent.stopping")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        s = settings.load(AgentSettings, args)
+    except SettingsError as e:
+        print(f"podnet agent: {e}", file=sys.stderr)
+        return 2
+    logs.configure(f"agent-{s.name}", component="agent", node=s.name,
+                   logs_dir=s.state_dir / "logs", level=args.log_level)
+
+    async def amain() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(s, stop)
+
+    try:
+        asyncio.run(amain())
+    except (SecretError, SettingsError) as e:
+        print(f"podnet agent: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,439 @@
+"""Pods as coroutines: the agent's container runtime (what kubelet + a CRI would do).
+
+A pod is a `RunningPod`: one IP from the node's podCIDR, one network stack shared by its
+containers (`ctx.net`), and one task per container. A container's image names an
+`async def fn(ctx)`; when it returns or raises, `restartPolicy` decides whether it runs
+again, after a CrashLoopBackOff-style delay that doubles up to a cap. Status goes back to the
+API through one coalescing writer per pod, so a crash loop cannot flood the control plane.
+
+Deletion follows the kubelet flow: the API marks the pod with a deletionTimestamp, the
+runtime cancels its containers (waiting at most terminationGracePeriodSeconds for them to
+finish), releases the IP and then deletes the pod object for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from agents.containerlog import ContainerLog
+from agents.hostlocal import HostLocalIpam
+from agents.images import ContainerContext, ImageError, PodInfo, resolve_image
+from agents.netstack import NodeNetwork, PodNet
+from agents.podfiles import hosts_file, resolv_conf
+from agents.toolbox import ExecTarget
+from podnet.apierrors import ApiError
+from podnet.client import ApiClient, ApiUnavailable
+from podnet.resources import BY_KIND
+
+log = structlog.get_logger()
+PODS = BY_KIND["Pod"]
+EVENTS = BY_KIND["Event"]
+
+BACKOFF_INITIAL_S = 1.0   # kubelet uses 10 s doubling to 5 min; a teaching tool wants faster
+BACKOFF_MAX_S = 30.0
+BACKOFF_RESET_S = 60.0    # a container that ran this long starts its backoff again
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ContainerState:
+    name: str
+    image: str
+    state: dict[str, Any] = field(default_factory=lambda: {
+        "waiting": {"reason": "ContainerCreating"}})
+    last_state: dict[str, Any] = field(default_factory=dict)
+    restart_count: int = 0
+    ready: bool = False
+
+    def status(self, pod_uid: str) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "image": self.image,
+            "imageID": f"podnet://{self.image}",
+            "containerID": f"podnet://{pod_uid[:8]}-{self.name}",
+            "ready": self.ready,
+            "started": "running" in self.state,
+            "restartCount": self.restart_count,
+            "state": self.state,
+            "lastState": self.last_state,
+        }
+
+
+class RunningPod:
+    """One pod on this node: its IP, its network stack, its containers."""
+
+    def __init__(self, runtime: PodRuntime, pod: dict[str, Any], ip: str, net: PodNet) -> None:
+        meta = pod["metadata"]
+        self.runtime = runtime
+        self.pod = pod
+        self.uid: str = meta["uid"]
+        self.name: str = meta["name"]
+        self.namespace: str = meta.get("namespace", "default")
+        self.ip = ip
+        self.net = net
+        self.spec: dict[str, Any] = pod.get("spec") or {}
+        self.hostname: str = self.spec.get("hostname") or self.name
+        self.start_time = now_rfc3339()
+        self.containers = {c["name"]: ContainerState(c["name"], c.get("image", ""))
+                           for c in self.spec.get("containers", [])}
+        self.logs = {name: ContainerLog() for name in self.containers}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.terminating = False
+        self.log = log.bind(pod=self.name, namespace=self.namespace, pod_ip=ip)
+        self._status_dirty = asyncio.Event()
+        self._status_task: asyncio.Task[None] | None = None
+        domain = runtime.cluster_domain
+        self.files = {
+            "/etc/hosts": hosts_file(ip, self.hostname, self.spec.get("subdomain"),
+                                     self.namespace, domain),
+            "/etc/resolv.conf": resolv_conf(self.spec, self.namespace, domain),
+            "/etc/hostname": self.hostname + "\n",
+        }
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._status_task = asyncio.create_task(self._status_writer(),
+                                                name=f"pod-status:{self.namespace}/{self.name}")
+        for spec in self.spec.get("containers", []):
+            self.tasks[spec["name"]] = asyncio.create_task(
+                self._run_container(spec), name=f"container:{self.namespace}/{self.name}/"
+                                                f"{spec['name']}")
+        self.mark_dirty()
+
+    async def stop(self, grace_s: float) -> None:
+        """Cancel every container; wait at most `grace_s` for them to finish."""
+        self.terminating = True
+        for task in self.tasks.values():
+            task.cancel()
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks.values(), timeout=max(grace_s, 0.01))
+            for task in pending:
+                self.log.warning("pod.container_ignored_cancel", task=task.get_name())
+        for logbuf in self.logs.values():
+            logbuf.close()
+        if self._status_task is not None:
+            self._status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._status_task
+
+    # ---- containers ------------------------------------------------------------------
+
+    def _env(self, spec: dict[str, Any]) -> dict[str, str]:
+        env = {
+            "HOSTNAME": self.hostname,
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+            "KUBERNETES_SERVICE_PORT": "443",
+            "KUBERNETES_PORT": "tcp://10.96.0.1:443",
+        }
+        fields = {"metadata.name": self.name, "metadata.namespace": self.namespace,
+                  "metadata.uid": self.uid, "spec.nodeName": self.runtime.node,
+                  "status.podIP": self.ip, "status.hostIP": self.runtime.host_ip,
+                  "spec.serviceAccountName": self.spec.get("serviceAccountName", "default")}
+        for item in spec.get("env") or []:
+            name = item.get("name")
+            if not name:
+                continue
+            if "value" in item:
+                env[name] = str(item.get("value") or "")
+            elif ref := (item.get("valueFrom") or {}).get("fieldRef"):
+                env[name] = fields.get(str(ref.get("fieldPath")), "")
+        return env
+
+    def context(self, spec: dict[str, Any]) -> ContainerContext:
+        labels = dict((self.pod.get("metadata") or {}).get("labels") or {})
+        info = PodInfo(name=self.name, namespace=self.namespace, ip=self.ip,
+                       node=self.runtime.node, labels=labels, hostname=self.hostname)
+        name = spec["name"]
+        return ContainerContext(
+            name=name, args=[str(a) for a in (spec.get("args") or [])], env=self._env(spec),
+            ports=list(spec.get("ports") or []), pod=info, net=self.net,
+            log=self.log.bind(container=name), stdout=self.logs[name])
+
+    async def _run_container(self, spec: dict[str, Any]) -> None:
+        name = spec["name"]
+        state = self.containers[name]
+        policy = self.spec.get("restartPolicy", "Always")
+        backoff = BACKOFF_INITIAL_S
+        clog = self.log.bind(container=name, image=spec.get("image"))
+        while True:
+            try:
+                fn = resolve_image(spec.get("image", ""))
+            except ImageError as e:
+                state.state = {"waiting": {"reason": "ErrImagePull", "message": str(e)}}
+                state.ready = False
+                self.mark_dirty()
+                clog.warning("container.image_error", error=str(e))
+                await self.runtime.event(self, "Warning", "Failed",
+                                         f"Failed to pull image \"{spec.get('image')}\": {e}")
+                await asyncio.sleep(backoff)
+                state.state = {"waiting": {"reason": "ImagePullBackOff", "message": str(e)}}
+                self.mark_dirty()
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            started = time.monotonic()
+            state.state = {"running": {"startedAt": now_rfc3339()}}
+            state.ready = True
+            self.mark_dirty()
+            clog.info("container.started", restart_count=state.restart_count)
+            await self.runtime.event(self, "Normal", "Started", f"Started container {name}")
+            exit_code, reason, message = 0, "Completed", ""
+            try:
+                await fn(self.context(spec))
+            except asyncio.CancelledError:
+                state.ready = False
+                state.state = {"terminated": {"exitCode": 137 if self.terminating else 143,
+                                              "reason": "Killed" if self.terminating else
+                                              "Error", "finishedAt": now_rfc3339(),
+                                              "startedAt": state.state["running"]["startedAt"]}}
+                raise
+            except Exception as e:  # a user's container crashed: that is its exit status
+                exit_code, reason, message = 1, "Error", f"{type(e).__name__}: {e}"
+                self.logs[name].write(f"{message}\n")
+                clog.warning("container.crashed", error=message)
+            ran_s = time.monotonic() - started
+            state.ready = False
+            terminated = {"exitCode": exit_code, "reason": reason,
+                          "startedAt": state.state["running"]["startedAt"],
+                          "finishedAt": now_rfc3339()}
+            if message:
+                terminated["message"] = message
+            restart = policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+            if not restart:
+                state.state = {"terminated": terminated}
+                self.mark_dirty()
+                clog.info("container.exited", exit_code=exit_code)
+                return
+            if ran_s >= BACKOFF_RESET_S:
+                backoff = BACKOFF_INITIAL_S
+            state.last_state = {"terminated": terminated}
+            state.state = {"waiting": {"reason": "CrashLoopBackOff",
+                                       "message": f"back-off {backoff:.0f}s restarting failed "
+                                                  f"container={name} pod={self.name}"}}
+            state.restart_count += 1
+            self.mark_dirty()
+            await self.runtime.event(self, "Warning", "BackOff",
+                                     "Back-off restarting failed container")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    # ---- status ----------------------------------------------------------------------
+
+    def mark_dirty(self) -> None:
+        self._status_dirty.set()
+
+    def phase(self) -> str:
+        states = list(self.containers.values())
+        if any("running" in c.state for c in states):
+            return "Running"
+        if states and all("terminated" in c.state for c in states):
+            if all(c.state["terminated"].get("exitCode") == 0 for c in states):
+                return "Succeeded"
+            return "Failed"
+        if any("waiting" in c.state and c.state["waiting"].get("reason") == "CrashLoopBackOff"
+               for c in states):
+            return "Running"  # kubelet keeps a crash-looping pod Running
+        return "Pending"
+
+    def status(self) -> dict[str, Any]:
+        now = now_rfc3339()
+        ready = bool(self.containers) and all(c.ready for c in self.containers.values())
+        ready_s = "True" if ready and not self.terminating else "False"
+
+        def cond(kind: str, value: str) -> dict[str, Any]:
+            return {"type": kind, "status": value, "lastProbeTime": None,
+                    "lastTransitionTime": now}
+
+        return {
+            "phase": self.phase(),
+            "conditions": [cond("PodReadyToStartContainers", "True"),
+                           cond("Initialized", "True"), cond("Ready", ready_s),
+                           cond("ContainersReady", ready_s), cond("PodScheduled", "True")],
+            "hostIP": self.runtime.host_ip,
+            "hostIPs": [{"ip": self.runtime.host_ip}],
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}],
+            "startTime": self.start_time,
+            "qosClass": "BestEffort",
+            "containerStatuses": [c.status(self.uid) for c in self.containers.values()],
+        }
+
+    async def _status_writer(self) -> None:
+        """Send the latest status whenever it changed; one request in flight at a time."""
+        last: dict[str, Any] | None = None
+        while True:
+            await self._status_dirty.wait()
+            self._status_dirty.clear()
+            status = self.status()
+            comparable = _without_times(status)
+            if comparable == last:
+                continue
+            try:
+                await self.runtime.api.patch(PODS, self.namespace, self.name,
+                                             {"status": status}, subresource="status")
+                last = comparable
+            except ApiError as e:
+                if e.code == 404:
+                    return  # the pod is gone; the watch will tell the runtime
+                self.log.warning("pod.status_rejected", error=str(e))
+            except ApiUnavailable as e:
+                self.log.warning("pod.status_unsent", error=str(e))
+                await asyncio.sleep(1.0)
+                self._status_dirty.set()
+
+    # ---- exec ------------------------------------------------------------------------
+
+    def exec_target(self, container: str) -> ExecTarget:
+        spec = next(c for c in self.spec.get("containers", []) if c["name"] == container)
+        prefix = self.runtime.network_cidr_route()
+        routes = [("default", f"via {self.runtime.gateway} dev eth0"),
+                  (self.runtime.pod_cidr, f"dev eth0 proto kernel scope link src {self.ip}")]
+        if prefix:
+            routes.insert(1, prefix)
+        return ExecTarget(net=self.net, pod=self.name, namespace=self.namespace,
+                          node=self.runtime.node, pod_ip=self.ip, hostname=self.hostname,
+                          env=self._env(spec), files=dict(self.files), routes=routes)
+
+
+def _without_times(status: dict[str, Any]) -> dict[str, Any]:
+    out = dict(status)
+    out["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                         for c in status["conditions"]]
+    return out
+
+
+class PodRuntime:
+    """All pods on this node, kept in line with what the API says should run here."""
+
+    def __init__(self, *, node: str, host_ip: str, pod_cidr: str, network: NodeNetwork,
+                 api: ApiClient, cluster_domain: str = "cluster.local") -> None:
+        self.node = node
+        self.host_ip = host_ip
+        self.pod_cidr = pod_cidr
+        self.network = network
+        self.api = api
+        self.cluster_domain = cluster_domain
+        self.ipam = HostLocalIpam(pod_cidr)
+        self.gateway = self.ipam.gateway
+        self.pods: dict[str, RunningPod] = {}          # by uid
+        self._stopping: dict[str, asyncio.Task[None]] = {}
+
+    def network_cidr_route(self) -> tuple[str, str] | None:
+        return None  # the overlay route to the rest of the cluster arrives with the CNI
+
+    def find(self, namespace: str, name: str) -> RunningPod | None:
+        for pod in self.pods.values():
+            if pod.namespace == namespace and pod.name == name:
+                return pod
+        return None
+
+    async def sync(self, pod: dict[str, Any]) -> None:
+        """Make reality match one pod object from the API (ADDED or MODIFIED)."""
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid")
+        if not uid or (pod.get("spec") or {}).get("nodeName") != self.node:
+            return
+        running = self.pods.get(uid)
+        if meta.get("deletionTimestamp"):
+            if uid not in self._stopping:
+                grace = meta.get("deletionGracePeriodSeconds")
+                grace_s = float(grace if grace is not None else 30)
+                self._stopping[uid] = asyncio.create_task(
+                    self._terminate(uid, pod, grace_s), name=f"pod-terminate:{meta.get('name')}")
+            return
+        if running is not None or uid in self._stopping:
+            return
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed") and uid not in self.pods:
+            return  # finished before this agent (re)started; kubelet does not rerun it
+        self._start(pod)
+
+    def _start(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        prefer = (pod.get("status") or {}).get("podIP")
+        ip = self.ipam.allocate(meta["uid"], prefer=prefer)
+        hostname = (pod.get("spec") or {}).get("hostname") or meta["name"]
+        net = self.network.attach(ip, pod=meta["name"], namespace=meta.get("namespace",
+                                  "default"), hostname=hostname)
+        running = RunningPod(self, pod, ip, net)
+        self.pods[meta["uid"]] = running
+        running.log.info("pod.started", reused_ip=ip == prefer)
+        running.start()
+
+    async def _terminate(self, uid: str, pod: dict[str, Any], grace_s: float) -> None:
+        meta = pod["metadata"]
+        try:
+            running = self.pods.get(uid)
+            if running is not None:
+                await self.event(running, "Normal", "Killing",
+                                 f"Stopping container{'s' if len(running.tasks) > 1 else ''} "
+                                 + ", ".join(running.tasks))
+                await self._remove(uid, grace_s)
+            try:
+                await self.api.delete(PODS, meta.get("namespace"), meta["name"],
+                                      grace_period_seconds=0, uid=uid)
+            except ApiError as e:
+                if e.code not in (404, 409):
+                    log.warning("pod.final_delete_failed", pod=meta["name"], error=str(e))
+        finally:
+            self._stopping.pop(uid, None)
+
+    async def _remove(self, uid: str, grace_s: float) -> None:
+        running = self.pods.get(uid)
+        if running is None:
+            return
+        await running.stop(grace_s)
+        self.network.detach(running.ip)
+        self.ipam.release(running.ip)
+        self.pods.pop(uid, None)
+        running.log.info("pod.stopped")
+
+    async def forget(self, uid: str) -> None:
+        """The pod object is gone from the API: stop it now."""
+        if uid in self._stopping:
+            return
+        await self._remove(uid, 0.0)
+
+    async def resync(self, pods: list[dict[str, Any]]) -> None:
+        """After a (re)list: stop what the API no longer has, start what it has."""
+        wanted = {p["metadata"]["uid"] for p in pods if p.get("metadata", {}).get("uid")}
+        for uid in list(self.pods):
+            if uid not in wanted:
+                await self.forget(uid)
+        for pod in pods:
+            await self.sync(pod)
+
+    async def event(self, pod: RunningPod, kind: str, reason: str, message: str) -> None:
+        """Record a Kubernetes Event about a pod (best effort: events are advisory)."""
+        now = now_rfc3339()
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
+            "involvedObject": {"kind": "Pod", "namespace": pod.namespace, "name": pod.name,
+                               "uid": pod.uid, "apiVersion": "v1"},
+            "reason": reason, "message": message, "type": kind,
+            "source": {"component": "podnet-agent", "host": self.node},
+            "reportingComponent": "podnet-agent", "reportingInstance": self.node,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            await self.api.create(EVENTS, pod.namespace, body)
+        except (ApiError, ApiUnavailable) as e:
+            log.debug("event.unsent", reason=reason, error=str(e))
+
+    async def close(self) -> None:
+        for task in list(self._stopping.values()):
+            task.cancel()
+        for uid in list(self.pods):
+            await self._remove(uid, 1.0)

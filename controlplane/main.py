@@ -1,0 +1,135 @@
+"""The control plane process: `podnet controlplane` / `python -m controlplane`.
+
+It owns the API server and its durable store, node IPAM (admission), the scheduler and the
+node lifecycle controller. Every component is entered into one AsyncExitStack and torn down
+in reverse order on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+
+import structlog
+from aiohttp import web
+
+from controlplane.api import Api
+from controlplane.apiserver import build_app
+from controlplane.controllers import NodeLifecycle, Scheduler
+from controlplane.nodeipam import NodeIpam
+from controlplane.store import Store
+from podnet import logs, settings
+from podnet.auth import SecretError, agent_token, api_token, generate_secret, load_secret
+from podnet.cluster import write_json_atomic
+from podnet.resources import BY_KIND
+from podnet.settings import ControlPlaneSettings, SettingsError
+
+log = structlog.get_logger()
+NODES = BY_KIND["Node"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="podnet controlplane",
+        description="Run the control plane: a Kubernetes-shaped API server with a durable "
+                    "store, the scheduler, node IPAM and the node lifecycle controller.")
+    settings.add_arguments(p, ControlPlaneSettings)
+    p.add_argument("--log-level", default=os.environ.get("PODNET_LOG_LEVEL", "info"),
+                   choices=sorted(logs.LEVELS), help="lowest level logged (env PODNET_LOG_LEVEL)")
+    return p
+
+
+def agent_address(api: Api):  # type: ignore[no-untyped-def]
+    """Where a node's agent listens, from its Node object (as the API server finds kubelets)."""
+
+    def lookup(node_name: str) -> tuple[str, int] | None:
+        try:
+            node = api.get(NODES, None, node_name)
+        except Exception:  # noqa: BLE001  # any lookup failure means "no agent known"
+            return None
+        status = node.get("status") or {}
+        port = (status.get("daemonEndpoints") or {}).get("kubeletEndpoint", {}).get("Port")
+        host = next((a.get("address") for a in status.get("addresses") or []
+                     if a.get("type") == "InternalIP"), None)
+        if not host or not isinstance(port, int):
+            return None
+        return str(host), port
+
+    return lookup
+
+
+async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    path = s.secret_path
+    secret = load_secret(path) if path.exists() else generate_secret(path)
+    async with contextlib.AsyncExitStack() as stack:
+        store = Store.open(s.state_dir / "store.db")
+        stack.callback(store.close)
+        api = Api(store)
+        api.add_admission(NodeIpam(s.cluster_cidr, s.node_cidr_mask,
+                                   api.list(NODES)["items"]))
+        api.bootstrap()
+        await api.start()
+        stack.push_async_callback(api.close)
+        app = build_app(api, api_token=api_token(secret), agent_token=agent_token(secret),
+                        agent_address=agent_address(api))
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, s.listen_host, s.listen_port)
+        try:
+            await site.start()
+        except OSError as e:
+            raise SettingsError(f"--listen-port: cannot listen on {s.listen_host}:"
+                                f"{s.listen_port}: {e.strerror}") from None
+        server = site._server
+        assert server is not None and server.sockets  # noqa: S101  # started just above
+        port = int(server.sockets[0].getsockname()[1])
+        address = f"{s.listen_host}:{port}"
+        scheduler = Scheduler(api)
+        lifecycle = NodeLifecycle(api, s.node_monitor_grace_s, s.node_monitor_period_s)
+        tasks = [asyncio.create_task(scheduler.run(), name="scheduler"),
+                 asyncio.create_task(lifecycle.run(), name="node-lifecycle")]
+        if s.ready_file:
+            write_json_atomic(s.ready_file, {"pid": os.getpid(), "address": address,
+                                             "api": f"http://{address}"})
+        log.info("controlplane.ready", api=f"http://{address}", state_dir=str(s.state_dir))
+        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and not task.cancelled() and task.exception():
+                log.error("controlplane.task_failed", task=task.get_name(),
+                          error=repr(task.exception()))
+        for task in [stopper, *tasks]:
+            task.cancel()
+        await asyncio.gather(stopper, *tasks, return_exceptions=True)
+        log.info("controlplane.stopping")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        s = settings.load(ControlPlaneSettings, args)
+    except SettingsError as e:
+        print(f"podnet controlplane: {e}", file=sys.stderr)
+        return 2
+    logs.configure("controlplane", component="controlplane", node="",
+                   logs_dir=s.state_dir / "logs", level=args.log_level)
+
+    async def amain() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(s, stop)
+
+    try:
+        asyncio.run(amain())
+    except (SecretError, SettingsError) as e:
+        print(f"podnet controlplane: {e}", file=sys.stderr)
+        return 2
+    return 0

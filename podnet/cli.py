@@ -1,0 +1,133 @@
+"""The `podnet` command line.
+
+    podnet up [--nodes N] [--state-dir DIR] [--detach] [-f FILE]... [--no-demo]
+    podnet down [--state-dir DIR]
+    podnet exec [-n NS] POD [-c CONTAINER] [-i] -- CMD ARGS...
+    podnet controlplane ...      (the control plane process; `--help` lists its flags)
+    podnet agent --name NAME --controlplane URL ...   (one node agent)
+
+Client commands find the cluster through --state-dir, else PODNET_STATE_DIR, else ./.podnet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from podnet import __version__
+from podnet.cluster import ClusterNotFound, read_cluster, state_dir
+
+
+def _state_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", metavar="DIR", default=None,
+                   help="the cluster's state directory (default: $PODNET_STATE_DIR or ./.podnet)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="podnet", description=(
+        "Kubernetes pod networking, emulated with real processes and real sockets."))
+    p.add_argument("--version", action="version", version=f"podnet {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start a local cluster (control plane + N agents)",
+                        description="Start a control plane and N node agents as processes on "
+                                    "127.0.0.1, write DIR/kubeconfig and DIR/cluster.json, and "
+                                    "apply the demo and any -f manifests. Ctrl-C stops it.")
+    up.add_argument("--nodes", type=int, default=3, metavar="N",
+                    help="number of nodes, named node-1..node-N (default 3)")
+    _state_dir_arg(up)
+    up.add_argument("--detach", action="store_true",
+                    help="return once every node is Ready; stop later with `podnet down`")
+    up.add_argument("-f", "--apply", action="append", default=[], metavar="FILE", type=Path,
+                    help="apply this manifest after start (repeatable)")
+    up.add_argument("--no-demo", action="store_true", help="do not apply examples/demo.yaml")
+    up.add_argument("--timeout-s", type=float, default=30.0, metavar="SECONDS",
+                    help="how long to wait for every node to be Ready (default 30)")
+
+    down = sub.add_parser("down", help="stop a detached cluster",
+                          description="Stop every process of the cluster in the state "
+                                      "directory. Stored objects are kept.")
+    _state_dir_arg(down)
+
+    ex = sub.add_parser("exec", help="run a toolbox command inside a pod's network stack",
+                        description="Run CMD inside POD's network namespace, like "
+                                    "`kubectl exec POD -- CMD`. Exits with CMD's exit code.")
+    _state_dir_arg(ex)
+    ex.add_argument("-n", "--namespace", default="default")
+    ex.add_argument("-c", "--container", default=None)
+    ex.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the command")
+    ex.add_argument("pod")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+
+    sub.add_parser("controlplane", help="run the control plane process (see its --help)",
+                   add_help=False)
+    sub.add_parser("agent", help="run one node agent process (see its --help)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # The process commands own their flags; hand them everything after the verb.
+    if argv and argv[0] == "controlplane":
+        from controlplane.main import main as controlplane_main
+
+        return controlplane_main(argv[1:])
+    if argv and argv[0] == "agent":
+        from agents.main import main as agent_main
+
+        return agent_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            from podnet.up import UpError, up
+
+            try:
+                return asyncio.run(up(state_dir(args.state_dir), args.nodes, args.detach,
+                                      args.apply, not args.no_demo, args.timeout_s))
+            except UpError as e:
+                print(f"podnet up: {e}", file=sys.stderr)
+                return 1
+        if args.command == "down":
+            from podnet.up import down
+
+            return down(state_dir(args.state_dir))
+        if args.command == "exec":
+            return run_exec(args)
+    except ClusterNotFound as e:
+        print(f"podnet {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    build_parser().print_help()
+    return 2
+
+
+def run_exec(args: argparse.Namespace) -> int:
+    from podnet.auth import SecretError, api_token, load_secret
+    from podnet.execclient import ExecError, exec_in_pod
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        print("podnet exec: no command given: podnet exec POD -- CMD ARGS...", file=sys.stderr)
+        return 2
+    info = read_cluster(state_dir(args.state_dir))
+    try:
+        token = api_token(load_secret(Path(info["secret_file"])))
+    except SecretError as e:
+        print(f"podnet exec: {e}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(exec_in_pod(
+            info["api"], token, args.namespace, args.pod, args.container, cmd,
+            stdin=args.stdin, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer))
+    except ExecError as e:
+        print(f"Error from server: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"podnet exec: cannot reach the control plane at {info['api']}: {e}",
+              file=sys.stderr)
+        return 1

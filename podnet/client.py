@@ -1,0 +1,176 @@
+"""A small asynchronous client for the podnet API, used by agents and the CLI.
+
+It speaks the same REST conventions as kubectl: `/api/v1/...` paths, `Status` errors
+(raised as `ApiError`), and `?watch=true` streams of JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from podnet.apierrors import ApiError
+from podnet.resources import Resource
+
+
+class ApiUnavailable(Exception):
+    """The control plane could not be reached."""
+
+
+def resource_path(res: Resource, namespace: str | None = None, name: str | None = None,
+                  subresource: str | None = None) -> str:
+    base = f"/api/{res.version}" if not res.group else f"/apis/{res.group}/{res.version}"
+    if res.namespaced and namespace:
+        base += f"/namespaces/{quote(namespace, safe='')}"
+    path = f"{base}/{res.plural}"
+    if name is not None:
+        path += f"/{quote(name, safe='')}"
+        if subresource:
+            path += f"/{subresource}"
+    return path
+
+
+class ApiClient:
+    """One keep-alive session to the API server, authenticated with a bearer token."""
+
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {self.token}",
+                         "User-Agent": "podnet/0.1"})
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, method: str, path: str, *, body: Any = None,
+                      params: dict[str, str] | None = None,
+                      content_type: str = "application/json") -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        try:
+            async with self.session.request(method, self.base_url + path, data=data,
+                                            params=params, headers=headers,
+                                            timeout=self._timeout) as resp:
+                text = await resp.text()
+                payload = json.loads(text) if text else None
+                if resp.status >= 400:
+                    raise _api_error(resp.status, payload, text)
+                return payload
+        except (aiohttp.ClientConnectionError, TimeoutError) as e:
+            raise ApiUnavailable(f"cannot reach the control plane at {self.base_url}: "
+                                 f"{e or type(e).__name__}") from None
+        except json.JSONDecodeError as e:
+            raise ApiUnavailable(f"bad response from {self.base_url}{path}: {e}") from None
+
+    async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", resource_path(res, namespace, name))
+        return result
+
+    async def list(self, res: Resource, namespace: str | None = None, *,
+                   label_selector: str = "", field_selector: str = "") -> dict[str, Any]:
+        params = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        result: dict[str, Any] = await self.request("GET", resource_path(res, namespace),
+                                                    params=params)
+        return result
+
+    async def create(self, res: Resource, namespace: str | None,
+                     obj: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("POST", resource_path(res, namespace),
+                                                    body=obj)
+        return result
+
+    async def replace(self, res: Resource, namespace: str | None, name: str,
+                      obj: dict[str, Any], subresource: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "PUT", resource_path(res, namespace, name, subresource), body=obj)
+        return result
+
+    async def patch(self, res: Resource, namespace: str | None, name: str, patch: Any, *,
+                    subresource: str | None = None,
+                    content_type: str = "application/merge-patch+json") -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "PATCH", resource_path(res, namespace, name, subresource), body=patch,
+            content_type=content_type)
+        return result
+
+    async def delete(self, res: Resource, namespace: str | None, name: str, *,
+                     grace_period_seconds: int | None = None,
+                     uid: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
+        result: dict[str, Any] = await self.request(
+            "DELETE", resource_path(res, namespace, name), body=body)
+        return result
+
+    async def watch(self, res: Resource, namespace: str | None = None, *,
+                    resource_version: str = "", field_selector: str = "",
+                    label_selector: str = "",
+                    timeout_s: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Yield watch events ({"type", "object"}) until the server ends the stream."""
+        params = {"watch": "true", "allowWatchBookmarks": "true"}
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if timeout_s is not None:
+            params["timeoutSeconds"] = str(timeout_s)
+        try:
+            async with self.session.get(
+                    self.base_url + resource_path(res, namespace), params=params,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
+                if resp.status >= 400:
+                    text = await resp.text()
+                    raise _api_error(resp.status, _maybe_json(text), text)
+                # Lines can exceed aiohttp's default 64 KiB line limit for big objects.
+                buffer = b""
+                async for chunk in resp.content.iter_any():
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        if line.strip():
+                            yield json.loads(line)
+        except (aiohttp.ClientConnectionError, TimeoutError) as e:
+            raise ApiUnavailable(f"watch of {res.plural} ended: {e or type(e).__name__}") \
+                from None
+
+
+def _maybe_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _api_error(status: int, payload: Any, text: str) -> ApiError:
+    if isinstance(payload, dict) and payload.get("kind") == "Status":
+        return ApiError(int(payload.get("code") or status), str(payload.get("reason", "")),
+                        str(payload.get("message", "")), payload.get("details") or {})
+    return ApiError(status, "Unknown", text.strip()[:500] or f"HTTP {status}")

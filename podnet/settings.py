@@ -1,0 +1,190 @@
+"""Typed settings for every podnet process: defaults -> environment -> flags.
+
+Each process's settings are one frozen dataclass. A field's metadata carries its help text;
+the flag is the field name with dashes (`heartbeat_interval_s` -> `--heartbeat-interval-s`)
+and the environment variable is `PODNET_` + the upper-cased name. Units live in the names.
+`load()` validates once and raises `SettingsError` with one line a user can act on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(Exception):
+    """A bad setting; the message names the flag and what is wrong."""
+
+
+def opt(default: Any, help: str, *, flag: str | None = None, short: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag, "short": short})
+
+
+def _flag(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata.get("flag") or "--" + f.name.replace("_", "-"))
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(the concrete type, whether None is allowed) of an annotation like `int | None`."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
+    """Add one flag per field of the settings dataclass `cls`."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, _ = _base_type(hints[f.name])
+        env = "PODNET_" + f.name.upper()
+        default = f.default if f.default is not dataclasses.MISSING else None
+        names = [_flag(f)] + ([f.metadata["short"]] if f.metadata.get("short") else [])
+        help_text = f"{f.metadata.get('help', '')} (env {env}; default: {default})"
+        if tp is bool:
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(*names, dest=f.name, default=None, metavar=f.name.upper(),
+                                help=help_text)
+
+
+def _convert(name: str, flag: str, tp: type, raw: Any) -> Any:
+    if isinstance(raw, tp) and not (tp is int and isinstance(raw, bool)):
+        return raw
+    text = str(raw).strip()
+    try:
+        if tp is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(text)
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+        if tp is Path:
+            return Path(text).expanduser()
+        return text
+    except ValueError:
+        raise SettingsError(f"{flag}: expected {tp.__name__}, got {text!r}") from None
+
+
+def load(cls: type[T], args: argparse.Namespace | None = None,
+         env: typing.Mapping[str, str] | None = None) -> T:
+    """Build `cls` from defaults, then `PODNET_*` variables, then parsed flags."""
+    env = os.environ if env is None else env
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp, nullable = _base_type(hints[f.name])
+        raw: Any = None
+        if args is not None and getattr(args, f.name, None) is not None:
+            raw = getattr(args, f.name)
+        elif (v := env.get("PODNET_" + f.name.upper())) is not None:
+            raw = v
+        if raw is None:
+            continue
+        if nullable and str(raw).strip() == "":
+            values[f.name] = None
+            continue
+        values[f.name] = _convert(f.name, _flag(f), tp, raw)
+    obj = cls(**values)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check()
+    return obj
+
+
+def _positive(value: float, flag: str) -> None:
+    if value <= 0:
+        raise SettingsError(f"{flag}: must be greater than 0, got {value}")
+
+
+def _port(value: int, flag: str) -> None:
+    if not 0 <= value <= 65535:
+        raise SettingsError(f"{flag}: port must be 0..65535, got {value}")
+
+
+def _cidr(value: str, flag: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as e:
+        raise SettingsError(f"{flag}: {e}") from None
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise SettingsError(f"{flag}: only IPv4 is supported, got {value}")
+    return net
+
+
+@dataclass(frozen=True)
+class ControlPlaneSettings:
+    listen_host: str = opt("127.0.0.1", "address the API server listens on")
+    listen_port: int = opt(0, "API server port (0 picks a free one)")
+    state_dir: Path = opt(Path(".podnet"), "directory for the store, logs and run files")
+    secret_file: Path | None = opt(None, "cluster secret file (default: STATE_DIR/secret)")
+    cluster_cidr: str = opt("10.244.0.0/16", "pod network; each node gets one /24 of it")
+    node_cidr_mask: int = opt(24, "prefix length of each node's podCIDR")
+    service_cidr: str = opt("10.96.0.0/12", "virtual IPs for ClusterIP Services")
+    cluster_domain: str = opt("cluster.local", "cluster DNS domain")
+    node_monitor_grace_s: float = opt(8.0, "a node silent this long goes NotReady")
+    node_monitor_period_s: float = opt(1.0, "how often the node lifecycle controller looks")
+    ready_file: Path | None = opt(None, "write {pid, address} here as JSON once serving")
+
+    def check(self) -> None:
+        _port(self.listen_port, "--listen-port")
+        _positive(self.node_monitor_grace_s, "--node-monitor-grace-s")
+        _positive(self.node_monitor_period_s, "--node-monitor-period-s")
+        net = _cidr(self.cluster_cidr, "--cluster-cidr")
+        _cidr(self.service_cidr, "--service-cidr")
+        if not net.prefixlen < self.node_cidr_mask <= 30:
+            raise SettingsError(
+                f"--node-cidr-mask: must be between {net.prefixlen + 1} and 30, "
+                f"got {self.node_cidr_mask}")
+
+    @property
+    def secret_path(self) -> Path:
+        return self.secret_file or self.state_dir / "secret"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    name: str = opt("", "node name (required), e.g. node-1")
+    controlplane: str = opt("", "control plane API URL, e.g. http://127.0.0.1:6443")
+    listen_host: str = opt("127.0.0.1", "address the agent listens on (exec, logs; later gossip)")
+    listen_port: int = opt(0, "agent port (0 picks a free one)")
+    advertise_host: str | None = opt(None, "address other processes use to reach this agent "
+                                           "(default: the listen host)")
+    state_dir: Path = opt(Path(".podnet"), "directory for logs and run files")
+    secret_file: Path | None = opt(None, "cluster secret file (default: STATE_DIR/secret)")
+    heartbeat_interval_s: float = opt(2.0, "how often the agent renews its Node's Ready status")
+    ready_file: Path | None = opt(None, "write {pid, address} here as JSON once registered")
+
+    def check(self) -> None:
+        if not self.name:
+            raise SettingsError("--name: a node name is required, e.g. --name node-1")
+        from podnet.names import dns1123_label_error
+
+        if err := dns1123_label_error(self.name):
+            raise SettingsError(f"--name: {err}")
+        if not self.controlplane:
+            raise SettingsError("--controlplane: the control plane URL is required, "
+                                "e.g. --controlplane http://127.0.0.1:6443")
+        if not self.controlplane.startswith(("http://", "https://")):
+            raise SettingsError(f"--controlplane: expected an http:// URL, got "
+                                f"{self.controlplane!r}")
+        _port(self.listen_port, "--listen-port")
+        _positive(self.heartbeat_interval_s, "--heartbeat-interval-s")
+
+    @property
+    def secret_path(self) -> Path:
+        return self.secret_file or self.state_dir / "secret"

@@ -1,0 +1,284 @@
+"""`podnet up` and `podnet down`: a whole cluster as child processes on 127.0.0.1.
+
+`up` starts one control plane and N agents (`node-1` .. `node-N`), each a separate OS
+process that finds its port itself and reports it through a ready file; then it writes
+`kubeconfig` and `cluster.json`, applies the demo and any `-f` manifests, and prints a status
+table. In the foreground, Ctrl-C stops every process; with `--detach` they keep running and
+`podnet down` stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podnet.auth import api_token, generate_secret, load_secret
+from podnet.client import ApiClient, ApiUnavailable
+from podnet.cluster import read_cluster, write_json_atomic, write_kubeconfig
+from podnet.manifests import ManifestError, apply, load_manifests
+from podnet.resources import BY_KIND
+
+NODES = BY_KIND["Node"]
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DEMO = EXAMPLES / "demo.yaml"
+
+
+class UpError(Exception):
+    """`podnet up` cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    ready_file: Path
+    info: dict[str, Any] | None = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); it is not running.
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    return True
+
+
+def _is_podnet(pid: int) -> bool:
+    """Whether `pid` runs a podnet process (a pid in an old cluster.json may be reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"controlplane" in cmdline or b"agents" in cmdline
+
+
+class Cluster:
+    """The processes of one cluster, started and stopped together."""
+
+    def __init__(self, state_dir: Path, nodes: int, detach: bool) -> None:
+        self.state_dir = state_dir
+        self.nodes = nodes
+        self.detach = detach
+        self.run_dir = state_dir / "run"
+        self.logs_dir = state_dir / "logs"
+        self.children: list[Child] = []
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # User images (`py:package.module:function`) import from the user's PYTHONPATH and
+        # the directory `podnet up` was started in, as a local `python -m` would.
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if os.getcwd() not in paths:
+            paths.append(os.getcwd())
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def spawn(self, name: str, args: list[str]) -> Child:
+        ready = self.run_dir / f"{name}.json"
+        ready.unlink(missing_ok=True)
+        stderr = (self.logs_dir / f"{name}.stderr").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, *args, "--state-dir", str(self.state_dir),
+             "--ready-file", str(ready)],
+            stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, env=self._env(),
+            # Detached clusters must survive this command and the terminal's Ctrl-C.
+            start_new_session=self.detach)
+        stderr.close()
+        child = Child(name, proc, ready)
+        self.children.append(child)
+        return child
+
+    async def wait_ready(self, child: Child, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if child.proc.poll() is not None:
+                raise UpError(f"{child.name} exited with code {child.proc.returncode}; see "
+                              f"{self.logs_dir / (child.name + '.stderr')}"
+                              f"{_tail(self.logs_dir / (child.name + '.stderr'))}")
+            if child.ready_file.exists():
+                with contextlib.suppress(ValueError):
+                    child.info = json.loads(child.ready_file.read_text())
+                    return child.info
+            await asyncio.sleep(0.02)
+        raise UpError(f"{child.name} did not become ready within {timeout_s:.0f}s; see "
+                      f"{self.logs_dir / (child.name + '.jsonl')}")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for child in self.children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if child.proc.poll() is None:
+                child.proc.kill()
+                child.proc.wait()
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return ("\n  " + "\n  ".join(text)) if text else ""
+
+
+async def wait_nodes_ready(api: ApiClient, names: list[str], timeout_s: float) -> list[Any]:
+    deadline = time.monotonic() + timeout_s
+    nodes: list[Any] = []
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ApiUnavailable):
+            nodes = (await api.list(NODES))["items"]
+            ready = {n["metadata"]["name"] for n in nodes
+                     if any(c.get("type") == "Ready" and c.get("status") == "True"
+                            for c in n.get("status", {}).get("conditions", []))}
+            if set(names) <= ready:
+                return [n for n in nodes if n["metadata"]["name"] in names]
+        await asyncio.sleep(0.05)
+    missing = sorted(set(names) - {n["metadata"]["name"] for n in nodes})
+    raise UpError(f"nodes not Ready within {timeout_s:.0f}s: {', '.join(missing) or 'some'}")
+
+
+def check_not_running(state_dir: Path) -> None:
+    try:
+        info = read_cluster(state_dir)
+    except Exception:  # noqa: BLE001  # no readable cluster.json: nothing is running
+        return
+    pid = int(info.get("controlplane", {}).get("pid") or 0)
+    if pid and _alive(pid) and _is_podnet(pid):
+        raise UpError(f"a cluster is already running in {state_dir} (control plane pid {pid}): "
+                      f"stop it with `podnet down --state-dir {state_dir}` or choose another "
+                      "--state-dir")
+
+
+async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], demo: bool,
+             ready_timeout_s: float = 30.0) -> int:
+    if nodes < 1:
+        raise UpError(f"--nodes must be at least 1, got {nodes}")
+    files = ([DEMO] if demo else []) + manifests
+    objects = [obj for path in files for obj in load_manifests(path)]  # fail before starting
+    state_dir.mkdir(parents=True, exist_ok=True)
+    check_not_running(state_dir)
+    for d in ("run", "logs"):
+        (state_dir / d).mkdir(exist_ok=True)
+    secret_file = state_dir / "secret"
+    secret = load_secret(secret_file) if secret_file.exists() else generate_secret(secret_file)
+    started = time.monotonic()
+    cluster = Cluster(state_dir, nodes, detach)
+    ok = False
+    try:
+        cp = cluster.spawn("controlplane", ["-m", "controlplane", "--listen-port", "0"])
+        cp_info = await cluster.wait_ready(cp, ready_timeout_s)
+        api_url = str(cp_info["api"])
+        names = [f"node-{i}" for i in range(1, nodes + 1)]
+        agents = [cluster.spawn(f"agent-{n}", ["-m", "agents", "--name", n, "--controlplane",
+                                               api_url, "--listen-port", "0"]) for n in names]
+        async with ApiClient(api_url, api_token(secret)) as api:
+            for child in agents:
+                await cluster.wait_ready(child, ready_timeout_s)
+            node_objs = await wait_nodes_ready(api, names, ready_timeout_s)
+            elapsed = time.monotonic() - started
+            info = cluster_info(state_dir, api_url, cp, agents, node_objs)
+            write_kubeconfig(state_dir / "kubeconfig", api_url, api_token(secret))
+            write_json_atomic(state_dir / "cluster.json", info)
+            print_status(info, elapsed)
+            for obj in objects:
+                print(f"  {await apply(api, obj)}")
+        ok = True
+    except ManifestError as e:
+        raise UpError(str(e)) from None
+    finally:
+        if not ok:
+            cluster.stop()
+    if detach:
+        print(f"Detached. Stop it with: podnet down --state-dir {state_dir}")
+        return 0
+    print("Press Ctrl-C to stop the cluster.")
+    return await supervise(cluster, state_dir)
+
+
+async def supervise(cluster: Cluster, state_dir: Path) -> int:
+    """Run until Ctrl-C/SIGTERM; report a child that dies on its own."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reported: set[str] = set()
+    while not stop.is_set():
+        for child in cluster.children:
+            if child.proc.poll() is not None and child.name not in reported:
+                reported.add(child.name)
+                print(f"podnet: {child.name} exited with code {child.proc.returncode}; see "
+                      f"{cluster.logs_dir / (child.name + '.stderr')}", file=sys.stderr)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    print("\nStopping the cluster...")
+    cluster.stop()
+    (state_dir / "cluster.json").unlink(missing_ok=True)
+    print("Stopped. Objects are kept in the store; `podnet up` brings them back.")
+    return 0
+
+
+def cluster_info(state_dir: Path, api_url: str, cp: Child, agents: list[Child],
+                 nodes: list[Any]) -> dict[str, Any]:
+    cidrs = {n["metadata"]["name"]: n.get("spec", {}).get("podCIDR") for n in nodes}
+    return {
+        "api": api_url,
+        "kubeconfig": str((state_dir / "kubeconfig").resolve()),
+        "secret_file": str((state_dir / "secret").resolve()),
+        "logs_dir": str((state_dir / "logs").resolve()),
+        "controlplane": {"pid": cp.proc.pid, "address": (cp.info or {}).get("address")},
+        "nodes": [{"name": (a.info or {}).get("name"), "address": (a.info or {}).get("address"),
+                   "podCIDR": cidrs.get((a.info or {}).get("name")), "pid": a.proc.pid}
+                  for a in agents],
+    }
+
+
+def print_status(info: dict[str, Any], elapsed_s: float) -> None:
+    print(f"podnet cluster is up ({elapsed_s:.1f}s)")
+    print(f"  API         {info['api']}")
+    print(f"  kubeconfig  {info['kubeconfig']}")
+    print(f"  logs        {info['logs_dir']}")
+    rows = [("NODE", "AGENT ADDRESS", "POD CIDR", "READY")]
+    rows += [(n["name"], n["address"], n["podCIDR"], "True") for n in info["nodes"]]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    print(f"Try:  export KUBECONFIG={info['kubeconfig']}; kubectl get pods -o wide")
+
+
+def down(state_dir: Path, timeout_s: float = 10.0) -> int:
+    info = read_cluster(state_dir)
+    pids = [int(n["pid"]) for n in info.get("nodes", []) if n.get("pid")]
+    pids.append(int(info.get("controlplane", {}).get("pid") or 0))
+    ours = [p for p in pids if p and _alive(p) and _is_podnet(p)]
+    for pid in ours:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in ours):
+        time.sleep(0.05)
+    for pid in ours:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    (state_dir / "cluster.json").unlink(missing_ok=True)
+    print(f"Stopped {len(ours)} process(es) of the cluster in {state_dir}.")
+    return 0
