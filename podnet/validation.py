@@ -1,0 +1,820 @@
+"""Validation and defaulting of API objects, with Kubernetes' field paths and wording. No I/O.
+
+`validate(kind, obj)` runs the same stages as the Kubernetes API server does after decoding:
+
+1. **shape**: the object is walked against a compact schema of known fields per kind. A value of
+   the wrong JSON type becomes a FieldError (never an exception); an unknown field is handled per
+   `fieldValidation` (Strict: error, Warn: dropped with a warning, Ignore: dropped); `null` means
+   "absent", as it does for Go's JSON decoder.
+2. **defaulting** (restartPolicy Always, dnsPolicy ClusterFirst, ...), so the stored object reads
+   like one from a real cluster.
+3. **checks**: object metadata for every kind, then the kind's own check function, then (on
+   update, when `old` is given) immutability rules.
+
+Adding a kind is one `KindRules` entry in `KINDS`: a schema plus optional check/default/update
+functions. Kinds without an entry get metadata validation only, and their other fields pass
+through untouched.
+
+Field paths are Kubernetes' (`spec.containers[0].ports[1].containerPort`), and messages read like
+the real API server's, because kubectl users see them verbatim.
+
+With `fieldValidation=Strict` the real API server answers unknown fields with a 400
+`strict decoding error: unknown field "spec.foo"`; `Validated.unknown_fields` lists those paths so
+the API server can choose that answer, while `errors` carries them as "Invalid value" FieldErrors.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import keyword
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from podnet.apierrors import FieldError
+from podnet.selectors import label_key_errors, label_value_errors
+
+__all__ = [
+    "IMAGE_BUILTINS",
+    "KINDS",
+    "KindRules",
+    "ListOf",
+    "Obj",
+    "Validated",
+    "parse_image",
+    "validate",
+    "validate_dns1035_label",
+    "validate_dns_label",
+    "validate_name",
+]
+
+
+@dataclass
+class Validated:
+    obj: dict[str, Any]          # defaulted copy (the input is never mutated)
+    errors: list[FieldError]     # empty when valid
+    warnings: list[str]          # e.g. 'unknown field "spec.foo"' (sent as Warning headers)
+    unknown_fields: list[str] = field(default_factory=list)  # paths, whatever the mode
+
+
+# --- names -----------------------------------------------------------------------------------
+
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
+    "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+    "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "
+    "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+_DNS1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+    "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
+
+
+def _name_errors(name: Any, path: str, pattern: re.Pattern[str], max_len: int,
+                 msg: str) -> list[FieldError]:
+    if name is None or name == "":
+        return [FieldError(path, "Required value")]
+    if not isinstance(name, str):
+        return [FieldError(path, "Invalid value", "must be a string", _shown(name))]
+    errors = []
+    if len(name) > max_len:
+        errors.append(FieldError(path, "Invalid value",
+                                 f"must be no more than {max_len} characters", name))
+    if not pattern.fullmatch(name):
+        errors.append(FieldError(path, "Invalid value", msg, name))
+    return errors
+
+
+def validate_name(name: str, path: str = "metadata.name") -> list[FieldError]:
+    """DNS-1123 subdomain (pods, nodes, events...): at most 253 characters."""
+    return _name_errors(name, path, _DNS1123_SUBDOMAIN, 253, _SUBDOMAIN_MSG)
+
+
+def validate_dns_label(name: str, path: str = "metadata.name") -> list[FieldError]:
+    """DNS-1123 label (namespaces, container names, hostnames): at most 63 characters."""
+    return _name_errors(name, path, _DNS1123_LABEL, 63, _LABEL_MSG)
+
+
+def validate_dns1035_label(name: str, path: str = "metadata.name") -> list[FieldError]:
+    """DNS-1035 label (services): starts with a letter, at most 63 characters."""
+    return _name_errors(name, path, _DNS1035_LABEL, 63, _DNS1035_MSG)
+
+
+# --- images ----------------------------------------------------------------------------------
+
+IMAGE_BUILTINS: frozenset[str] = frozenset({"podnet/echo", "podnet/toolbox", "podnet/pause"})
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_SUPPORTED_IMAGES = [*sorted(IMAGE_BUILTINS), "py:<package.module>:<function>"]
+
+
+def _is_identifier(part: str) -> bool:
+    return part.isidentifier() and not keyword.iskeyword(part)
+
+
+def parse_image(image: str) -> tuple[str, str]:
+    """("builtin", "echo") for `podnet/echo[:tag]`; ("py", "pkg.mod:fn") for `py:pkg.mod:fn`.
+
+    Raises ValueError with a message naming what is supported for anything else.
+    """
+    if not isinstance(image, str) or not image:
+        raise ValueError("image must be a non-empty string")
+    if image.startswith("py:"):
+        target = image[3:]
+        module, colon, func = target.rpartition(":")
+        if not colon or not module:
+            raise ValueError(f"image {image!r}: expected py:package.module:function")
+        if not all(_is_identifier(p) for p in module.split(".")):
+            raise ValueError(
+                f"image {image!r}: {module!r} is not a dotted Python module path")
+        if not _is_identifier(func):
+            raise ValueError(f"image {image!r}: {func!r} is not a Python identifier")
+        return "py", target
+    repo, colon, tag = image.partition(":")
+    if repo in IMAGE_BUILTINS and (not colon or _TAG.fullmatch(tag)):
+        return "builtin", repo.split("/", 1)[1]
+    if repo in IMAGE_BUILTINS:
+        raise ValueError(f"image {image!r}: {tag!r} is not a valid tag")
+    raise ValueError(
+        f"unsupported image {image!r}: podnet runs pods as coroutines; use one of "
+        f"{', '.join(sorted(IMAGE_BUILTINS))} (optionally with :tag) or "
+        "py:package.module:function")
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+# Leaf types: "str", "int", "bool", "num", "any", "strmap" (map of string to string),
+# "intorstr" (a port that may be named).
+@dataclass(frozen=True)
+class Obj:
+    """A JSON object with a fixed set of known fields (`open`: other fields pass through)."""
+
+    fields: dict[str, Spec]
+    open: bool = False
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Spec
+
+
+Spec = str | Obj | ListOf
+
+STR, INT, BOOL, NUM, ANY, STRMAP, INTORSTR = "str", "int", "bool", "num", "any", "strmap", \
+    "intorstr"
+
+_TYPE_NAMES = {STR: "string", INT: "integer", BOOL: "boolean", NUM: "number",
+               STRMAP: "map of strings", INTORSTR: "integer or string"}
+
+
+def _strs(*names: str) -> dict[str, Spec]:
+    out: dict[str, Spec] = dict.fromkeys(names, STR)
+    return out
+
+
+OWNER_REFERENCE = Obj({**_strs("apiVersion", "kind", "name", "uid"),
+                       "controller": BOOL, "blockOwnerDeletion": BOOL})
+
+METADATA = Obj({
+    **_strs("name", "generateName", "namespace", "uid", "resourceVersion", "creationTimestamp",
+            "deletionTimestamp", "selfLink"),
+    "labels": STRMAP, "annotations": STRMAP, "generation": INT,
+    "deletionGracePeriodSeconds": INT, "ownerReferences": ListOf(OWNER_REFERENCE),
+    "finalizers": ListOf(STR), "managedFields": ANY,
+})
+
+CONTAINER = Obj({
+    **_strs("name", "image", "imagePullPolicy", "workingDir", "terminationMessagePath",
+            "terminationMessagePolicy", "restartPolicy"),
+    "command": ListOf(STR), "args": ListOf(STR),
+    "env": ListOf(Obj({"name": STR, "value": STR, "valueFrom": ANY})),
+    "envFrom": ANY,
+    "ports": ListOf(Obj({"containerPort": INT, "name": STR, "protocol": STR, "hostPort": INT,
+                         "hostIP": STR})),
+    "resources": ANY, "resizePolicy": ANY,
+    "readinessProbe": ANY, "livenessProbe": ANY, "startupProbe": ANY,
+    "volumeMounts": ANY, "volumeDevices": ANY, "securityContext": ANY, "lifecycle": ANY,
+    "stdin": BOOL, "stdinOnce": BOOL, "tty": BOOL,
+})
+
+POD_SPEC = Obj({
+    "containers": ListOf(CONTAINER), "initContainers": ListOf(CONTAINER),
+    "ephemeralContainers": ANY,
+    **_strs("restartPolicy", "nodeName", "hostname", "subdomain", "dnsPolicy",
+            "serviceAccountName", "serviceAccount", "schedulerName", "priorityClassName",
+            "preemptionPolicy", "runtimeClassName"),
+    "nodeSelector": STRMAP,
+    "dnsConfig": Obj({"nameservers": ListOf(STR), "searches": ListOf(STR),
+                      "options": ListOf(Obj({"name": STR, "value": STR}))}),
+    "terminationGracePeriodSeconds": INT, "activeDeadlineSeconds": INT,
+    "automountServiceAccountToken": BOOL, "priority": INT,
+    "tolerations": ListOf(ANY), "affinity": ANY, "volumes": ANY, "securityContext": ANY,
+    "hostNetwork": BOOL, "hostPID": BOOL, "hostIPC": BOOL, "shareProcessNamespace": BOOL,
+    "enableServiceLinks": BOOL, "setHostnameAsFQDN": BOOL, "hostUsers": BOOL,
+    "readinessGates": ListOf(Obj({"conditionType": STR})),
+    "topologySpreadConstraints": ANY,
+    "imagePullSecrets": ListOf(Obj({"name": STR})),
+    "hostAliases": ANY, "overhead": ANY, "os": ANY, "schedulingGates": ANY,
+    "resourceClaims": ANY,
+})
+
+_TOP: dict[str, Spec] = {"apiVersion": STR, "kind": STR, "metadata": METADATA}
+
+POD = Obj({**_TOP, "spec": POD_SPEC, "status": ANY})
+NODE = Obj({**_TOP, "spec": Obj({"podCIDR": STR, "podCIDRs": ListOf(STR), "providerID": STR,
+                                 "unschedulable": BOOL, "taints": ListOf(ANY),
+                                 "configSource": ANY, "externalID": STR}),
+            "status": ANY})
+NAMESPACE = Obj({**_TOP, "spec": Obj({"finalizers": ListOf(STR)}),
+                 "status": Obj({"phase": STR, "conditions": ANY})})
+EVENT = Obj({
+    **_TOP,
+    "involvedObject": Obj(_strs("kind", "namespace", "name", "uid", "apiVersion",
+                                "resourceVersion", "fieldPath")),
+    **_strs("reason", "message", "type", "action", "reportingComponent", "reportingInstance",
+            "firstTimestamp", "lastTimestamp"),
+    "source": Obj(_strs("component", "host")),
+    "count": INT, "eventTime": ANY, "series": ANY, "related": ANY,
+})
+# Kinds without their own entry: metadata is checked, everything else passes through.
+GENERIC = Obj(_TOP, open=True)
+
+
+# --- the walk --------------------------------------------------------------------------------
+
+class _Ctx:
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.errors: list[FieldError] = []
+        self.warnings: list[str] = []
+        self.unknown: list[str] = []
+
+    def err(self, path: str, type_: str, detail: str = "", value: Any = None) -> None:
+        self.errors.append(FieldError(path, type_, detail, value))
+
+    def extend(self, errors: list[FieldError]) -> None:
+        self.errors.extend(errors)
+
+
+def _shown(value: Any) -> Any:
+    """A value fit for an error message: scalars as is, containers abbreviated."""
+    if isinstance(value, dict):
+        return "{...}"
+    if isinstance(value, list):
+        return "[...]"
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _conform(ctx: _Ctx, value: Any, spec: Spec, path: str) -> Any:
+    """Check `value` against `spec`; return the cleaned value (unknown fields removed).
+
+    A value of the wrong type is reported and returned unchanged: the check functions are
+    written defensively, and keeping it in place keeps list indices (and so paths) stable.
+    """
+    if isinstance(spec, Obj):
+        if not isinstance(value, dict):
+            ctx.err(path, "Invalid value", f"expected object, got {_json_type(value)}",
+                    _shown(value))
+            return value
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            sub = _join(path, str(key))
+            if key not in spec.fields:
+                if spec.open:
+                    out[key] = item
+                    continue
+                ctx.unknown.append(sub)
+                if ctx.mode == "Strict":
+                    ctx.err(sub, "Invalid value", f'unknown field "{sub}"', _shown(item))
+                elif ctx.mode == "Warn":
+                    ctx.warnings.append(f'unknown field "{sub}"')
+                continue
+            if item is None:
+                continue  # JSON null decodes as "not set"
+            out[key] = _conform(ctx, item, spec.fields[key], sub)
+        return out
+    if isinstance(spec, ListOf):
+        if not isinstance(value, list):
+            ctx.err(path, "Invalid value", f"expected list, got {_json_type(value)}",
+                    _shown(value))
+            return value
+        return [_conform(ctx, item, spec.item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if spec == ANY:
+        return value
+    if spec == STRMAP:
+        if not isinstance(value, dict):
+            ctx.err(path, "Invalid value", f"expected map of strings, got {_json_type(value)}",
+                    _shown(value))
+            return value
+        for k, v in value.items():
+            if not isinstance(v, str):
+                ctx.err(f"{path}[{k}]", "Invalid value",
+                        f"expected string, got {_json_type(v)}", _shown(v))
+        return value
+    ok = {
+        STR: lambda v: isinstance(v, str),
+        BOOL: lambda v: isinstance(v, bool),
+        INT: lambda v: _int(v) is not None or (isinstance(v, float) and v.is_integer()),
+        NUM: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        INTORSTR: lambda v: isinstance(v, str) or _int(v) is not None,
+    }[spec](value)
+    if not ok:
+        ctx.err(path, "Invalid value", f"expected {_TYPE_NAMES[spec]}, got {_json_type(value)}",
+                _shown(value))
+        return value
+    if spec == INT and isinstance(value, float):
+        return int(value)  # 30.0 from a YAML/JSON encoder is the integer 30
+    return value
+
+
+# --- small safe accessors for the checks -----------------------------------------------------
+
+def _d(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _supported(path: str, value: Any, allowed: tuple[str, ...]) -> list[FieldError]:
+    if not isinstance(value, str) or value in allowed:
+        return []  # a non-string was already reported by the shape check
+    listed = ", ".join(f'"{a}"' for a in allowed)
+    return [FieldError(path, "Unsupported value", f"supported values: {listed}", _shown(value))]
+
+
+def _port_range(path: str, value: Any) -> list[FieldError]:
+    port = _int(value)
+    if port is not None and not 1 <= port <= 65535:
+        return [FieldError(path, "Invalid value", "must be between 1 and 65535, inclusive",
+                           port)]
+    return []
+
+
+# --- metadata --------------------------------------------------------------------------------
+
+_ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def _check_labels(ctx: _Ctx, labels: Any, path: str) -> None:
+    for key, value in _d(labels).items():
+        for msg in label_key_errors(key):
+            ctx.err(path, "Invalid value", msg, key)
+        if isinstance(value, str):
+            for msg in label_value_errors(value):
+                ctx.err(path, "Invalid value", msg, value)
+
+
+def _check_metadata(ctx: _Ctx, rules: KindRules, meta: Any) -> None:
+    if not isinstance(meta, dict):
+        if meta is None:
+            ctx.err("metadata.name", "Required value", "name or generateName is required")
+        return
+    name, generate = meta.get("name"), meta.get("generateName")
+    if not name and not generate:
+        ctx.err("metadata.name", "Required value", "name or generateName is required")
+    elif name:
+        ctx.extend(rules.name_check(name, "metadata.name"))
+    if isinstance(generate, str) and generate and not name:
+        # A prefix: a trailing "-" is fine because random characters follow it.
+        candidate = generate[:-1] + "a" if generate.endswith("-") else generate
+        for e in rules.name_check(candidate, "metadata.generateName"):
+            ctx.err(e.path, e.type, e.detail, generate)
+    namespace = meta.get("namespace")
+    if rules.namespaced:
+        if not namespace:
+            ctx.err("metadata.namespace", "Required value")
+        else:
+            ctx.extend(validate_dns_label(namespace, "metadata.namespace"))
+    _check_labels(ctx, meta.get("labels"), "metadata.labels")
+    annotations = _d(meta.get("annotations"))
+    size = 0
+    for key, value in annotations.items():
+        for msg in label_key_errors(key.lower() if isinstance(key, str) else key):
+            ctx.err("metadata.annotations", "Invalid value", msg, key)
+        size += len(str(key).encode()) + len(str(value).encode())
+    if size > _ANNOTATIONS_MAX_BYTES:
+        ctx.err("metadata.annotations", "Too long",
+                f"must have at most {_ANNOTATIONS_MAX_BYTES} bytes")
+    for i, fin in enumerate(_l(meta.get("finalizers"))):
+        if isinstance(fin, str):
+            for msg in label_key_errors(fin):
+                ctx.err(f"metadata.finalizers[{i}]", "Invalid value", msg, fin)
+    controllers = 0
+    for i, ref in enumerate(_l(meta.get("ownerReferences"))):
+        if not isinstance(ref, dict):
+            continue
+        base = f"metadata.ownerReferences[{i}]"
+        for key in ("apiVersion", "kind", "name", "uid"):
+            if not ref.get(key):
+                ctx.err(f"{base}.{key}", "Invalid value", f"{key} must not be empty", "")
+        controllers += ref.get("controller") is True
+    if controllers > 1:
+        ctx.err("metadata.ownerReferences", "Invalid value",
+                "Only one reference can have Controller set to true", controllers)
+
+
+def _check_metadata_update(ctx: _Ctx, meta: Any, old_meta: Any) -> None:
+    meta, old_meta = _d(meta), _d(old_meta)
+    for key in ("name", "namespace", "uid"):
+        new, old = meta.get(key), old_meta.get(key)
+        # An update body may leave uid unset; the server carries the stored one over.
+        if key == "uid" and not new:
+            continue
+        if old is not None and new != old:
+            ctx.err(f"metadata.{key}", "Invalid value", "field is immutable", _shown(new))
+
+
+# --- Pod -------------------------------------------------------------------------------------
+
+_PROTOCOLS = ("SCTP", "TCP", "UDP")
+_RESTART_POLICIES = ("Always", "OnFailure", "Never")
+_DNS_POLICIES = ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None")
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_TERMINATION_MESSAGE_POLICIES = ("File", "FallbackToLogsOnError")
+_IANA_SVC_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+
+
+def _port_name_errors(path: str, name: str) -> list[FieldError]:
+    problems = []
+    if len(name) > 15:
+        problems.append("must be no more than 15 characters")
+    if not re.fullmatch(r"[-a-z0-9]+", name):
+        problems.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+    if "--" in name:
+        problems.append("must not contain consecutive hyphens")
+    if not re.search(r"[a-z]", name):
+        problems.append("must contain at least one letter (a-z)")
+    if name.startswith("-") or name.endswith("-"):
+        problems.append("must not begin or end with a hyphen")
+    return [FieldError(path, "Invalid value", p, name) for p in problems]
+
+
+def _env_name_ok(name: str) -> bool:
+    return bool(name) and all(" " <= ch <= "~" and ch != "=" for ch in name)
+
+
+def _check_container(ctx: _Ctx, c: dict[str, Any], path: str, names: set[str]) -> None:
+    name = c.get("name")
+    if not name:
+        ctx.err(f"{path}.name", "Required value")
+    elif isinstance(name, str):
+        errs = validate_dns_label(name, f"{path}.name")
+        ctx.extend(errs)
+        if not errs and name in names:
+            ctx.err(f"{path}.name", "Duplicate value", "", name)
+        names.add(name)
+    image = c.get("image")
+    if not image:
+        ctx.err(f"{path}.image", "Required value")
+    elif isinstance(image, str):
+        try:
+            parse_image(image)
+        except ValueError as exc:
+            if image.startswith("py:"):
+                ctx.err(f"{path}.image", "Invalid value", str(exc), image)
+            else:
+                listed = ", ".join(f'"{s}"' for s in _SUPPORTED_IMAGES)
+                ctx.err(f"{path}.image", "Unsupported value",
+                        f"supported values: {listed} (builtins optionally with :tag)", image)
+    port_names: set[str] = set()
+    for j, port in enumerate(_l(c.get("ports"))):
+        if not isinstance(port, dict):
+            continue
+        ppath = f"{path}.ports[{j}]"
+        if port.get("containerPort") is None:
+            ctx.err(f"{ppath}.containerPort", "Required value")
+        else:
+            ctx.extend(_port_range(f"{ppath}.containerPort", port.get("containerPort")))
+        host_port = _int(port.get("hostPort"))
+        if host_port:  # 0 means "no host port"
+            ctx.extend(_port_range(f"{ppath}.hostPort", host_port))
+        ctx.extend(_supported(f"{ppath}.protocol", port.get("protocol"), _PROTOCOLS))
+        pname = port.get("name")
+        if isinstance(pname, str) and pname:
+            ctx.extend(_port_name_errors(f"{ppath}.name", pname))
+            if pname in port_names:
+                ctx.err(f"{ppath}.name", "Duplicate value", "", pname)
+            port_names.add(pname)
+        host_ip = port.get("hostIP")
+        if isinstance(host_ip, str) and host_ip:
+            try:
+                ipaddress.ip_address(host_ip)
+            except ValueError:
+                ctx.err(f"{ppath}.hostIP", "Invalid value", "must be a valid IP address",
+                        host_ip)
+    for j, env in enumerate(_l(c.get("env"))):
+        if not isinstance(env, dict):
+            continue
+        epath = f"{path}.env[{j}]"
+        ename = env.get("name")
+        if not ename:
+            ctx.err(f"{epath}.name", "Required value")
+        elif isinstance(ename, str) and not _env_name_ok(ename):
+            ctx.err(f"{epath}.name", "Invalid value",
+                    "a valid environment variable name must consist only of printable ASCII "
+                    "characters other than '='", ename)
+        if env.get("value") and env.get("valueFrom") is not None:
+            ctx.err(f"{epath}.valueFrom", "Invalid value",
+                    "may not be specified when `value` is not empty", "")
+    ctx.extend(_supported(f"{path}.imagePullPolicy", c.get("imagePullPolicy"), _PULL_POLICIES))
+    ctx.extend(_supported(f"{path}.terminationMessagePolicy",
+                          c.get("terminationMessagePolicy"), _TERMINATION_MESSAGE_POLICIES))
+
+
+def _check_pod(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        if spec is None:
+            ctx.err("spec.containers", "Required value")
+        return
+    names: set[str] = set()
+    for i, c in enumerate(_l(spec.get("initContainers"))):
+        if isinstance(c, dict):
+            _check_container(ctx, c, f"spec.initContainers[{i}]", names)
+    containers = spec.get("containers")
+    if not containers:
+        ctx.err("spec.containers", "Required value")
+    seen_ports: dict[tuple[int, str], str] = {}
+    for i, c in enumerate(_l(containers)):
+        if not isinstance(c, dict):
+            continue
+        _check_container(ctx, c, f"spec.containers[{i}]", names)
+        # Containers share one network stack: two listeners on one port/protocol would clash.
+        for j, port in enumerate(_l(c.get("ports"))):
+            number = _int(_d(port).get("containerPort"))
+            if number is None:
+                continue
+            proto = _d(port).get("protocol") or "TCP"
+            port_key = (number, str(proto))
+            where = f"spec.containers[{i}].ports[{j}]"
+            if port_key in seen_ports:
+                ctx.err(f"{where}.containerPort", "Duplicate value",
+                        f"{proto} port {number} is already declared by {seen_ports[port_key]}",
+                        number)
+            else:
+                seen_ports[port_key] = where
+    ctx.extend(_supported("spec.restartPolicy", spec.get("restartPolicy"), _RESTART_POLICIES))
+    ctx.extend(_supported("spec.dnsPolicy", spec.get("dnsPolicy"), _DNS_POLICIES))
+    dns_config = spec.get("dnsConfig")
+    if spec.get("dnsPolicy") == "None" and not _l(_d(dns_config).get("nameservers")):
+        ctx.err("spec.dnsConfig", "Required value",
+                "must provide `dnsConfig` when `dnsPolicy` is None")
+    nameservers = _l(_d(dns_config).get("nameservers"))
+    if len(nameservers) > 3:
+        ctx.err("spec.dnsConfig.nameservers", "Invalid value",
+                "must not have more than 3 nameservers", len(nameservers))
+    for i, ns in enumerate(nameservers):
+        if isinstance(ns, str):
+            try:
+                ipaddress.ip_address(ns)
+            except ValueError:
+                ctx.err(f"spec.dnsConfig.nameservers[{i}]", "Invalid value",
+                        "must be valid IP address", ns)
+    _check_labels(ctx, spec.get("nodeSelector"), "spec.nodeSelector")
+    grace = _int(spec.get("terminationGracePeriodSeconds"))
+    if grace is not None and grace < 0:
+        ctx.err("spec.terminationGracePeriodSeconds", "Invalid value",
+                "must be greater than or equal to 0", grace)
+    deadline = _int(spec.get("activeDeadlineSeconds"))
+    if deadline is not None and not 1 <= deadline <= 2**31 - 1:
+        ctx.err("spec.activeDeadlineSeconds", "Invalid value",
+                f"must be between 1 and {2**31 - 1}, inclusive", deadline)
+    for key in ("hostname", "subdomain"):
+        if spec.get(key):
+            ctx.extend(validate_dns_label(spec[key], f"spec.{key}"))
+    for key in ("nodeName", "serviceAccountName"):
+        if spec.get(key):
+            ctx.extend(validate_name(spec[key], f"spec.{key}"))
+
+
+_POD_UPDATE_FORBIDDEN = (
+    "pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only "
+    "additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be "
+    "set to 1 if it was previously negative)"
+)
+
+
+def _check_pod_update(ctx: _Ctx, obj: dict[str, Any], old: dict[str, Any]) -> None:
+    new_spec = copy.deepcopy(_d(obj.get("spec")))
+    old_spec = _d(old.get("spec"))
+    # Overwrite what may change with the old values, then anything left different is forbidden.
+    for key in ("containers", "initContainers"):
+        new_list, old_list = _l(new_spec.get(key)), _l(old_spec.get(key))
+        if len(new_list) == len(old_list):
+            for new_c, old_c in zip(new_list, old_list, strict=True):
+                if isinstance(new_c, dict) and isinstance(old_c, dict):
+                    if "image" in old_c:
+                        new_c["image"] = old_c["image"]
+                    else:
+                        new_c.pop("image", None)
+    for key in ("activeDeadlineSeconds", "terminationGracePeriodSeconds"):
+        if key in old_spec:
+            new_spec[key] = old_spec[key]
+        else:
+            new_spec.pop(key, None)
+    old_tol = _l(old_spec.get("tolerations"))
+    new_tol = _l(new_spec.get("tolerations"))
+    if all(t in new_tol for t in old_tol):
+        if "tolerations" in old_spec:
+            new_spec["tolerations"] = old_spec["tolerations"]
+        else:
+            new_spec.pop("tolerations", None)
+    if new_spec != old_spec:
+        changed = sorted(k for k in set(new_spec) | set(old_spec)
+                         if new_spec.get(k) != old_spec.get(k))
+        detail = _POD_UPDATE_FORBIDDEN + "\n  changed: " + ", ".join(f"spec.{k}" for k in changed)
+        ctx.err("spec", "Forbidden", detail)
+
+
+def _default_container(c: Any) -> None:
+    if not isinstance(c, dict):
+        return
+    # Kubernetes would pick Always for untagged images; podnet images are coroutines that are
+    # never pulled, so the project default is IfNotPresent throughout.
+    c.setdefault("imagePullPolicy", "IfNotPresent")
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    c.setdefault("resources", {})
+    for port in _l(c.get("ports")):
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+
+
+def _default_pod(obj: dict[str, Any]) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("securityContext", {})
+    for key in ("containers", "initContainers"):
+        for c in _l(spec.get(key)):
+            _default_container(c)
+
+
+# --- Node, Namespace, Event ------------------------------------------------------------------
+
+def _cidr_errors(path: str, value: Any) -> list[FieldError]:
+    if not isinstance(value, str):
+        return []
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return [FieldError(path, "Invalid value",
+                           "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                           value)]
+    if "/" not in value:
+        return [FieldError(path, "Invalid value",
+                           "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                           value)]
+    return []
+
+
+def _check_node(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    if spec.get("podCIDR"):
+        ctx.extend(_cidr_errors("spec.podCIDR", spec["podCIDR"]))
+    for i, cidr in enumerate(_l(spec.get("podCIDRs"))):
+        ctx.extend(_cidr_errors(f"spec.podCIDRs[{i}]", cidr))
+
+
+def _check_node_update(ctx: _Ctx, obj: dict[str, Any], old: dict[str, Any]) -> None:
+    spec, old_spec = _d(obj.get("spec")), _d(old.get("spec"))
+    detail = 'node updates may not change podCIDR except from "" to valid'
+    if old_spec.get("podCIDR") and spec.get("podCIDR") != old_spec["podCIDR"]:
+        ctx.err("spec.podCIDR", "Forbidden", detail)
+    if old_spec.get("podCIDRs") and spec.get("podCIDRs") != old_spec["podCIDRs"]:
+        ctx.err("spec.podCIDRs", "Forbidden", detail)
+
+
+def _default_namespace(obj: dict[str, Any]) -> None:
+    status = obj.setdefault("status", {})
+    if isinstance(status, dict):
+        status.setdefault("phase", "Active")
+
+
+def _check_event(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    involved_ns = _d(obj.get("involvedObject")).get("namespace")
+    namespace = _d(obj.get("metadata")).get("namespace")
+    if involved_ns and namespace and involved_ns != namespace:
+        ctx.err("involvedObject.namespace", "Invalid value", "does not match event.namespace",
+                involved_ns)
+    count = _int(obj.get("count"))
+    if count is not None and count < 0:
+        ctx.err("count", "Invalid value", "must be greater than or equal to 0", count)
+
+
+# --- the kind table --------------------------------------------------------------------------
+
+Check = Callable[[_Ctx, dict[str, Any]], None]
+UpdateCheck = Callable[[_Ctx, dict[str, Any], dict[str, Any]], None]
+Default = Callable[[dict[str, Any]], None]
+NameCheck = Callable[[str, str], list[FieldError]]
+
+
+@dataclass(frozen=True)
+class KindRules:
+    """How one kind is validated: add an entry to `KINDS` to support a new kind."""
+
+    schema: Obj
+    namespaced: bool = True
+    name_check: NameCheck = validate_name
+    check: Check | None = None
+    default: Default | None = None
+    check_update: UpdateCheck | None = None
+
+
+KINDS: dict[str, KindRules] = {
+    "Namespace": KindRules(NAMESPACE, namespaced=False, name_check=validate_dns_label,
+                           default=_default_namespace),
+    "Node": KindRules(NODE, namespaced=False, check=_check_node,
+                      check_update=_check_node_update),
+    "Pod": KindRules(POD, check=_check_pod, default=_default_pod,
+                     check_update=_check_pod_update),
+    "Event": KindRules(EVENT, check=_check_event),
+}
+
+FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")
+
+
+def validate(kind: str, obj: dict[str, Any], *, old: dict[str, Any] | None = None,
+             field_validation: str = "Warn") -> Validated:
+    """Shape-check, default and validate `obj` (a create, or an update when `old` is given).
+
+    Never raises on a malformed object: every problem is a FieldError. Raises ValueError only
+    for an unknown `field_validation` mode ("" means the default, Warn).
+    """
+    mode = field_validation or "Warn"
+    if mode not in FIELD_VALIDATION_MODES:
+        raise ValueError(f'invalid fieldValidation "{field_validation}": must be one of '
+                         "Strict, Warn, Ignore")
+    ctx = _Ctx(mode)
+    if not isinstance(obj, dict):
+        ctx.err("<root>", "Invalid value", f"expected object, got {_json_type(obj)}",
+                _shown(obj))
+        return Validated({}, ctx.errors, ctx.warnings)
+    rules = KINDS.get(kind)
+    if rules is None:
+        rules = KindRules(GENERIC)
+    work = _conform(ctx, copy.deepcopy(obj), rules.schema, "")
+    assert isinstance(work, dict)
+    declared = work.get("kind")
+    if isinstance(declared, str) and declared and declared != kind:
+        ctx.err("kind", "Invalid value", f"must be {kind}", declared)
+    meta = work.get("metadata")
+    if not rules.namespaced and isinstance(meta, dict):
+        # The API server clears the namespace of cluster-scoped objects before validating.
+        meta.pop("namespace", None)
+    if rules.default is not None:
+        rules.default(work)
+    _check_metadata(ctx, rules, meta)
+    if rules.check is not None:
+        rules.check(ctx, work)
+    if old is not None and isinstance(old, dict):
+        _check_metadata_update(ctx, meta, old.get("metadata"))
+        if rules.check_update is not None:
+            rules.check_update(ctx, work, old)
+    return Validated(work, ctx.errors, ctx.warnings, ctx.unknown)
