@@ -1,0 +1,1125 @@
+"""Pod network stacks with virtual transports: no OS sockets, no kernel.
+
+One `NodeNetwork` per agent process; one `PodNet` per pod, shared by the pod's containers (so
+`127.0.0.1:P` reaches a sibling container's listener). `PodNet` mirrors the asyncio calls that
+code makes (`open_connection`, `start_server`, `create_connection`, `create_server`,
+`create_datagram_endpoint`, `getaddrinfo`), so asyncio code and libraries that take an asyncio
+transport (StreamReader/StreamWriter, aiohttp's server) run unchanged over it.
+
+A stream is two `VirtualStreamTransport` ends. Each end is the asyncio transport of its own
+protocol and, through the small `StreamPeer` interface, the thing the other end writes into. That
+interface is the seam for other nodes: a tunnel implements `StreamPeer` for a remote end and plugs
+in as `NodeNetwork.remote` (outbound) and via `accept_stream`/`deliver_datagram` (inbound).
+
+Failure semantics follow the kernel: no route -> EHOSTUNREACH, nobody listening -> ECONNREFUSED,
+peer gone -> ECONNRESET. Backpressure is real: bytes wait in the writer's buffer while the peer's
+reader is paused, so `drain()` blocks at the high-water mark and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
+
+Address = tuple[str, int]
+LocalAddr = tuple[str | None, int]      # a bind address: None/"" means all of the pod's addresses
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[str, int]]
+# A name lookup for names that are not IP literals, `localhost` or the pod's hostname. Cluster DNS
+# plugs in here; it gets the name as the application gave it (search lists are its business).
+Resolver = Callable[[str], Awaitable[Sequence[str]]]
+ClientConnectedCallback = Callable[
+    [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+ANY = "0.0.0.0"
+LOOPBACK = "127.0.0.1"
+EPHEMERAL_FIRST, EPHEMERAL_LAST = 32768, 60999     # Linux ip_local_port_range defaults
+STREAM_LIMIT = 2**16                               # asyncio.streams default reader limit
+HIGH_WATER = 2**16                                 # asyncio's default transport write buffer
+DGRAM_RCVBUF = 212992                              # Linux net.core.rmem_default
+DGRAM_OVERHEAD = 256                               # per-datagram cost, so tiny floods are bounded
+
+
+def unreachable() -> OSError:
+    return OSError(errno.EHOSTUNREACH, "No route to host")
+
+
+def refused() -> ConnectionRefusedError:
+    return ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+
+
+def reset() -> ConnectionResetError:
+    return ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+
+
+def _in_use() -> OSError:
+    return OSError(errno.EADDRINUSE, "Address already in use")
+
+
+def _not_available() -> OSError:
+    return OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+
+
+def _no_name() -> socket.gaierror:
+    return socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def _literal(host: str) -> str | None:
+    """The dotted quad for an IPv4 literal or `localhost`; None for anything needing a lookup."""
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return LOOPBACK
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        return None
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip.startswith("127.")
+
+
+# --------------------------------------------------------------------------------------------
+# The seam between stream ends (local, or a tunnel's stand-in for a remote one)
+
+
+class StreamPeer(Protocol):
+    """One end of a stream as the other end sees it.
+
+    The other end pushes data into it and is told, via `wake()`, when it may push again. A tunnel
+    implements this for an end that lives on another node (data frames, credit-based flow
+    control, FIN/RST frames); the local implementation is `VirtualStreamTransport`.
+    """
+
+    def ready(self) -> bool:
+        """True when this end takes data now (connected, and its reader is not paused)."""
+
+    def deliver(self, data: bytes) -> None:
+        """Bytes from the other end, in order. Only called while `ready()`."""
+
+    def deliver_eof(self) -> None:
+        """The other end half-closed (write_eof): no more data will come."""
+
+    def hang_up(self, exc: Exception | None) -> None:
+        """The other end is gone: None for an orderly close (EOF, then connection_lost(None)),
+        an exception (a reset) otherwise. Nothing is called on this end afterwards."""
+
+    def wake(self) -> None:
+        """This end's partner became ready again: resume pushing what is buffered."""
+
+
+class RemoteDelivery(Protocol):
+    """How a `NodeNetwork` reaches addresses off this node (the tunnel layer fills this in)."""
+
+    async def open_stream(self, src: Address, dst: Address, local: StreamPeer) -> StreamPeer:
+        """Connect `src` to `dst` on another node. `local` receives what the remote end sends;
+        return the stand-in for the remote end that `local` writes into. Raise
+        OSError(EHOSTUNREACH) without a route, ConnectionRefusedError if nobody listens."""
+
+    def send_datagram(self, src: Address, dst: Address, data: bytes) -> None:
+        """Send one datagram toward `dst`; raise OSError(EHOSTUNREACH) without a route."""
+
+
+# --------------------------------------------------------------------------------------------
+# Streams
+
+
+def _feed_buffered(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+    """Copy `data` into a BufferedProtocol's buffers, as asyncio's transports do."""
+    view = memoryview(data)
+    while view:
+        buf = memoryview(protocol.get_buffer(len(view))).cast("B")
+        n = min(len(buf), len(view))
+        if not n:
+            raise RuntimeError("get_buffer() returned an empty buffer")
+        buf[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
+
+
+class VirtualStreamTransport(asyncio.Transport):
+    """One end of a virtual TCP connection.
+
+    Writes are queued and pushed to the peer from a `call_soon` callback, never synchronously
+    from `write()`: protocols are not re-entered, and a burst of writes is delivered as one chunk.
+    While the peer is not ready the bytes stay here, counted by `get_write_buffer_size()`, so the
+    usual pause_writing/resume_writing flow control applies.
+    """
+
+    __slots__ = (
+        "_closing",
+        "_connected",
+        "_eof_received",
+        "_eof_sent",
+        "_eof_wanted",
+        "_flush_scheduled",
+        "_high",
+        "_loop",
+        "_lost",
+        "_low",
+        "_on_data",
+        "_on_eof",
+        "_out",
+        "_out_size",
+        "_own_port",
+        "_peer",
+        "_peername",
+        "_pod",
+        "_protocol",
+        "_reading_paused",
+        "_server",
+        "_sockname",
+        "_writing_paused",
+    )
+
+    def __init__(self, pod: PodNet, sockname: Address, peername: Address, *,
+                 server: VirtualServer | None = None, own_port: int | None = None) -> None:
+        super().__init__()
+        self._loop = asyncio.get_running_loop()
+        self._pod = pod
+        self._sockname = sockname
+        self._peername = peername
+        self._server = server
+        self._own_port = own_port           # an ephemeral/bound port this end releases when lost
+        self._protocol: asyncio.BaseProtocol | None = None
+        self._on_data: Callable[[bytes], None] = _discard
+        self._on_eof: Callable[[], bool | None] = _no_keep_open
+        self._peer: StreamPeer | None = None
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._high, self._low = HIGH_WATER, HIGH_WATER // 4
+        self._writing_paused = False
+        self._reading_paused = False
+        self._flush_scheduled = False
+        self._connected = False             # protocol.connection_made() has run
+        self._eof_wanted = False            # write_eof() was called
+        self._eof_sent = False
+        self._eof_received = False
+        self._closing = False               # close()/abort() called, or the peer hung up
+        self._lost = False                  # connection_lost() is scheduled; the end is dead
+        pod._ends.add(self)
+
+    def __repr__(self) -> str:
+        state = "lost" if self._lost else "closing" if self._closing else "open"
+        return (f"<VirtualStreamTransport {self._sockname[0]}:{self._sockname[1]} -> "
+                f"{self._peername[0]}:{self._peername[1]} {state}>")
+
+    # -- asyncio.BaseTransport
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self._peername
+        if name == "sockname":
+            return self._sockname
+        return default      # "socket", "sslcontext", ...: there is no OS socket and no TLS
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._schedule_flush()      # buffered bytes go first; the flush then hangs up
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+        # Bound methods picked once: the per-chunk path then costs one call.
+        if isinstance(protocol, asyncio.BufferedProtocol):
+            buffered = protocol
+            self._on_data = lambda data: _feed_buffered(buffered, data)
+            self._on_eof = buffered.eof_received
+        else:
+            plain = cast(asyncio.Protocol, protocol)
+            self._on_data = plain.data_received
+            self._on_eof = plain.eof_received
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self._protocol is not None
+        return self._protocol
+
+    # -- asyncio.ReadTransport
+
+    def is_reading(self) -> bool:
+        return not self._reading_paused and not self._closing
+
+    def pause_reading(self) -> None:
+        if not self._closing:
+            self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and not self._closing:
+            self._reading_paused = False
+            if self._peer is not None:
+                self._peer.wake()
+
+    # -- asyncio.WriteTransport
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is not bytes:
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise TypeError(f"data argument must be a bytes-like object, "
+                                f"not {type(data).__name__!r}")
+            data = bytes(data)      # the caller may reuse its buffer
+        if self._eof_wanted:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data or self._closing:
+            return                  # asyncio drops writes on a closing transport too
+        self._out.append(data)
+        self._out_size += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        if self._out_size > self._high and not self._writing_paused:
+            self._writing_paused = True
+            self._call_protocol("pause_writing")
+
+    def write_eof(self) -> None:
+        if self._closing or self._eof_wanted:
+            return
+        self._eof_wanted = True
+        self._schedule_flush()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def abort(self) -> None:
+        self._abort(None)
+
+    def get_write_buffer_size(self) -> int:
+        return self._out_size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low, self._high
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high, self._low = high, low
+        if self._out_size > high and not self._writing_paused:
+            self._writing_paused = True
+            self._call_protocol("pause_writing")
+        self._maybe_resume_writing()
+
+    # -- StreamPeer: what the other end calls
+
+    def ready(self) -> bool:
+        return self._connected and not self._reading_paused
+
+    def deliver(self, data: bytes) -> None:
+        if self._closing:
+            return          # a closed socket discards what still arrives
+        try:
+            self._on_data(data)
+        except Exception as exc:
+            self._fatal(exc, "data_received")
+
+    def deliver_eof(self) -> None:
+        if self._eof_received or self._closing:
+            return
+        self._eof_received = True
+        try:
+            keep_open = self._on_eof()
+        except Exception as exc:
+            self._fatal(exc, "eof_received")
+            return
+        if not keep_open:
+            self.close()    # asyncio's rule: a falsy eof_received() closes the transport
+
+    def hang_up(self, exc: Exception | None) -> None:
+        self._peer = None
+        if exc is None and self._connected and not self._closing and not self._eof_received:
+            self._eof_received = True
+            try:
+                self._on_eof()
+            except Exception as error:
+                self._fatal(error, "eof_received")
+                return
+        self._lose(exc)
+
+    def wake(self) -> None:
+        if self._peer is not None:
+            self._schedule_flush()
+
+    # -- internals
+
+    def _start(self, protocol: asyncio.BaseProtocol, *, now: bool) -> None:
+        """Attach the protocol and run connection_made (now, or from the loop for accepts)."""
+        self.set_protocol(protocol)
+        if now:
+            self._made()
+        else:
+            self._loop.call_soon(self._made)
+
+    def _made(self) -> None:
+        assert self._protocol is not None
+        self._protocol.connection_made(self)
+        self._connected = True
+        if self._peer is not None:
+            self._peer.wake()       # it may have held data back until we were connected
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        peer = self._peer
+        if peer is None or not peer.ready():
+            return      # wake() brings us back; EOF and FIN wait behind the data like in TCP
+        if self._out:
+            out = self._out
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._out_size = 0
+            peer.deliver(data)
+            if self._peer is None:
+                return          # the peer hung up, or we were reset, while handling the data
+            if not peer.ready():
+                self._maybe_resume_writing()
+                return          # it paused reading: EOF/FIN wait for its wake()
+        if self._eof_wanted and not self._eof_sent:
+            self._eof_sent = True
+            peer.deliver_eof()
+            if self._peer is None:
+                return
+        if self._closing and not self._lost:
+            self._peer = None
+            self._lose(None)
+            peer.hang_up(None)
+            return
+        self._maybe_resume_writing()
+
+    def _maybe_resume_writing(self) -> None:
+        if self._writing_paused and self._out_size <= self._low:
+            self._writing_paused = False
+            self._call_protocol("resume_writing")
+
+    def _call_protocol(self, method: str) -> None:
+        try:
+            getattr(self._protocol, method)()
+        except Exception as exc:
+            self._loop.call_exception_handler({
+                "message": f"protocol.{method}() failed", "exception": exc,
+                "transport": self, "protocol": self._protocol})
+
+    def _fatal(self, exc: Exception, where: str) -> None:
+        self._loop.call_exception_handler({
+            "message": f"Fatal error: protocol.{where}() call failed.", "exception": exc,
+            "transport": self, "protocol": self._protocol})
+        self._abort(exc)
+
+    def _abort(self, exc: Exception | None) -> None:
+        """Drop everything; the peer sees a reset, our protocol connection_lost(exc)."""
+        if self._lost:
+            return
+        peer, self._peer = self._peer, None
+        self._lose(exc)
+        if peer is not None:
+            peer.hang_up(reset())
+
+    def _lose(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = self._closing = True
+        self._peer = None
+        self._out.clear()
+        self._out_size = 0
+        self._pod._forget_end(self)
+        if self._server is not None:
+            self._server._forget(self)
+        if self._protocol is not None:
+            # Scheduled, so it runs after a pending connection_made and outside the caller.
+            self._loop.call_soon(self._protocol.connection_lost, exc)
+
+
+def _discard(data: bytes) -> None:
+    pass
+
+
+def _no_keep_open() -> None:
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Servers
+
+
+class VirtualSocket:
+    """Stands in for an entry of `asyncio.Server.sockets` (there is no OS socket), enough for
+    the common `server.sockets[0].getsockname()` idiom."""
+
+    family = socket.AF_INET
+
+    def __init__(self, sockname: Address, kind: socket.SocketKind) -> None:
+        self._sockname = sockname
+        self.type = kind
+
+    def __repr__(self) -> str:
+        return f"<VirtualSocket {self._sockname[0]}:{self._sockname[1]}>"
+
+    def getsockname(self) -> Address:
+        return self._sockname
+
+    def fileno(self) -> int:
+        return -1
+
+
+class VirtualServer(asyncio.AbstractServer):
+    """A listening stream server in a pod, with `asyncio.Server`'s behaviour (3.12+:
+    `wait_closed()` also waits for the connections it accepted)."""
+
+    def __init__(self, pod: PodNet, factory: Callable[[], asyncio.BaseProtocol],
+                 bindings: list[Address], *, serving: bool) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._pod = pod
+        self._factory = factory
+        self._bindings = bindings
+        self._serving = serving
+        self._closed = False
+        self._ends: set[VirtualStreamTransport] = set()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._forever: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        where = ", ".join(f"{h}:{p}" for h, p in self._bindings)
+        return f"<VirtualServer {self._pod.ip} [{where}]{' closed' if self._closed else ''}>"
+
+    @property
+    def sockets(self) -> tuple[VirtualSocket, ...]:
+        if self._closed:
+            return ()
+        return tuple(VirtualSocket(b, socket.SOCK_STREAM) for b in self._bindings)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname" and self._bindings:
+            return self._bindings[0]
+        if name == "socknames":
+            return list(self._bindings)
+        return default
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving and not self._closed
+
+    async def start_serving(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._serving = True
+
+    async def serve_forever(self) -> None:
+        if self._forever is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._closed:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._serving = True
+        self._forever = self._loop.create_future()
+        try:
+            await self._forever
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._forever = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._serving = False
+        self._pod._unbind_server(self)
+        if self._forever is not None and not self._forever.done():
+            self._forever.cancel()
+        self._wake_waiters()
+
+    def close_clients(self) -> None:
+        for end in list(self._ends):
+            end.close()
+
+    def abort_clients(self) -> None:
+        for end in list(self._ends):
+            end.abort()
+
+    async def wait_closed(self) -> None:
+        if self._closed and not self._ends:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    def _accept(self, src: Address, dst: Address, peer: StreamPeer) -> VirtualStreamTransport:
+        end = VirtualStreamTransport(self._pod, dst, src, server=self)
+        end._peer = peer
+        self._ends.add(end)
+        try:
+            protocol = self._factory()
+        except Exception as exc:
+            # asyncio logs a failing factory and drops the connection; the client sees a reset.
+            self._loop.call_exception_handler({
+                "message": "protocol factory failed", "exception": exc, "server": self})
+            end._peer = None
+            end._lose(exc)
+            raise reset() from exc
+        end._start(protocol, now=False)
+        return end
+
+    def _forget(self, end: VirtualStreamTransport) -> None:
+        self._ends.discard(end)
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        if self._closed and not self._ends:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Datagrams
+
+
+class VirtualDatagramTransport(asyncio.DatagramTransport):
+    """A UDP socket in a pod: bound to a port, optionally connected to one remote address."""
+
+    def __init__(self, pod: PodNet, sockname: Address, remote: Address | None,
+                 protocol: asyncio.DatagramProtocol) -> None:
+        super().__init__()
+        self._loop = asyncio.get_running_loop()
+        self._pod = pod
+        self._sockname = sockname
+        self._remote = remote
+        self._protocol = protocol
+        self._queue: deque[tuple[bytes, Address]] = deque()
+        self._queued = 0
+        self._drain_scheduled = False
+        self._closing = False
+        self.dropped = 0        # datagrams dropped because the receive queue was full
+
+    def __repr__(self) -> str:
+        return f"<VirtualDatagramTransport {self._sockname[0]}:{self._sockname[1]}>"
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return self._sockname
+        if name == "peername":
+            return self._remote if self._remote is not None else default
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.clear()
+        self._queued = 0
+        self._pod._unbind_udp(self)
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = cast(asyncio.DatagramProtocol, protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def get_write_buffer_size(self) -> int:
+        return 0                # a send is handed over at once, like a datagram socket
+
+    def sendto(self, data: bytes | bytearray | memoryview,  # type: ignore[override]
+               addr: Address | None = None) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if self._remote is not None:
+            if addr not in (None, self._remote):
+                raise ValueError(f"Invalid address: must be None or {self._remote}")
+            addr = self._remote
+        if self._closing:
+            return
+        if addr is None:
+            self._error(OSError(errno.EDESTADDRREQ, "Destination address required"))
+            return
+        dst_ip = _literal(addr[0]) or (self._pod.ip if addr[0] == self._pod.hostname else None)
+        if dst_ip is None:
+            self._error(_no_name())     # a name needs an (async) lookup first
+            return
+        dst = (LOOPBACK if dst_ip == ANY else dst_ip, int(addr[1]))
+        src_ip = self._sockname[0]
+        if src_ip == ANY:
+            src_ip = LOOPBACK if _is_loopback(dst[0]) else self._pod.ip
+        elif src_ip == LOOPBACK and not _is_loopback(dst[0]) and dst[0] != self._pod.ip:
+            self._error(OSError(errno.EINVAL, "Invalid argument"))
+            return
+        try:
+            self._pod._send_datagram((src_ip, self._sockname[1]), dst, bytes(data))
+        except ConnectionRefusedError as exc:
+            # Like ICMP port-unreachable: only a connected socket hears about it.
+            if self._remote is not None:
+                self._error(exc)
+        except OSError as exc:
+            self._error(exc)
+
+    def _error(self, exc: OSError) -> None:
+        self._loop.call_soon(self._report, exc)
+
+    def _report(self, exc: OSError) -> None:
+        if not self._closing:
+            self._protocol.error_received(exc)
+
+    def _receive(self, data: bytes, src: Address) -> None:
+        if self._closing or (self._remote is not None and src != self._remote):
+            return          # a connected UDP socket only hears from its peer
+        cost = len(data) + DGRAM_OVERHEAD
+        if self._queued + cost > DGRAM_RCVBUF:
+            self.dropped += 1
+            return
+        self._queue.append((data, src))
+        self._queued += cost
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        # Only what is queued now: datagrams sent from inside the callbacks wait a turn.
+        for _ in range(len(self._queue)):
+            if self._closing:
+                return
+            data, src = self._queue.popleft()
+            self._queued -= len(data) + DGRAM_OVERHEAD
+            try:
+                self._protocol.datagram_received(data, src)
+            except Exception as exc:
+                self._loop.call_exception_handler({
+                    "message": "Fatal error: protocol.datagram_received() call failed.",
+                    "exception": exc, "transport": self, "protocol": self._protocol})
+                self.close()
+                return
+
+
+# --------------------------------------------------------------------------------------------
+# The pod's stack
+
+
+class Listener(NamedTuple):
+    proto: str      # "tcp" | "udp"
+    host: str
+    port: int
+
+
+class Connection(NamedTuple):
+    proto: str
+    local: Address
+    remote: Address
+    state: str      # "ESTAB" | "CLOSING"
+
+
+class PodNet:
+    """A pod's network stack: what a container gets as `ctx.net`."""
+
+    def __init__(self, node: NodeNetwork, ip: str, *, pod: str, namespace: str,
+                 hostname: str) -> None:
+        self.ip = ip
+        self.pod = pod
+        self.namespace = namespace
+        self.hostname = hostname
+        self.node = node.node_name
+        self.resolver: Resolver | None = None
+        self._node = node
+        self._attached = True
+        self._servers: dict[Address, VirtualServer] = {}
+        self._udp: dict[Address, VirtualDatagramTransport] = {}
+        self._ends: set[VirtualStreamTransport] = set()
+        self._tcp_ports: Counter[int] = Counter()
+        self._udp_ports: Counter[int] = Counter()
+        # Start where the pod's address points in the range, so pods do not all pick alike.
+        self._next_port = EPHEMERAL_FIRST + int(ipaddress.IPv4Address(ip)) % (
+            EPHEMERAL_LAST - EPHEMERAL_FIRST + 1)
+
+    def __repr__(self) -> str:
+        return f"<PodNet {self.namespace}/{self.pod} {self.ip}>"
+
+    # -- views for tools (ss, netstat)
+
+    def listeners(self) -> list[Listener]:
+        tcp = [Listener("tcp", host, port) for host, port in self._servers]
+        udp = [Listener("udp", host, port) for host, port in self._udp]
+        return sorted(tcp + udp, key=lambda item: (item.proto, item.port, item.host))
+
+    def connections(self) -> list[Connection]:
+        return sorted(Connection("tcp", e._sockname, e._peername,
+                                 "CLOSING" if e._closing else "ESTAB") for e in self._ends)
+
+    # -- names
+
+    async def getaddrinfo(self, host: str | None, port: int | str | None, *, family: int = 0,
+                          type: int = 0, proto: int = 0, flags: int = 0) -> list[AddrInfo]:
+        """`loop.getaddrinfo` for this pod: IPv4 only; names beyond localhost and the pod's
+        hostname go to `self.resolver`."""
+        if family not in (socket.AF_UNSPEC, socket.AF_INET):
+            raise socket.gaierror(socket.EAI_FAMILY, "ai_family not supported")
+        kinds = [(socket.SOCK_STREAM, socket.IPPROTO_TCP), (socket.SOCK_DGRAM, socket.IPPROTO_UDP),
+                 (socket.SOCK_RAW, 0)]
+        kinds = [(k, p) for k, p in kinds if type in (0, k) and proto in (0, p)]
+        if not kinds:
+            raise socket.gaierror(socket.EAI_SOCKTYPE, "ai_socktype not supported")
+        port_number = _service_port(port, kinds[0][0])
+        ips = await self._lookup(host, flags)
+        infos: list[AddrInfo] = [(socket.AF_INET, kind, p, "", (ip, port_number))
+                                 for ip in ips for kind, p in kinds]
+        if flags & socket.AI_CANONNAME and host:
+            family_, kind, p, _, sockaddr = infos[0]
+            infos[0] = (family_, kind, p, host, sockaddr)
+        return infos
+
+    async def _lookup(self, host: str | None, flags: int) -> list[str]:
+        if host is None or host == "":
+            return [ANY if flags & socket.AI_PASSIVE else LOOPBACK]
+        ip = _literal(host)
+        if ip is not None:
+            return [ip]
+        if ":" in host:
+            raise socket.gaierror(socket.EAI_ADDRFAMILY,
+                                  "Address family for hostname not supported")
+        if flags & socket.AI_NUMERICHOST:
+            raise _no_name()
+        if host.rstrip(".").lower() == self.hostname.lower():
+            return [self.ip]
+        if self.resolver is None:
+            raise _no_name()
+        ips = [str(ipaddress.IPv4Address(a)) for a in await self.resolver(host)]
+        if not ips:
+            raise _no_name()
+        return ips
+
+    async def _resolve(self, host: str | None, port: int, kind: socket.SocketKind) -> list[str]:
+        if host is not None:
+            ip = _literal(host)
+            if ip is not None:
+                return [ip]         # the common case skips the getaddrinfo machinery
+        return [info[4][0] for info in await self.getaddrinfo(host, port, type=kind)]
+
+    async def _bind_address(self, host: str | None) -> str:
+        if host is None or host in ("", ANY):
+            return ANY
+        ip = (await self._resolve(host, 0, socket.SOCK_STREAM))[0]
+        if _is_loopback(ip):
+            return LOOPBACK
+        if ip not in (ANY, self.ip):
+            raise _not_available()
+        return ip
+
+    # -- streams
+
+    async def open_connection(self, host: str | None, port: int, *, limit: int = STREAM_LIMIT,
+                              local_addr: LocalAddr | None = None,
+                              ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await self.create_connection(lambda: protocol, host, port,
+                                                    local_addr=local_addr)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    async def start_server(self, client_connected_cb: ClientConnectedCallback,
+                           host: str | Sequence[str] | None = None, port: int | None = None, *,
+                           limit: int = STREAM_LIMIT, backlog: int = 100,
+                           start_serving: bool = True, reuse_address: bool | None = None,
+                           reuse_port: bool | None = None) -> VirtualServer:
+        loop = asyncio.get_running_loop()
+
+        def factory() -> asyncio.StreamReaderProtocol:
+            reader = asyncio.StreamReader(limit=limit, loop=loop)
+            return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+
+        return await self.create_server(factory, host, port, backlog=backlog,
+                                        start_serving=start_serving)
+
+    async def create_connection(self, protocol_factory: Callable[[], _P], host: str | None,
+                                port: int, *, local_addr: LocalAddr | None = None,
+                                ) -> tuple[asyncio.Transport, _P]:
+        self._check_attached()
+        errors: list[OSError] = []
+        for ip in await self._resolve(host, port, socket.SOCK_STREAM):
+            try:
+                return await self._connect(protocol_factory, ip, int(port), local_addr)
+            except OSError as exc:
+                errors.append(exc)
+        raise errors[0]
+
+    async def _connect(self, protocol_factory: Callable[[], _P], ip: str, port: int,
+                       local_addr: LocalAddr | None) -> tuple[asyncio.Transport, _P]:
+        here = _is_loopback(ip) or ip in (ANY, self.ip)     # Linux connects 0.0.0.0 locally
+        dst = (LOOPBACK if ip == ANY else ip, port)
+        src_ip = LOOPBACK if _is_loopback(dst[0]) else self.ip
+        src_port = 0
+        if local_addr is not None:
+            bound = await self._bind_address(local_addr[0])
+            src_ip = src_ip if bound == ANY else bound
+            src_port = int(local_addr[1])
+            if src_port and self._tcp_ports[src_port]:
+                raise _in_use()
+        if src_ip == LOOPBACK and not here:
+            raise OSError(errno.EINVAL, "Invalid argument")     # loopback never leaves the pod
+        if not src_port:
+            src_port = self._ephemeral(self._tcp_ports)
+        self._tcp_ports[src_port] += 1
+        end = VirtualStreamTransport(self, (src_ip, src_port), dst, own_port=src_port)
+        try:
+            if here:
+                peer: StreamPeer = self._accept(end._sockname, dst, end)
+            else:
+                peer = await self._node._open_stream(end._sockname, dst, end)
+            if end._lost:
+                raise reset()       # the remote end went away while we were connecting
+            end._peer = peer
+            protocol = protocol_factory()
+        except BaseException:
+            end._abort(None)
+            raise
+        end._start(protocol, now=True)
+        return end, protocol
+
+    def _accept(self, src: Address, dst: Address, peer: StreamPeer) -> VirtualStreamTransport:
+        server = self._servers.get(dst) or self._servers.get((ANY, dst[1]))
+        if server is None or not server.is_serving():
+            raise refused()
+        return server._accept(src, dst, peer)
+
+    async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                            host: str | Sequence[str] | None = None, port: int | None = None, *,
+                            backlog: int = 100, start_serving: bool = True,
+                            reuse_address: bool | None = None, reuse_port: bool | None = None,
+                            ssl: None = None) -> VirtualServer:
+        """Listen on `host:port` (`backlog` is accepted for compatibility: accepts are
+        immediate). Port 0/None picks an ephemeral port."""
+        self._check_attached()
+        if ssl is not None:
+            raise NotImplementedError("TLS is not emulated")
+        hosts: Iterable[str | None] = [host] if host is None or isinstance(host, str) else host
+        addrs = list(dict.fromkeys([await self._bind_address(h) for h in hosts]))
+        if ANY in addrs and len(addrs) > 1:
+            raise _in_use()     # the wildcard already covers the other addresses
+        number = int(port or 0)
+        if not number:
+            number = self._ephemeral(self._tcp_ports)
+        for addr in addrs:
+            _check_free(self._servers, addr, number)
+        server = VirtualServer(self, protocol_factory, [(a, number) for a in addrs],
+                               serving=start_serving)
+        for binding in server._bindings:
+            self._servers[binding] = server
+            self._tcp_ports[number] += 1
+        return server
+
+    def _unbind_server(self, server: VirtualServer) -> None:
+        for binding in server._bindings:
+            if self._servers.get(binding) is server:
+                del self._servers[binding]
+                self._tcp_ports[binding[1]] -= 1
+
+    def _forget_end(self, end: VirtualStreamTransport) -> None:
+        self._ends.discard(end)
+        if end._own_port is not None:
+            self._tcp_ports[end._own_port] -= 1
+            end._own_port = None
+
+    # -- datagrams
+
+    async def create_datagram_endpoint(
+            self, protocol_factory: Callable[[], _P],
+            local_addr: LocalAddr | None = None, remote_addr: Address | None = None, *,
+            family: int = 0, proto: int = 0, flags: int = 0, reuse_port: bool | None = None,
+            allow_broadcast: bool | None = None,
+    ) -> tuple[asyncio.DatagramTransport, _P]:
+        self._check_attached()
+        remote: Address | None = None
+        if remote_addr is not None:
+            rip = (await self._resolve(remote_addr[0], remote_addr[1], socket.SOCK_DGRAM))[0]
+            remote = (LOOPBACK if rip == ANY else rip, int(remote_addr[1]))
+        addr, number = ANY, 0
+        if local_addr is not None:
+            addr, number = await self._bind_address(local_addr[0]), int(local_addr[1])
+        if addr == ANY and remote is not None:
+            # A connected socket is bound to the source address its route picks.
+            addr = LOOPBACK if _is_loopback(remote[0]) else self.ip
+        if not number:
+            number = self._ephemeral(self._udp_ports)
+        _check_free(self._udp, addr, number)
+        protocol = protocol_factory()
+        transport = VirtualDatagramTransport(self, (addr, number), remote,
+                                             cast(asyncio.DatagramProtocol, protocol))
+        self._udp[(addr, number)] = transport
+        self._udp_ports[number] += 1
+        protocol.connection_made(transport)
+        return transport, protocol
+
+    def _unbind_udp(self, transport: VirtualDatagramTransport) -> None:
+        if self._udp.get(transport._sockname) is transport:
+            del self._udp[transport._sockname]
+            self._udp_ports[transport._sockname[1]] -= 1
+
+    def _send_datagram(self, src: Address, dst: Address, data: bytes) -> None:
+        if _is_loopback(dst[0]) or dst[0] == self.ip:
+            self._deliver_datagram(src, dst, data)
+        else:
+            self._node._send_datagram(src, dst, data)
+
+    def _deliver_datagram(self, src: Address, dst: Address, data: bytes) -> None:
+        endpoint = self._udp.get(dst) or self._udp.get((ANY, dst[1]))
+        if endpoint is None:
+            raise refused()
+        endpoint._receive(data, src)
+
+    # -- lifecycle
+
+    def _ephemeral(self, used: Counter[int]) -> int:
+        span = EPHEMERAL_LAST - EPHEMERAL_FIRST + 1
+        for _ in range(span):
+            port = self._next_port
+            self._next_port = port + 1 if port < EPHEMERAL_LAST else EPHEMERAL_FIRST
+            if not used[port]:
+                return port
+        raise _not_available()
+
+    def _check_attached(self) -> None:
+        if not self._attached:
+            raise OSError(errno.ENETDOWN, "Network is down")
+
+    def _shutdown(self) -> None:
+        """The pod is gone: stop listening, reset its connections, close its UDP sockets."""
+        self._attached = False
+        for server in list(self._servers.values()):
+            server.close()
+        for end in list(self._ends):
+            end._abort(None)
+        for endpoint in list(self._udp.values()):
+            endpoint.close()
+
+
+def _check_free(table: dict[Address, Any], addr: str, port: int) -> None:
+    if addr == ANY:
+        clash = any(bound_port == port for _, bound_port in table)
+    else:
+        clash = (addr, port) in table or (ANY, port) in table
+    if clash:
+        raise _in_use()
+
+
+def _service_port(port: int | str | None, kind: socket.SocketKind) -> int:
+    if port is None:
+        return 0
+    if isinstance(port, int):
+        return port
+    if port.isdigit():
+        return int(port)
+    try:
+        return socket.getservbyname(port, "udp" if kind == socket.SOCK_DGRAM else "tcp")
+    except OSError:
+        raise socket.gaierror(socket.EAI_SERVICE, "Servname not supported for ai_socktype") \
+            from None
+
+
+# --------------------------------------------------------------------------------------------
+# The node
+
+
+class NodeNetwork:
+    """All pod stacks of one agent process, and the routing between them.
+
+    Destinations on this node are delivered in process. Anything else goes to `remote` (the
+    tunnel layer) when one is set; without it, or inside this node's podCIDR with no pod at that
+    address, the answer is EHOSTUNREACH at once.
+    """
+
+    def __init__(self, node_name: str, pod_cidr: str, cluster_cidr: str = "10.244.0.0/16") -> None:
+        self.node_name = node_name
+        self.pod_cidr = ipaddress.IPv4Network(pod_cidr)
+        self.cluster_cidr = ipaddress.IPv4Network(cluster_cidr)
+        self.remote: RemoteDelivery | None = None
+        self._pods: dict[str, PodNet] = {}
+
+    def __repr__(self) -> str:
+        return f"<NodeNetwork {self.node_name} {self.pod_cidr} pods={len(self._pods)}>"
+
+    def attach(self, pod_ip: str, *, pod: str, namespace: str, hostname: str) -> PodNet:
+        ip = ipaddress.IPv4Address(pod_ip)
+        if ip not in self.pod_cidr:
+            raise ValueError(f"{pod_ip} is outside this node's podCIDR {self.pod_cidr}")
+        if str(ip) in self._pods:
+            raise ValueError(f"{pod_ip} is already attached to {self._pods[str(ip)]!r}")
+        net = PodNet(self, str(ip), pod=pod, namespace=namespace, hostname=hostname)
+        self._pods[net.ip] = net
+        return net
+
+    def detach(self, pod_ip: str) -> None:
+        net = self._pods.pop(pod_ip, None)
+        if net is not None:
+            net._shutdown()
+
+    def pod(self, ip: str) -> PodNet | None:
+        return self._pods.get(ip)
+
+    def pods(self) -> list[PodNet]:
+        return list(self._pods.values())
+
+    def is_local(self, ip: str) -> bool:
+        """True when `ip` belongs to this node's podCIDR (whether or not a pod has it)."""
+        return ipaddress.IPv4Address(ip) in self.pod_cidr
+
+    # -- inbound seam: a tunnel hands traffic for this node's pods to these
+
+    def accept_stream(self, src: Address, dst: Address, peer: StreamPeer) -> StreamPeer:
+        """Connect `peer` (an end elsewhere) to the listener at `dst`; returns the new end here.
+        Raises EHOSTUNREACH or ECONNREFUSED like a kernel would."""
+        net = self._pods.get(dst[0])
+        if net is None:
+            raise unreachable()
+        return net._accept(src, dst, peer)
+
+    def deliver_datagram(self, src: Address, dst: Address, data: bytes) -> None:
+        """Hand a datagram to the UDP socket at `dst`; raises EHOSTUNREACH/ECONNREFUSED."""
+        net = self._pods.get(dst[0])
+        if net is None:
+            raise unreachable()
+        net._deliver_datagram(src, dst, data)
+
+    # -- routing for this node's pods
+
+    async def _open_stream(self, src: Address, dst: Address, peer: StreamPeer) -> StreamPeer:
+        net = self._pods.get(dst[0])
+        if net is not None:
+            return net._accept(src, dst, peer)
+        if self.remote is not None and not self.is_local(dst[0]):
+            return await self.remote.open_stream(src, dst, peer)
+        raise unreachable()
+
+    def _send_datagram(self, src: Address, dst: Address, data: bytes) -> None:
+        net = self._pods.get(dst[0])
+        if net is not None:
+            net._deliver_datagram(src, dst, data)
+        elif self.remote is not None and not self.is_local(dst[0]):
+            self.remote.send_datagram(src, dst, data)
+        else:
+            raise unreachable()
