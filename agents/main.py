@@ -26,8 +26,9 @@ from agents.server import build_agent_app
 from podnet import logs, settings
 from podnet.apierrors import ApiError
 from podnet.auth import SecretError, agent_token, load_secret
-from podnet.client import ApiClient, ApiUnavailable
+from podnet.client import ApiClient, ApiUnavailable, CaMismatch, fetch_cluster_ca
 from podnet.cluster import write_json_atomic
+from podnet.pki import client_context
 from podnet.resources import BY_KIND
 from podnet.settings import AgentSettings, SettingsError
 
@@ -72,6 +73,18 @@ async def watch_pods(api: ApiClient, runtime: PodRuntime, node: str) -> None:
             delay = min(delay * 2, 5.0)
 
 
+async def fetch_ca_until_ready(url: str, secret: bytes) -> bytes:
+    """The cluster CA (HMAC-verified), retrying while the control plane is not up yet."""
+    delay = 0.1
+    while True:
+        try:
+            return await fetch_cluster_ca(url, secret)
+        except ApiUnavailable as e:
+            log.info("node.waiting_for_controlplane", error=str(e))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
 async def register_until_ready(api: ApiClient, s: AgentSettings, host: str,
                                port: int) -> dict[str, Any]:
     """Register, retrying while the control plane is not up yet."""
@@ -92,7 +105,9 @@ async def run(s: AgentSettings, stop: asyncio.Event) -> None:
     secret = load_secret(s.secret_path)
     token = agent_token(secret)
     async with contextlib.AsyncExitStack() as stack:
-        api = await stack.enter_async_context(ApiClient(s.controlplane, token))
+        ca = await fetch_ca_until_ready(s.controlplane, secret)
+        api = await stack.enter_async_context(
+            ApiClient(s.controlplane, token, ssl_context=client_context(ca)))
         # Registration needs our address and the runtime needs the registered podCIDR, so
         # bind the socket first, register, and only then serve on it.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -156,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(amain())
-    except (SecretError, SettingsError) as e:
+    except (SecretError, SettingsError, CaMismatch) as e:
         print(f"podnet agent: {e}", file=sys.stderr)
         return 2
     return 0

@@ -42,7 +42,9 @@ log = structlog.get_logger()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AgentAddress = Callable[[str], tuple[str, int] | None]
 
-OPEN_PATHS = frozenset({"/version", "/healthz", "/readyz", "/livez"})
+# /podnet/cluster-info carries the cluster CA and its HMAC under the cluster secret, so an
+# agent that holds only the secret can pin the CA before it sends any token (podnet/pki.py).
+OPEN_PATHS = frozenset({"/version", "/healthz", "/readyz", "/livez", "/podnet/cluster-info"})
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 AGGREGATED_DISCOVERY = ("v2", "v2beta1")
 POLL_S = 1.0             # how often an idle stream checks that its client is still there
@@ -365,6 +367,7 @@ class ApiServer:
         self.api = api
         self.api_token = api_token
         self.agent_token = agent_token
+        self.info: dict[str, Any] | None = None
         self.agent_address = agent_address
         self.max_body_bytes = max_body_bytes
         self.openapi = openapi_documents()
@@ -441,7 +444,7 @@ class ApiServer:
             "/version": self.version, "/healthz": self.health, "/readyz": self.health,
             "/livez": self.health, "/api": self.api_versions, "/api/v1": self.core_resources,
             "/apis": self.api_groups, "/openapi/v3": self.openapi_root,
-            "/openapi/v2": self.openapi_v2,
+            "/openapi/v2": self.openapi_v2, "/podnet/cluster-info": self.cluster_info,
         }
         if path in simple:
             return simple[path]
@@ -454,6 +457,11 @@ class ApiServer:
 
     async def version(self, _: web.Request) -> web.StreamResponse:
         return json_response(VERSION)
+
+    async def cluster_info(self, _: web.Request) -> web.StreamResponse:
+        if self.info is None:
+            raise _path_not_found("/podnet/cluster-info")
+        return json_response(self.info)
 
     async def health(self, _: web.Request) -> web.StreamResponse:
         return web.Response(text="ok", content_type="text/plain")
@@ -898,10 +906,15 @@ def _client_gone(request: web.Request) -> bool:
 
 def build_app(api: Api, *, api_token: str, agent_token: str,
               agent_address: AgentAddress | None = None,
-              max_body_bytes: int = 3 * 1024 * 1024) -> web.Application:
-    """The API server as an aiohttp application (run it with AppRunner/TCPSite)."""
+              max_body_bytes: int = 3 * 1024 * 1024,
+              cluster_info: dict[str, Any] | None = None) -> web.Application:
+    """The API server as an aiohttp application (run it with AppRunner/TCPSite).
+
+    `cluster_info` is served without auth at /podnet/cluster-info (the CA and its HMAC).
+    """
     server = ApiServer(api, api_token=api_token, agent_token=agent_token,
                        agent_address=agent_address, max_body_bytes=max_body_bytes)
+    server.info = cluster_info
     app = web.Application(client_max_size=max_body_bytes,
                           middlewares=[server.errors, server.auth])
     app.router.add_route("*", "/{path:.*}", server.dispatch)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 
 import structlog
@@ -25,6 +26,7 @@ from controlplane.store import Store
 from podnet import logs, settings
 from podnet.auth import SecretError, agent_token, api_token, generate_secret, load_secret
 from podnet.cluster import write_json_atomic
+from podnet.pki import PkiError, ca_mac, ensure_pki, server_context
 from podnet.resources import BY_KIND
 from podnet.settings import ControlPlaneSettings, SettingsError
 
@@ -75,12 +77,16 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
         api.bootstrap()
         await api.start()
         stack.push_async_callback(api.close)
+        crt, key, ca_pem = ensure_pki(s.state_dir / "pki", [s.listen_host, socket.gethostname(),
+                                                            *s.san_list])
         app = build_app(api, api_token=api_token(secret), agent_token=agent_token(secret),
-                        agent_address=agent_address(api))
+                        agent_address=agent_address(api),
+                        cluster_info={"ca": ca_pem.decode(), "caHMAC": ca_mac(secret, ca_pem)})
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, s.listen_host, s.listen_port)
+        site = web.TCPSite(runner, s.listen_host, s.listen_port,
+                           ssl_context=server_context(crt, key))
         try:
             await site.start()
         except OSError as e:
@@ -96,8 +102,10 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                  asyncio.create_task(lifecycle.run(), name="node-lifecycle")]
         if s.ready_file:
             write_json_atomic(s.ready_file, {"pid": os.getpid(), "address": address,
-                                             "api": f"http://{address}"})
-        log.info("controlplane.ready", api=f"http://{address}", state_dir=str(s.state_dir))
+                                             "api": f"https://{address}",
+                                             "ca_file": str((s.state_dir / "pki" / "ca.crt")
+                                                            .resolve())})
+        log.info("controlplane.ready", api=f"https://{address}", state_dir=str(s.state_dir))
         stopper = asyncio.create_task(stop.wait(), name="stop-signal")
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -129,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(amain())
-    except (SecretError, SettingsError) as e:
+    except (SecretError, SettingsError, PkiError) as e:
         print(f"podnet controlplane: {e}", file=sys.stderr)
         return 2
     return 0

@@ -24,6 +24,15 @@ class NodeIpam:
                 self.used[cidr] = node["metadata"]["name"]
 
     def allocate(self, name: str) -> str:
+        # A node named like `node-3` gets the 3rd subnet (10.244.3.0/24) when it is free, so
+        # under `podnet up` the addresses read the same every time, whatever order agents
+        # register in. Any other name takes the first free subnet.
+        index = _trailing_number(name)
+        if index:
+            preferred = self._nth(index)
+            if preferred is not None and preferred not in self.used:
+                self.used[preferred] = name
+                return preferred
         for subnet in self.cluster.subnets(new_prefix=self.node_mask):
             cidr = str(subnet)
             # Skip the first subnet: 10.244.0.0/24 reads like "the network itself" to
@@ -34,6 +43,13 @@ class NodeIpam:
                 self.used[cidr] = name
                 return cidr
         raise ApiError(422, "Invalid", f"no podCIDR left in {self.cluster} for node {name}")
+
+    def _nth(self, index: int) -> str | None:
+        size = 2 ** (self.node_mask - self.cluster.prefixlen)
+        if not 0 < index < size:
+            return None
+        step = 2 ** (32 - self.node_mask)
+        return f"{self.cluster.network_address + index * step}/{self.node_mask}"
 
     def admit(self, op: str, res: Resource, obj: dict[str, Any],
               old: dict[str, Any] | None) -> None:
@@ -60,3 +76,8 @@ class NodeIpam:
             cidr = spec.get("podCIDR")
             if cidr and self.used.get(cidr) == name:
                 del self.used[cidr]
+
+
+def _trailing_number(name: str) -> int | None:
+    head, _, tail = name.rpartition("-")
+    return int(tail) if head and tail.isdigit() and len(tail) <= 5 else None

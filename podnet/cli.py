@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from podnet import __version__
-from podnet.cluster import ClusterNotFound, read_cluster, state_dir
+from podnet.cluster import ClusterNotFound, client_ssl, read_cluster, state_dir
 
 
 def _state_dir_arg(p: argparse.ArgumentParser) -> None:
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("-c", "--container", default=None)
     ex.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the command")
     ex.add_argument("pod")
-    ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    ex.add_argument("cmd", nargs="*", metavar="-- CMD ARGS", help="the command, after --")
 
     sub.add_parser("controlplane", help="run the control plane process (see its --help)",
                    add_help=False)
@@ -78,7 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         from agents.main import main as agent_main
 
         return agent_main(argv[1:])
+    # `podnet exec POD -c C -- CMD -x`: everything after the first `--` is the command, so its
+    # flags never reach our parser (argparse alone would take CMD's -x as an option).
+    command: list[str] | None = None
+    if argv and argv[0] == "exec" and "--" in argv:
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    if command is not None:
+        args.cmd = [*args.cmd, *command]
     try:
         if args.command == "up":
             from podnet.up import UpError, up
@@ -109,8 +117,6 @@ def run_exec(args: argparse.Namespace) -> int:
     from podnet.execclient import ExecError, exec_in_pod
 
     cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
     if not cmd:
         print("podnet exec: no command given: podnet exec POD -- CMD ARGS...", file=sys.stderr)
         return 2
@@ -121,9 +127,14 @@ def run_exec(args: argparse.Namespace) -> int:
         print(f"podnet exec: {e}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(exec_in_pod(
+        code = asyncio.run(exec_in_pod(
             info["api"], token, args.namespace, args.pod, args.container, cmd,
-            stdin=args.stdin, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer))
+            stdin=args.stdin, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
+            ssl_context=client_ssl(info)))
+        if code:
+            sys.stderr.flush()
+            print(f"command terminated with exit code {code}", file=sys.stderr)
+        return code
     except ExecError as e:
         print(f"Error from server: {e}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ It speaks the same REST conventions as kubectl: `/api/v1/...` paths, `Status` er
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -37,17 +38,20 @@ def resource_path(res: Resource, namespace: str | None = None, name: str | None 
 class ApiClient:
     """One keep-alive session to the API server, authenticated with a bearer token."""
 
-    def __init__(self, base_url: str, token: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 10.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.ssl_context = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self.ssl_context) if self.ssl_context else None
             self._session = aiohttp.ClientSession(
-                headers={"Authorization": f"Bearer {self.token}",
+                connector=connector, headers={"Authorization": f"Bearer {self.token}",
                          "User-Agent": "podnet/0.1"})
         return self._session
 
@@ -160,6 +164,37 @@ class ApiClient:
         except (aiohttp.ClientConnectionError, TimeoutError) as e:
             raise ApiUnavailable(f"watch of {res.plural} ended: {e or type(e).__name__}") \
                 from None
+
+
+async def fetch_cluster_ca(base_url: str, secret: bytes, *, timeout_s: float = 5.0) -> bytes:
+    """The cluster CA, accepted only if its HMAC under the cluster secret verifies.
+
+    The first request cannot verify the server (we do not have its CA yet), so it carries no
+    credential; what it returns is trusted only through the HMAC (see podnet/pki.py).
+    """
+    from podnet.pki import verify_ca
+
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    url = base_url.rstrip("/") + "/podnet/cluster-info"
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=insecure)) as s, \
+                s.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            info = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        raise ApiUnavailable(f"cannot fetch the cluster CA from {url}: "
+                             f"{e or type(e).__name__}") from None
+    ca, mac = (info or {}).get("ca"), (info or {}).get("caHMAC")
+    if not isinstance(ca, str) or not isinstance(mac, str) or not verify_ca(secret, ca.encode(),
+                                                                           mac):
+        raise CaMismatch(f"the server at {base_url} did not prove it holds the cluster secret "
+                         "(wrong --secret-file, or not a podnet control plane)")
+    return ca.encode()
+
+
+class CaMismatch(Exception):
+    """The control plane's CA is not vouched for by our cluster secret."""
 
 
 def _maybe_json(text: str) -> Any:

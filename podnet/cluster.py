@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,29 @@ def read_cluster(directory: Path) -> dict[str, Any]:
     return data
 
 
-def write_kubeconfig(path: Path, api_url: str, token: str, name: str = "podnet") -> None:
-    """A kubeconfig for kubectl: one cluster, one user with the bearer token."""
+def client_ssl(info: dict[str, Any]) -> ssl.SSLContext:
+    """A TLS context that trusts the cluster's CA (from cluster.json's `ca_file`)."""
+    from podnet.pki import client_context
+
+    try:
+        return client_context(Path(info["ca_file"]).read_bytes())
+    except (KeyError, OSError) as e:
+        raise ClusterNotFound(f"cannot read the cluster CA: {e}") from None
+
+
+def write_kubeconfig(path: Path, api_url: str, token: str, ca_pem: bytes,
+                     name: str = "podnet") -> None:
+    """A kubeconfig for kubectl: one cluster (with its CA), one user with the bearer token."""
+    import base64
+
     import yaml
 
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {"server": api_url}}],
+        "clusters": [{"name": name, "cluster": {
+            "server": api_url,
+            "certificate-authority-data": base64.b64encode(ca_pem).decode()}}],
         "users": [{"name": f"{name}-admin", "user": {"token": token}}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": f"{name}-admin",
                                                   "namespace": "default"}}],

@@ -9,6 +9,7 @@ followed by the `FF 00` close signal at EOF, and the exit code from the channel-
 from __future__ import annotations
 
 import asyncio
+import ssl
 import contextlib
 import io
 import json
@@ -58,7 +59,8 @@ def exec_params(argv: list[str], container: str | None, *, stdin: bool, tty: boo
 
 async def exec_in_pod(api_url: str, token: str, namespace: str, pod: str, container: str | None,
                       argv: list[str], *, stdin: bool, stdout: BinaryIO, stderr: BinaryIO,
-                      stdin_source: BinaryIO | None = None, tty: bool = False) -> int:
+                      stdin_source: BinaryIO | None = None, tty: bool = False,
+                      ssl_context: ssl.SSLContext | None = None) -> int:
     """Run argv in the pod and return its exit code.
 
     Raises ExecError when the server refuses the session (with the Status' message, reason and
@@ -70,7 +72,8 @@ async def exec_in_pod(api_url: str, token: str, namespace: str, pod: str, contai
     url = exec_url(api_url, namespace, pod)
     params = exec_params(argv, container, stdin=stdin, tty=tty)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as session:
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context else None
+    async with aiohttp.ClientSession(connector=connector) as session:
         try:
             ws = await session.ws_connect(url, params=params, headers=headers,
                                           protocols=execproto.PROTOCOLS, max_msg_size=0)

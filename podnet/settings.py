@@ -138,7 +138,13 @@ class ControlPlaneSettings:
     cluster_domain: str = opt("cluster.local", "cluster DNS domain")
     node_monitor_grace_s: float = opt(8.0, "a node silent this long goes NotReady")
     node_monitor_period_s: float = opt(1.0, "how often the node lifecycle controller looks")
+    tls_san: str = opt("", "extra names/IPs for the API certificate, comma-separated "
+                           "(e.g. the compose service name)")
     ready_file: Path | None = opt(None, "write {pid, address} here as JSON once serving")
+
+    @property
+    def san_list(self) -> list[str]:
+        return [n.strip() for n in self.tls_san.split(",") if n.strip()]
 
     def check(self) -> None:
         _port(self.listen_port, "--listen-port")
@@ -159,7 +165,7 @@ class ControlPlaneSettings:
 @dataclass(frozen=True)
 class AgentSettings:
     name: str = opt("", "node name (required), e.g. node-1")
-    controlplane: str = opt("", "control plane API URL, e.g. http://127.0.0.1:6443")
+    controlplane: str = opt("", "control plane API URL, e.g. https://127.0.0.1:6443")
     listen_host: str = opt("127.0.0.1", "address the agent listens on (exec, logs; later gossip)")
     listen_port: int = opt(0, "agent port (0 picks a free one)")
     advertise_host: str | None = opt(None, "address other processes use to reach this agent "
@@ -178,9 +184,9 @@ class AgentSettings:
             raise SettingsError(f"--name: {err}")
         if not self.controlplane:
             raise SettingsError("--controlplane: the control plane URL is required, "
-                                "e.g. --controlplane http://127.0.0.1:6443")
-        if not self.controlplane.startswith(("http://", "https://")):
-            raise SettingsError(f"--controlplane: expected an http:// URL, got "
+                                "e.g. --controlplane https://127.0.0.1:6443")
+        if not self.controlplane.startswith("https://"):
+            raise SettingsError(f"--controlplane: expected an https:// URL, got "
                                 f"{self.controlplane!r}")
         _port(self.listen_port, "--listen-port")
         _positive(self.heartbeat_interval_s, "--heartbeat-interval-s")

@@ -25,6 +25,7 @@ from podnet.auth import api_token, generate_secret, load_secret
 from podnet.client import ApiClient, ApiUnavailable
 from podnet.cluster import read_cluster, write_json_atomic, write_kubeconfig
 from podnet.manifests import ManifestError, apply, load_manifests
+from podnet.pki import client_context
 from podnet.resources import BY_KIND
 
 NODES = BY_KIND["Node"]
@@ -187,16 +188,19 @@ async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], d
         cp = cluster.spawn("controlplane", ["-m", "controlplane", "--listen-port", "0"])
         cp_info = await cluster.wait_ready(cp, ready_timeout_s)
         api_url = str(cp_info["api"])
+        ca_pem = Path(cp_info["ca_file"]).read_bytes()
         names = [f"node-{i}" for i in range(1, nodes + 1)]
         agents = [cluster.spawn(f"agent-{n}", ["-m", "agents", "--name", n, "--controlplane",
                                                api_url, "--listen-port", "0"]) for n in names]
-        async with ApiClient(api_url, api_token(secret)) as api:
+        async with ApiClient(api_url, api_token(secret),
+                             ssl_context=client_context(ca_pem)) as api:
             for child in agents:
                 await cluster.wait_ready(child, ready_timeout_s)
             node_objs = await wait_nodes_ready(api, names, ready_timeout_s)
             elapsed = time.monotonic() - started
             info = cluster_info(state_dir, api_url, cp, agents, node_objs)
-            write_kubeconfig(state_dir / "kubeconfig", api_url, api_token(secret))
+            info["ca_file"] = str(Path(cp_info["ca_file"]).resolve())
+            write_kubeconfig(state_dir / "kubeconfig", api_url, api_token(secret), ca_pem)
             write_json_atomic(state_dir / "cluster.json", info)
             print_status(info, elapsed)
             for obj in objects:

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -79,7 +80,7 @@ class RunningCluster:
                                      headers={"Authorization": f"Bearer {self.token}",
                                               "Content-Type": content_type})
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl) as resp:
                 raw = resp.read()
                 return resp.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as e:
@@ -88,6 +89,10 @@ class RunningCluster:
                 return e.code, json.loads(raw)
             except ValueError:
                 return e.code, raw.decode(errors="replace")
+
+    @property
+    def ssl(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.info["ca_file"])
 
     def pod(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
         code, body = self.api("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")

@@ -59,7 +59,7 @@ def pods(cluster: RunningCluster, tmp_path_factory: pytest.TempPathFactory) -> d
 
 def test_cluster_json_describes_the_running_cluster(cluster: RunningCluster) -> None:
     info = cluster.info
-    assert info["api"].startswith("http://127.0.0.1:")
+    assert info["api"].startswith("https://127.0.0.1:")
     assert [n["name"] for n in info["nodes"]] == ["node-1", "node-2"]
     cidrs = [n["podCIDR"] for n in info["nodes"]]
     assert len(set(cidrs)) == 2 and all(c.startswith("10.244.") and c.endswith("/24")
@@ -83,7 +83,8 @@ def test_requests_without_token_get_401(cluster: RunningCluster) -> None:
     import urllib.request
 
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(cluster.info["api"] + "/api/v1/pods", timeout=5)
+        urllib.request.urlopen(cluster.info["api"] + "/api/v1/pods", timeout=5,
+                               context=cluster.ssl)
     assert err.value.code == 401
     assert json.loads(err.value.read())["reason"] == "Unauthorized"
 

@@ -18,11 +18,11 @@ def test_node_ipam_gives_distinct_24s_and_keeps_them_across_restarts() -> None:
         ipam.admit("CREATE", NODES, obj, None)
         nodes.append(obj)
     cidrs = [n["spec"]["podCIDR"] for n in nodes]
-    assert cidrs == ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]
+    assert cidrs == ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]  # node-0 -> first free
     assert nodes[0]["spec"]["podCIDRs"] == ["10.244.1.0/24"]
     # A restarted control plane rebuilds its table from the stored nodes.
     again = NodeIpam("10.244.0.0/16", 24, nodes)
-    fresh = {"metadata": {"name": "node-9"}, "spec": {}}
+    fresh = {"metadata": {"name": "extra"}, "spec": {}}
     again.admit("CREATE", NODES, fresh, None)
     assert fresh["spec"]["podCIDR"] == "10.244.4.0/24"
 
@@ -77,3 +77,15 @@ def test_host_local_does_not_hand_out_a_freed_ip_at_once() -> None:
     first = ipam.allocate("a")
     ipam.release(first)
     assert ipam.allocate("b") != first
+
+
+def test_node_n_gets_subnet_n_whatever_the_registration_order() -> None:
+    ipam = NodeIpam("10.244.0.0/16", 24, [])
+    got = {}
+    for name in ("node-3", "node-1", "node-2", "worker"):
+        obj = {"metadata": {"name": name}, "spec": {}}
+        ipam.admit("CREATE", NODES, obj, None)
+        got[name] = obj["spec"]["podCIDR"]
+    assert got["node-1"] == "10.244.1.0/24" and got["node-3"] == "10.244.3.0/24"
+    assert got["node-2"] == "10.244.2.0/24"
+    assert got["worker"] not in (got["node-1"], got["node-2"], got["node-3"])

@@ -35,7 +35,7 @@ def test_bad_settings_fail_with_one_clear_line(env: dict[str, str], message: str
     ({}, "--name: a node name is required"),
     ({"PODNET_NAME": "Node_1"}, "--name: 'Node_1' must consist of lower case"),
     ({"PODNET_NAME": "n1"}, "--controlplane: the control plane URL is required"),
-    ({"PODNET_NAME": "n1", "PODNET_CONTROLPLANE": "127.0.0.1:1"}, "expected an http:// URL"),
+    ({"PODNET_NAME": "n1", "PODNET_CONTROLPLANE": "127.0.0.1:1"}, "expected an https:// URL"),
 ])
 def test_agent_settings_validation(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as err:
