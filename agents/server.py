@@ -42,7 +42,7 @@ def build_agent_app(runtime: PodRuntime, agent_token: str) -> web.Application:
         if pod is None:
             return f'pod "{name}" is not running on node {runtime.node}'
         if container is None:
-            container = next(iter(pod.containers), None)
+            container = next(iter(pod.containers), "")
         if container not in pod.containers:
             return f'container "{container}" not found in pod "{name}"'
         return pod.exec_target(container)

@@ -51,7 +51,7 @@ def agent_address(api: Api):  # type: ignore[no-untyped-def]
     def lookup(node_name: str) -> tuple[str, int] | None:
         try:
             node = api.get(NODES, None, node_name)
-        except Exception:  # noqa: BLE001  # any lookup failure means "no agent known"
+        except Exception:  # any lookup failure means "no agent known"
             return None
         status = node.get("status") or {}
         port = (status.get("daemonEndpoints") or {}).get("kubeletEndpoint", {}).get("Port")
@@ -92,9 +92,7 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
         except OSError as e:
             raise SettingsError(f"--listen-port: cannot listen on {s.listen_host}:"
                                 f"{s.listen_port}: {e.strerror}") from None
-        server = site._server
-        assert server is not None and server.sockets  # noqa: S101  # started just above
-        port = int(server.sockets[0].getsockname()[1])
+        port = int(runner.addresses[0][1])  # the port the OS chose for --listen-port 0
         address = f"{s.listen_host}:{port}"
         scheduler = Scheduler(api)
         lifecycle = NodeLifecycle(api, s.node_monitor_grace_s, s.node_monitor_period_s)

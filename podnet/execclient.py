@@ -9,11 +9,11 @@ followed by the `FF 00` close signal at EOF, and the exit code from the channel-
 from __future__ import annotations
 
 import asyncio
-import ssl
 import contextlib
 import io
 import json
 import os
+import ssl
 import stat
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator

@@ -86,7 +86,7 @@ def load(cls: type[T], args: argparse.Namespace | None = None,
     env = os.environ if env is None else env
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(typing.cast(Any, cls)):
         tp, nullable = _base_type(hints[f.name])
         raw: Any = None
         if args is not None and getattr(args, f.name, None) is not None:

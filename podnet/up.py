@@ -160,7 +160,7 @@ async def wait_nodes_ready(api: ApiClient, names: list[str], timeout_s: float) -
 def check_not_running(state_dir: Path) -> None:
     try:
         info = read_cluster(state_dir)
-    except Exception:  # noqa: BLE001  # no readable cluster.json: nothing is running
+    except Exception:  # no readable cluster.json: nothing is running
         return
     pid = int(info.get("controlplane", {}).get("pid") or 0)
     if pid and _alive(pid) and _is_podnet(pid):

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import RunningCluster, start_cluster, stop_cluster  # noqa: E402
+from harness import RunningCluster, start_cluster, stop_cluster
 
 
 @pytest.fixture(scope="module")
