@@ -60,17 +60,23 @@ async def watch_pods(api: ApiClient, runtime: PodRuntime, node: str) -> None:
             async for event in api.watch(PODS, None, resource_version=rv,
                                          field_selector=selector):
                 kind, obj = event.get("type"), event.get("object") or {}
-                if kind in ("ADDED", "MODIFIED"):
-                    await runtime.sync(obj)
-                elif kind == "DELETED":
-                    await runtime.forget(obj.get("metadata", {}).get("uid", ""))
-                elif kind == "ERROR":
+                if kind == "ERROR":
                     log.info("pods.watch_expired", status=obj.get("message"))
                     break
+                try:
+                    if kind in ("ADDED", "MODIFIED"):
+                        await runtime.sync(obj)
+                    elif kind == "DELETED":
+                        await runtime.forget(obj.get("metadata", {}).get("uid", ""))
+                except Exception:  # one bad pod must not stop the node from running the rest
+                    log.exception("pods.sync_failed",
+                                  pod=obj.get("metadata", {}).get("name"))
         except (ApiUnavailable, ApiError) as e:
             log.warning("pods.watch_failed", error=str(e), retry_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        except Exception:  # never let the pod watch die: the node would stop with it
+            log.exception("pods.watch_crashed", retry_s=delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 async def fetch_ca_until_ready(url: str, secret: bytes) -> bytes:
@@ -132,7 +138,7 @@ async def run(s: AgentSettings, stop: asyncio.Event) -> None:
         stack.push_async_callback(runner.cleanup)
         await web.SockSite(runner, sock).start()
         tasks = [
-            asyncio.create_task(nodeobj.heartbeat(api, s.name, host, port,
+            asyncio.create_task(nodeobj.heartbeat(api, s.name, host, port, pod_cidr,
                                                   s.heartbeat_interval_s), name="heartbeat"),
             asyncio.create_task(watch_pods(api, runtime, s.name), name="pod-watch"),
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import platform
 import socket
@@ -25,10 +26,17 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def node_status(host: str, port: int, ready: bool = True) -> dict[str, Any]:
+def max_pods(pod_cidr: str | None) -> int:
+    """As many pods as the podCIDR has addresses for (network, gateway, broadcast excluded)."""
+    if not pod_cidr:
+        return 110  # kubelet's default, until the control plane has given us a podCIDR
+    return max(0, ipaddress.ip_network(pod_cidr).num_addresses - 3)
+
+
+def node_status(host: str, port: int, pod_cidr: str | None, ready: bool = True) -> dict[str, Any]:
     now = _now()
-    capacity = {"cpu": str(os.cpu_count() or 1), "memory": "8Gi", "pods": "250",
-                "ephemeral-storage": "10Gi"}
+    capacity = {"cpu": str(os.cpu_count() or 1), "memory": "8Gi",
+                "pods": str(max_pods(pod_cidr)), "ephemeral-storage": "10Gi"}
     return {
         "capacity": capacity,
         "allocatable": capacity,
@@ -73,19 +81,21 @@ async def register(api: ApiClient, name: str, host: str, port: int) -> dict[str,
             raise
         node = await api.patch(NODES, None, name, {"metadata": {
             "annotations": {AGENT_ADDRESS_ANNOTATION: f"{host}:{port}"}}})
-    node = await api.patch(NODES, None, name, {"status": node_status(host, port)},
+    cidr = (node.get("spec") or {}).get("podCIDR")
+    node = await api.patch(NODES, None, name, {"status": node_status(host, port, cidr)},
                            subresource="status")
     log.info("node.registered", pod_cidr=node.get("spec", {}).get("podCIDR"),
              address=f"{host}:{port}")
     return node
 
 
-async def heartbeat(api: ApiClient, name: str, host: str, port: int, interval_s: float) -> None:
+async def heartbeat(api: ApiClient, name: str, host: str, port: int, pod_cidr: str,
+                    interval_s: float) -> None:
     """Renew the Ready condition forever; the control plane marks silence as NotReady."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await api.patch(NODES, None, name, {"status": node_status(host, port)},
+            await api.patch(NODES, None, name, {"status": node_status(host, port, pod_cidr)},
                             subresource="status")
         except ApiError as e:
             if e.code == 404:  # someone deleted our Node: register again, as kubelet does

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from agents.containerlog import ContainerLog
-from agents.hostlocal import HostLocalIpam
+from agents.hostlocal import HostLocalIpam, PoolExhausted
 from agents.images import ContainerContext, ImageError, PodInfo, resolve_image
 from agents.netstack import NodeNetwork, PodNet
 from agents.podfiles import hosts_file, resolv_conf
@@ -39,6 +39,7 @@ EVENTS = BY_KIND["Event"]
 BACKOFF_INITIAL_S = 1.0   # kubelet uses 10 s doubling to 5 min; a teaching tool wants faster
 BACKOFF_MAX_S = 30.0
 BACKOFF_RESET_S = 60.0    # a container that ran this long starts its backoff again
+STATUS_COALESCE_S = 0.05  # status changes this close together go to the API as one write
 
 
 def now_rfc3339() -> str:
@@ -92,6 +93,9 @@ class RunningPod:
         self.log = log.bind(pod=self.name, namespace=self.namespace, pod_ip=ip)
         self._status_dirty = asyncio.Event()
         self._status_task: asyncio.Task[None] | None = None
+        self._transitions: dict[str, tuple[str, str]] = {}  # condition -> (status, since)
+        self.hurry = asyncio.Event()  # set when the grace period is cut short
+        self.image_errors: dict[str, str] = {}  # container -> last image error reported
         domain = runtime.cluster_domain
         self.files = {
             "/etc/hosts": hosts_file(ip, self.hostname, self.spec.get("subdomain"),
@@ -111,23 +115,63 @@ class RunningPod:
                                                 f"{spec['name']}")
         self.mark_dirty()
 
-    async def stop(self, grace_s: float) -> None:
-        """Cancel every container; wait at most `grace_s` for them to finish."""
+    async def stop(self, grace_s: float) -> list[asyncio.Task[None]]:
+        """Cancel every container; wait at most `grace_s` (less if `hurry` is set) for them
+        to finish. Returns the containers that outlived the grace period."""
         self.terminating = True
         for task in self.tasks.values():
             task.cancel()
-        if self.tasks:
-            _, pending = await asyncio.wait(self.tasks.values(), timeout=max(grace_s, 0.01))
-            for task in pending:
-                self.log.warning("pod.container_ignored_cancel", task=task.get_name())
+        pending: set[asyncio.Task[None]] = set(self.tasks.values())
+        hurry = asyncio.create_task(self.hurry.wait(), name=f"pod-hurry:{self.name}")
+        deadline = asyncio.get_running_loop().time() + max(grace_s, 0.01)
+        try:
+            while pending and not self.hurry.is_set():
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                done, _ = await asyncio.wait({*pending, hurry}, timeout=left,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                pending -= done
+        finally:
+            hurry.cancel()
+        for task in pending:
+            # A coroutine cannot be SIGKILLed: its network is gone with the pod, and the
+            # runtime keeps cancelling it until it gives up.
+            self.log.warning("pod.container_ignored_cancel", task=task.get_name())
         for logbuf in self.logs.values():
             logbuf.close()
         if self._status_task is not None:
             self._status_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._status_task
+        return list(pending)
 
     # ---- containers ------------------------------------------------------------------
+
+    def apply_spec_changes(self, pod: dict[str, Any]) -> None:
+        """A running pod's spec changed: a container whose image changed is restarted with
+        the new image, as kubelet does (the only container field a pod update may change)."""
+        self.pod = pod
+        new_spec = pod.get("spec") or {}
+        for spec in new_spec.get("containers", []):
+            name = spec.get("name")
+            state = self.containers.get(name)
+            if state is None or state.image == spec.get("image") or self.terminating:
+                continue
+            self.log.info("container.image_changed", container=name, image=spec.get("image"))
+            state.image = spec.get("image", "")
+            state.restart_count += 1
+            old = self.tasks.get(name)
+            if old is not None:
+                old.cancel()
+            self.spec = new_spec
+            self.tasks[name] = asyncio.create_task(
+                self._run_container(spec),
+                name=f"container:{self.namespace}/{self.name}/{name}")
+            task = asyncio.create_task(self.runtime.event(
+                self, "Normal", "Killing",
+                f"Container {name} definition changed, will be restarted"))
+            self.runtime.own(task)
 
     def _env(self, spec: dict[str, Any]) -> dict[str, str]:
         env = {
@@ -174,9 +218,12 @@ class RunningPod:
                 state.state = {"waiting": {"reason": "ErrImagePull", "message": str(e)}}
                 state.ready = False
                 self.mark_dirty()
-                clog.warning("container.image_error", error=str(e))
-                await self.runtime.event(self, "Warning", "Failed",
-                                         f"Failed to pull image \"{spec.get('image')}\": {e}")
+                if self.image_errors.get(name) != str(e):  # one event per distinct error
+                    self.image_errors[name] = str(e)
+                    clog.warning("container.image_error", error=str(e))
+                    await self.runtime.event(
+                        self, "Warning", "Failed",
+                        f"Failed to pull image \"{spec.get('image')}\": {e}")
                 await asyncio.sleep(backoff)
                 state.state = {"waiting": {"reason": "ImagePullBackOff", "message": str(e)}}
                 self.mark_dirty()
@@ -204,6 +251,8 @@ class RunningPod:
                 clog.warning("container.crashed", error=message)
             ran_s = time.monotonic() - started
             state.ready = False
+            if self.terminating:
+                return  # it returned while being stopped: that is not a crash to restart
             terminated = {"exitCode": exit_code, "reason": reason,
                           "startedAt": state.state["running"]["startedAt"],
                           "finishedAt": now_rfc3339()}
@@ -247,13 +296,17 @@ class RunningPod:
         return "Pending"
 
     def status(self) -> dict[str, Any]:
-        now = now_rfc3339()
         ready = bool(self.containers) and all(c.ready for c in self.containers.values())
         ready_s = "True" if ready and not self.terminating else "False"
 
         def cond(kind: str, value: str) -> dict[str, Any]:
+            # The transition time moves only when the condition's status does.
+            previous = self._transitions.get(kind)
+            if previous is None or previous[0] != value:
+                previous = (value, now_rfc3339())
+                self._transitions[kind] = previous
             return {"type": kind, "status": value, "lastProbeTime": None,
-                    "lastTransitionTime": now}
+                    "lastTransitionTime": previous[1]}
 
         return {
             "phase": self.phase(),
@@ -265,7 +318,6 @@ class RunningPod:
             "podIP": self.ip,
             "podIPs": [{"ip": self.ip}],
             "startTime": self.start_time,
-            "qosClass": "BestEffort",
             "containerStatuses": [c.status(self.uid) for c in self.containers.values()],
         }
 
@@ -274,9 +326,12 @@ class RunningPod:
         last: dict[str, Any] | None = None
         while True:
             await self._status_dirty.wait()
+            # Coalesce: a starting pod changes state several times within milliseconds
+            # (created, containers running, ready); one write carries them all.
+            await asyncio.sleep(STATUS_COALESCE_S)
             self._status_dirty.clear()
             status = self.status()
-            comparable = _without_times(status)
+            comparable = status
             if comparable == last:
                 continue
             try:
@@ -306,13 +361,6 @@ class RunningPod:
                           env=self._env(spec), files=dict(self.files), routes=routes)
 
 
-def _without_times(status: dict[str, Any]) -> dict[str, Any]:
-    out = dict(status)
-    out["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
-                         for c in status["conditions"]]
-    return out
-
-
 class PodRuntime:
     """All pods on this node, kept in line with what the API says should run here."""
 
@@ -328,6 +376,9 @@ class PodRuntime:
         self.gateway = self.ipam.gateway
         self.pods: dict[str, RunningPod] = {}          # by uid
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._rejected: set[str] = set()               # uids refused at admission
+        self._side_tasks: set[asyncio.Task[None]] = set()  # short-lived, owned here
+        self._stragglers: set[asyncio.Task[None]] = set()  # containers that ignored cancel
 
     def network_cidr_route(self) -> tuple[str, str] | None:
         return None  # the overlay route to the rest of the cluster arrives with the CNI
@@ -346,23 +397,43 @@ class PodRuntime:
             return
         running = self.pods.get(uid)
         if meta.get("deletionTimestamp"):
+            if uid in self._stopping and running is not None and \
+                    meta.get("deletionGracePeriodSeconds") == 0:
+                running.hurry.set()
             if uid not in self._stopping:
                 grace = meta.get("deletionGracePeriodSeconds")
                 grace_s = float(grace if grace is not None else 30)
                 self._stopping[uid] = asyncio.create_task(
                     self._terminate(uid, pod, grace_s), name=f"pod-terminate:{meta.get('name')}")
             return
-        if running is not None or uid in self._stopping:
+        if running is not None:
+            running.apply_spec_changes(pod)
+            return
+        if uid in self._stopping:
             return
         phase = (pod.get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed") and uid not in self.pods:
             return  # finished before this agent (re)started; kubelet does not rerun it
+        if uid in self._rejected:
+            return
         self._start(pod)
 
     def _start(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         prefer = (pod.get("status") or {}).get("podIP")
-        ip = self.ipam.allocate(meta["uid"], prefer=prefer)
+        try:
+            ip = self.ipam.allocate(meta["uid"], prefer=prefer)
+        except PoolExhausted:
+            # kubelet's admission answer to a pod beyond the node's capacity (only reachable
+            # with spec.nodeName, as the scheduler honours allocatable pods).
+            self._rejected.add(meta["uid"])
+            task = asyncio.create_task(
+                self._reject(pod, "OutOfpods",
+                             "Pod was rejected: Node didn't have enough resource: pods"),
+                name=f"pod-reject:{meta['name']}")
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
+            return
         hostname = (pod.get("spec") or {}).get("hostname") or meta["name"]
         net = self.network.attach(ip, pod=meta["name"], namespace=meta.get("namespace",
                                   "default"), hostname=hostname)
@@ -370,6 +441,21 @@ class PodRuntime:
         self.pods[meta["uid"]] = running
         running.log.info("pod.started", reused_ip=ip == prefer)
         running.start()
+
+    def own(self, task: asyncio.Task[Any]) -> None:
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _reject(self, pod: dict[str, Any], reason: str, message: str) -> None:
+        meta = pod["metadata"]
+        log.warning("pod.rejected", pod=meta["name"], reason=reason)
+        status = {"phase": "Failed", "reason": reason, "message": message,
+                  "hostIP": self.host_ip, "startTime": now_rfc3339()}
+        try:
+            await self.api.patch(PODS, meta.get("namespace"), meta["name"], {"status": status},
+                                 subresource="status")
+        except (ApiError, ApiUnavailable) as e:
+            log.warning("pod.reject_unsent", pod=meta["name"], error=str(e))
 
     async def _terminate(self, uid: str, pod: dict[str, Any], grace_s: float) -> None:
         meta = pod["metadata"]
@@ -393,7 +479,9 @@ class PodRuntime:
         running = self.pods.get(uid)
         if running is None:
             return
-        await running.stop(grace_s)
+        for straggler in await running.stop(grace_s):
+            self._stragglers.add(straggler)
+            straggler.add_done_callback(self._stragglers.discard)
         self.network.detach(running.ip)
         self.ipam.release(running.ip)
         self.pods.pop(uid, None)
@@ -401,7 +489,11 @@ class PodRuntime:
 
     async def forget(self, uid: str) -> None:
         """The pod object is gone from the API: stop it now."""
+        self._rejected.discard(uid)
         if uid in self._stopping:
+            running = self.pods.get(uid)
+            if running is not None:
+                running.hurry.set()  # force-deleted while terminating: no more grace
             return
         await self._remove(uid, 0.0)
 
@@ -411,11 +503,19 @@ class PodRuntime:
         for uid in list(self.pods):
             if uid not in wanted:
                 await self.forget(uid)
-        for pod in pods:
+        # Pods that had an IP ask for it first, so a new pod cannot take it from them.
+        for pod in sorted(pods, key=lambda p: not (p.get("status") or {}).get("podIP")):
             await self.sync(pod)
 
     async def event(self, pod: RunningPod, kind: str, reason: str, message: str) -> None:
-        """Record a Kubernetes Event about a pod (best effort: events are advisory)."""
+        """Record a Kubernetes Event about a pod, without making the caller wait for it
+        (events are advisory; a container must not start later because of one)."""
+        task = asyncio.create_task(self._send_event(pod, kind, reason, message),
+                                   name=f"event:{pod.name}:{reason}")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _send_event(self, pod: RunningPod, kind: str, reason: str, message: str) -> None:
         now = now_rfc3339()
         body = {
             "apiVersion": "v1", "kind": "Event",
@@ -433,7 +533,7 @@ class PodRuntime:
             log.debug("event.unsent", reason=reason, error=str(e))
 
     async def close(self) -> None:
-        for task in list(self._stopping.values()):
+        for task in [*self._stopping.values(), *self._side_tasks, *self._stragglers]:
             task.cancel()
         for uid in list(self.pods):
             await self._remove(uid, 1.0)

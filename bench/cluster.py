@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -36,10 +37,10 @@ from podnet.auth import api_token, load_secret  # noqa: E402
 PODNET = [sys.executable, "-c", "import sys; from podnet.cli import main; sys.exit(main())"]
 
 
-def up(state: Path) -> float:
+def up(state: Path, env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
     subprocess.run([*PODNET, "up", "--detach", "--no-demo", "--nodes", "3", "--state-dir",
-                    str(state)], check=True, capture_output=True)
+                    str(state)], check=True, capture_output=True, env=env)
     return time.perf_counter() - t0
 
 
@@ -56,7 +57,8 @@ def interpreter_floor() -> float:
     return time.perf_counter() - t0
 
 
-async def create_pods(api: str, token: str, count: int, concurrency: int = 16) -> float:
+async def create_pods(api: str, token: str, count: int, tls: ssl.SSLContext,
+                      concurrency: int = 16) -> float:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):
@@ -73,14 +75,16 @@ async def create_pods(api: str, token: str, count: int, concurrency: int = 16) -
                     raise RuntimeError(f"create failed: {resp.status} {await resp.text()}")
                 await resp.read()
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         return count / (time.perf_counter() - t0)
 
 
-async def baseline_http_rate(count: int, concurrency: int = 16) -> float:
-    """The same client against a trivial aiohttp endpoint that stores into a dict."""
+async def baseline_http_rate(count: int, state: Path, concurrency: int = 16) -> float:
+    """The same client against a trivial aiohttp endpoint over the same TLS, storing into a
+    dict: the cost of HTTPS + JSON alone, with no validation, store or fsync."""
+    from podnet.pki import client_context, server_context
     stored: dict[str, bytes] = {}
 
     async def handler(request: web.Request) -> web.Response:
@@ -92,7 +96,9 @@ async def baseline_http_rate(count: int, concurrency: int = 16) -> float:
     app.router.add_post("/p", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    pki = state / "pki"
+    site = web.TCPSite(runner, "127.0.0.1", 0,
+                       ssl_context=server_context(pki / "apiserver.crt", pki / "apiserver.key"))
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -104,11 +110,12 @@ async def baseline_http_rate(count: int, concurrency: int = 16) -> float:
             i = queue.get_nowait()
             body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"bench-{i}"},
                     "spec": {"containers": [{"name": "e", "image": "podnet/echo"}]}}
-            async with session.post(f"http://127.0.0.1:{port}/p", data=json.dumps(body)) as r:
+            async with session.post(f"https://127.0.0.1:{port}/p", data=json.dumps(body)) as r:
                 await r.read()
 
+    tls = client_context((pki / "ca.crt").read_bytes())
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session:
             t0 = time.perf_counter()
             await asyncio.gather(*(worker(session) for _ in range(concurrency)))
             return count / (time.perf_counter() - t0)
@@ -116,10 +123,12 @@ async def baseline_http_rate(count: int, concurrency: int = 16) -> float:
         await runner.cleanup()
 
 
-async def wait_running(api: str, token: str, count: int, timeout_s: float = 120) -> float:
+async def wait_running(api: str, token: str, count: int, tls: ssl.SSLContext,
+                       timeout_s: float = 120) -> float:
     t0 = time.perf_counter()
     headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with aiohttp.ClientSession(headers=headers,
+                                     connector=aiohttp.TCPConnector(ssl=tls)) as session:
         while time.perf_counter() - t0 < timeout_s:
             async with session.get(f"{api}/api/v1/namespaces/default/pods",
                                    params={"fieldSelector": "status.phase=Running"}) as resp:
@@ -161,13 +170,15 @@ def main() -> int:
               f"(ratio {up_s / floor_s:.1f}x)")
 
         state = root / "pods"
-        up(state)
+        # A /24 holds 253 pods, so 1000 pods on 3 nodes need bigger node CIDRs (/22: 1021).
+        up(state, dict(os.environ, PODNET_NODE_CIDR_MASK="22"))
         try:
             info = json.loads((state / "cluster.json").read_text())
             token = api_token(load_secret(state / "secret"))
-            base = asyncio.run(baseline_http_rate(args.pods))
-            rate = asyncio.run(create_pods(info["api"], token, args.pods))
-            running_s = asyncio.run(wait_running(info["api"], token, args.pods))
+            tls = ssl.create_default_context(cafile=info["ca_file"])
+            base = asyncio.run(baseline_http_rate(args.pods, state))
+            rate = asyncio.run(create_pods(info["api"], token, args.pods, tls))
+            running_s = asyncio.run(wait_running(info["api"], token, args.pods, tls))
             print(f"create {args.pods} pods, 16 concurrent clients: {rate:.0f} accepted/s "
                   f"(target >= 300/s), each durable (fsync) before the reply")
             print(f"  baseline: trivial aiohttp JSON endpoint, same client: {base:.0f} req/s "
@@ -178,7 +189,11 @@ def main() -> int:
             if kubectl:
                 env = dict(os.environ, KUBECONFIG=str(state / "kubeconfig"),
                            KUBECACHEDIR=str(state / "kcache"))
-                subprocess.run([kubectl, "get", "pods"], env=env, capture_output=True)  # warm
+                listed = subprocess.run([kubectl, "get", "pods", "--no-headers"], env=env,
+                                        capture_output=True, text=True)  # also warms caches
+                rows = len(listed.stdout.splitlines())
+                if rows != args.pods:
+                    raise RuntimeError(f"kubectl listed {rows} pods, expected {args.pods}")
                 get_s = timed([kubectl, "get", "pods"], env)
                 ver_s = timed([kubectl, "version", "--client"], env)
                 print(f"kubectl get pods with {args.pods} pods: median {get_s:.2f}s "

@@ -32,7 +32,7 @@ from multidict import MultiDict
 
 from controlplane.api import PODS, Api, WatchStream
 from controlplane.tables import table
-from podnet import apierrors
+from podnet import apierrors, protobuf
 from podnet.apierrors import ApiError
 from podnet.auth import token_matches
 from podnet.resources import RESOURCES, Resource, group_versions, lookup
@@ -222,7 +222,7 @@ def _int_param(request: web.Request, name: str) -> int | None:
 
 
 def decode_object(body: bytes, content_type: str) -> dict[str, Any]:
-    """A JSON or YAML request body, which must be one object."""
+    """A JSON, YAML or Kubernetes protobuf request body, which must be one object."""
     media = content_type.split(";", 1)[0].strip().lower()
     if not body.strip():
         raise apierrors.bad_request("the request body is empty; expected an object")
@@ -231,14 +231,18 @@ def decode_object(body: bytes, content_type: str) -> dict[str, Any]:
             value = yaml.safe_load(body.decode("utf-8"))
         elif media in ("application/json", "", "application/octet-stream", "text/plain"):
             value = json.loads(body)
+        elif media == protobuf.MEDIA_TYPE:
+            # kubectl sends objects it builds itself (create namespace/deployment/...) this way.
+            try:
+                value = protobuf.decode(body)
+            except protobuf.ProtobufError as e:
+                raise apierrors.bad_request(
+                    f"the request body is not a valid Kubernetes protobuf object: {e}") from None
         else:
-            hint = ("; kubectl sends protobuf for objects it builds itself (create namespace, "
-                    "run): use `kubectl create -f`/`apply -f` with a manifest instead"
-                    if "protobuf" in media else "")
             raise ApiError(415, "UnsupportedMediaType",
                            f'the body of the request was in an unknown format - accepted media '
-                           f'types include: application/json, application/yaml '
-                           f'(got "{content_type}"){hint}')
+                           f'types include: application/json, application/yaml, '
+                           f'{protobuf.MEDIA_TYPE} (got "{content_type}")')
     except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:
         raise apierrors.bad_request(f"the request body is not valid "
                                     f"{'YAML' if 'yaml' in media else 'JSON'}: {e}") from None

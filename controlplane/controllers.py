@@ -24,7 +24,14 @@ PODS, NODES = BY_KIND["Pod"], BY_KIND["Node"]
 
 
 class Scheduler:
-    """Binds unscheduled pods to nodes whenever pods or nodes change."""
+    """Binds unscheduled pods to nodes whenever pods or nodes change.
+
+    It listens to the store's own change feed (in process: no copies, no JSON), and a pass
+    reads the stored objects without copying them, so a pass over 1,000 pods costs well under
+    a millisecond plus one write per binding. A periodic pass backs up the feed.
+    """
+
+    RESYNC_S = 5.0
 
     def __init__(self, api: Api) -> None:
         self.api = api
@@ -32,51 +39,82 @@ class Scheduler:
         self._unschedulable: dict[str, str] = {}  # pod uid -> last reason reported
         self.log = log.bind(component="scheduler")
 
-    async def _watch(self, res: Any) -> None:
-        async for _ in self.api.watch(res, None, resource_version=None):
+    async def _follow(self, res: Any) -> None:
+        """Kick on every change to `res`; re-subscribe if the feed is ever cut off."""
+        while True:
+            sub = self.api.store.subscribe(res)
+            try:
+                while await sub.get() is not None:
+                    self.kick.set()
+            finally:
+                sub.close()
+            self.log.info("scheduler.feed_restarted", resource=res.plural)
+            self.kick.set()  # we may have missed changes: look at everything again
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.RESYNC_S)
             self.kick.set()
 
     async def run(self) -> None:
-        watchers = [asyncio.create_task(self._watch(PODS), name="scheduler-watch-pods"),
-                    asyncio.create_task(self._watch(NODES), name="scheduler-watch-nodes")]
+        helpers = [asyncio.create_task(self._follow(PODS), name="scheduler-feed-pods"),
+                   asyncio.create_task(self._follow(NODES), name="scheduler-feed-nodes"),
+                   asyncio.create_task(self._resync(), name="scheduler-resync")]
+        self.kick.set()
         try:
             while True:
                 await self.kick.wait()
                 self.kick.clear()
-                await asyncio.sleep(0.02)  # let a burst of creations coalesce into one pass
+                await asyncio.sleep(0.005)  # let a burst of creations coalesce into one pass
                 self.kick.clear()
                 await self.schedule_pending()
         finally:
-            for task in watchers:
+            for task in helpers:
                 task.cancel()
-            await asyncio.gather(*watchers, return_exceptions=True)
+            await asyncio.gather(*helpers, return_exceptions=True)
 
     async def schedule_pending(self) -> None:
-        pods = self.api.list(PODS)["items"]
-        nodes = self.api.list(NODES)["items"]
+        store = self.api.store
+        pods = store.scan(PODS)
+        pending = [p for p in pods if not (p.get("spec") or {}).get("nodeName")
+                   and not p["metadata"].get("deletionTimestamp")]
+        if not pending:
+            self._unschedulable.clear()
+            return
+        nodes = store.scan(NODES)
         load = Counter(p["spec"].get("nodeName") for p in pods
-                       if p.get("spec", {}).get("nodeName")
+                       if (p.get("spec") or {}).get("nodeName")
                        and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
-        for pod in pods:
-            spec, meta = pod.get("spec") or {}, pod["metadata"]
-            if spec.get("nodeName") or meta.get("deletionTimestamp"):
-                continue
+        waiting = {p["metadata"]["uid"] for p in pending}
+        for uid in list(self._unschedulable):
+            if uid not in waiting:
+                del self._unschedulable[uid]
+        # Decide for every pending pod first (oldest first), then bind them all at once:
+        # concurrent binds share the store's group commits instead of one fsync each.
+        binds = []
+        for pod in sorted(pending, key=lambda p: str(p["metadata"].get("creationTimestamp"))):
             decision = choose_node(pod, nodes, load)
             if decision.node is None:
-                await self._report_unschedulable(pod, decision.reason)
-                continue
-            try:
-                await self.api.bind(meta["namespace"], meta["name"], decision.node)
-            except ApiError as e:
-                self.log.info("scheduler.bind_failed", pod=meta["name"], error=str(e))
+                await self._report_unschedulable(dict(pod), decision.reason)
                 continue
             load[decision.node] += 1
-            self._unschedulable.pop(meta["uid"], None)
-            self.log.info("scheduler.bound", pod=meta["name"], namespace=meta["namespace"],
-                          node=decision.node)
-            await events.record(self.api, pod, "Normal", "Scheduled",
-                                f"Successfully assigned {meta['namespace']}/{meta['name']} "
-                                f"to {decision.node}", "default-scheduler")
+            binds.append(self._bind(dict(pod), decision.node))
+        await asyncio.gather(*binds)
+
+    async def _bind(self, pod: dict[str, Any], node: str) -> None:
+        meta = pod["metadata"]
+        try:
+            await self.api.bind(meta["namespace"], meta["name"], node, uid=meta["uid"])
+        except ApiError as e:
+            self.log.info("scheduler.bind_failed", pod=meta["name"], error=str(e))
+            self.kick.set()  # try again on the next pass, with fresh state
+            return
+        self._unschedulable.pop(meta["uid"], None)
+        self.log.info("scheduler.bound", pod=meta["name"], namespace=meta["namespace"],
+                      node=node)
+        await events.record(self.api, pod, "Normal", "Scheduled",
+                            f"Successfully assigned {meta['namespace']}/{meta['name']} "
+                            f"to {node}", "default-scheduler")
 
     async def _report_unschedulable(self, pod: dict[str, Any], reason: str) -> None:
         meta = pod["metadata"]
@@ -118,7 +156,12 @@ class NodeLifecycle:
             await self.check(time.monotonic())
 
     async def check(self, now: float) -> None:
-        for node in self.api.list(NODES)["items"]:
+        nodes = self.api.list(NODES)["items"]
+        present = {n["metadata"]["name"] for n in nodes}
+        for name in list(self.seen):
+            if name not in present:
+                del self.seen[name]
+        for node in nodes:
             name = node["metadata"]["name"]
             ready = _ready_condition(node)
             stamp = str((ready or {}).get("lastHeartbeatTime", ""))

@@ -73,7 +73,7 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
         stack.callback(store.close)
         api = Api(store)
         api.add_admission(NodeIpam(s.cluster_cidr, s.node_cidr_mask,
-                                   api.list(NODES)["items"]))
+                                   lambda: store.scan(NODES)))
         api.bootstrap()
         await api.start()
         stack.push_async_callback(api.close)

@@ -1,47 +1,55 @@
 """Node IPAM: one podCIDR per Node, carved from the cluster CIDR (kube-controller-manager's
 node IPAM controller, range allocator). It runs as admission, so a Node is never stored
 without its podCIDR and two Nodes can never get the same one.
+
+What is in use is read from the stored Nodes at each allocation, never cached: a create that
+is rejected afterwards (name taken, dry run) cannot leak a subnet, and a deleted Node's subnet
+is free again as soon as the Node is gone.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from podnet.apierrors import ApiError
 from podnet.resources import Resource
 
+Nodes = Callable[[], Iterable[Mapping[str, Any]]]
+
 
 class NodeIpam:
-    def __init__(self, cluster_cidr: str, node_mask: int,
-                 existing: list[dict[str, Any]]) -> None:
+    def __init__(self, cluster_cidr: str, node_mask: int, nodes: Nodes) -> None:
         self.cluster = ipaddress.IPv4Network(cluster_cidr)
         self.node_mask = node_mask
-        self.used: dict[str, str] = {}  # cidr -> node name
-        for node in existing:
+        self.nodes = nodes
+
+    def used(self) -> dict[str, str]:
+        """podCIDR -> node name, for every stored Node."""
+        out = {}
+        for node in self.nodes():
             cidr = (node.get("spec") or {}).get("podCIDR")
             if cidr:
-                self.used[cidr] = node["metadata"]["name"]
+                out[str(cidr)] = str(node["metadata"]["name"])
+        return out
 
-    def allocate(self, name: str) -> str:
+    def allocate(self, name: str, used: Mapping[str, str]) -> str:
         # A node named like `node-3` gets the 3rd subnet (10.244.3.0/24) when it is free, so
         # under `podnet up` the addresses read the same every time, whatever order agents
         # register in. Any other name takes the first free subnet.
         index = _trailing_number(name)
         if index:
             preferred = self._nth(index)
-            if preferred is not None and preferred not in self.used:
-                self.used[preferred] = name
+            if preferred is not None and preferred not in used:
                 return preferred
         for subnet in self.cluster.subnets(new_prefix=self.node_mask):
-            cidr = str(subnet)
             # Skip the first subnet: 10.244.0.0/24 reads like "the network itself" to
             # learners, and real clusters usually number nodes from .1.
             if subnet.network_address == self.cluster.network_address:
                 continue
-            if cidr not in self.used:
-                self.used[cidr] = name
-                return cidr
+            if str(subnet) not in used:
+                return str(subnet)
         raise ApiError(422, "Invalid", f"no podCIDR left in {self.cluster} for node {name}")
 
     def _nth(self, index: int) -> str | None:
@@ -58,13 +66,13 @@ class NodeIpam:
         name = obj.get("metadata", {}).get("name", "")
         spec = obj.setdefault("spec", {})
         if op == "CREATE":
+            used = self.used()
             cidr = spec.get("podCIDR")
-            if cidr and self.used.get(cidr, name) != name:
+            if cidr and used.get(cidr, name) != name:
                 raise ApiError(409, "Conflict", f"podCIDR {cidr} is already used by node "
-                                                f"{self.used[cidr]}")
+                                                f"{used[cidr]}")
             if not cidr:
-                cidr = self.allocate(name)
-            self.used[cidr] = name
+                cidr = self.allocate(name, used)
             spec["podCIDR"] = cidr
             spec["podCIDRs"] = [cidr]
         elif op == "UPDATE" and old is not None:
@@ -72,10 +80,6 @@ class NodeIpam:
             if kept and not spec.get("podCIDR"):
                 spec["podCIDR"] = kept
                 spec["podCIDRs"] = [kept]
-        elif op == "DELETE":
-            cidr = spec.get("podCIDR")
-            if cidr and self.used.get(cidr) == name:
-                del self.used[cidr]
 
 
 def _trailing_number(name: str) -> int | None:

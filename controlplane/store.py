@@ -2,8 +2,15 @@
 
 Every object lives twice: in memory (one dict per resource, so `get`/`list` never touch the
 disk) and in a SQLite file (WAL, `synchronous=FULL`, so an accepted write is on disk before
-the caller sees it). A write is committed to SQLite first and applied to memory only after
-the commit succeeded; a failed write raises `StoreError` and leaves memory untouched.
+the caller sees it).
+
+Group commit: an fsync costs ~0.4 ms here, several times the rest of a write, so the writes
+made in one event-loop tick share one transaction and one COMMIT. Each write runs in its own
+SAVEPOINT (a failed write raises `StoreError` and leaves memory and the batch untouched), is
+applied to memory, and is held back from watchers until its COMMIT: `await durable()` is how
+the API waits for that before it acknowledges. If a COMMIT ever fails, the batch is rolled
+back, memory is reloaded from the disk, and every writer waiting on it gets `StoreError`.
+Without a running event loop (scripts, unit tests) every write commits at once.
 
 One global resourceVersion counter stamps every write (`metadata.resourceVersion`). Each
 write also appends a row to a bounded change log, which is what lets a watch started at
@@ -27,7 +34,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -98,7 +105,9 @@ def resource_key(res: Resource) -> str:
 @dataclass(frozen=True)
 class Change:
     """One write, as seen by watchers. Objects are JSON text: decode a private copy with
-    `object()`/`previous()` (watchers of one write must not share mutable dicts)."""
+    `object()`/`previous()`, or share one read-only decoding between all the watchers of
+    the write with `shared_object()`/`shared_previous()` (decoding once per write instead of
+    once per watcher is most of the cost of fanning a change out)."""
 
     type: str         # ADDED | MODIFIED | DELETED
     rv: int
@@ -115,6 +124,24 @@ class Change:
             return None
         prev: dict[str, Any] = json.loads(self.prev_text)
         return prev
+
+    def shared_object(self) -> Mapping[str, Any]:
+        """The object, decoded once for all watchers. Read-only: never mutate it."""
+        cached = self.__dict__.get("_obj")
+        if cached is None:
+            cached = self.object()
+            object.__setattr__(self, "_obj", cached)
+        return cast(Mapping[str, Any], cached)
+
+    def shared_previous(self) -> Mapping[str, Any] | None:
+        """The previous state, decoded once for all watchers. Read-only."""
+        if self.prev_text is None:
+            return None
+        cached = self.__dict__.get("_prev")
+        if cached is None:
+            cached = self.previous()
+            object.__setattr__(self, "_prev", cached)
+        return cast(Mapping[str, Any], cached)
 
 
 class Subscription:
@@ -198,6 +225,10 @@ class Store:
         self._subs: dict[str, set[Subscription]] = {}
         self._rv = 0
         self._compacted = 0  # changes with rv <= this have been pruned
+        self._durable_rv = 0  # the newest rv that is committed to disk
+        self._pending: list[Change] = []  # written in the open transaction, not yet committed
+        self._batch: asyncio.Future[None] | None = None  # resolves when they are committed
+        self._pending_compaction: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -241,6 +272,7 @@ class Store:
         (max_change_rv,) = db.execute("SELECT COALESCE(MAX(rv), 0) FROM changes").fetchone()
         # The counter never goes back, even if the meta row were lost.
         self._rv = max(int(meta.get("rv", 0)), max_obj_rv, int(max_change_rv))
+        self._durable_rv = self._rv
         self._prune_if_due()
 
     @staticmethod
@@ -259,6 +291,8 @@ class Store:
         return obj
 
     def close(self) -> None:
+        if self._pending and self._db is not None:
+            self._flush()
         for subs in list(self._subs.values()):
             for sub in list(subs):
                 sub.close()
@@ -315,15 +349,23 @@ class Store:
                 out.append(json.loads(entry.text))
         return out, self._rv
 
+    def scan(self, res: Resource) -> builtins.list[Mapping[str, Any]]:
+        """Every stored object of `res`, uncopied and read-only: never mutate them. For
+        in-process controllers that look at all objects on every pass."""
+        return [entry.obj for entry in self._objects.get(resource_key(res), {}).values()]
+
     def changes_since(self, res: Resource, rv: int) -> builtins.list[Change]:
         """The logged changes to `res` with resourceVersion > rv, oldest first.
 
         Raises `Expired` when changes after `rv` may already have been pruned."""
         if rv < self._compacted:
             raise Expired(rv, self._compacted)
+        # Only committed changes: uncommitted ones reach watchers through their subscription
+        # once the COMMIT is done (this connection would otherwise see its own open batch).
         rows = self._require_db().execute(
-            "SELECT rv, type, body, prev FROM changes WHERE res = ? AND rv > ? ORDER BY rv",
-            (resource_key(res), rv),
+            "SELECT rv, type, body, prev FROM changes WHERE res = ? AND rv > ? AND rv <= ? "
+            "ORDER BY rv",
+            (resource_key(res), rv, self._durable_rv),
         ).fetchall()
         return [Change(t, int(r), resource_key(res), body, prev) for r, t, body, prev in rows]
 
@@ -378,44 +420,108 @@ class Store:
         stamped.setdefault("metadata", {})["resourceVersion"] = str(rv)
         text = _dumps(stamped)
         prev_text = old.text if (old is not None and kind == MODIFIED) else None
-        self._commit(key, ns, name, kind, rv, text, prev_text)
-        # Durable: only now does memory change.
+        self._stage(key, ns, name, kind, rv, text, prev_text)
+        # Staged in the open transaction: memory follows, watchers wait for the COMMIT.
         self._rv = rv
         bucket = self._objects.setdefault(key, {})
         if kind == DELETED:
             bucket.pop((ns, name), None)
         else:
             bucket[(ns, name)] = _Entry(stamped, text)
-        self._publish(Change(kind, rv, key, text, prev_text))
+        self._pending.append(Change(kind, rv, key, text, prev_text))
+        self._schedule_flush()
         result: dict[str, Any] = json.loads(text)
         return result
 
-    def _commit(self, key: str, ns: str, name: str, kind: str, rv: int, text: str,
-                prev_text: str | None) -> None:
+    def _stage(self, key: str, ns: str, name: str, kind: str, rv: int, text: str,
+               prev_text: str | None) -> None:
         db = self._require_db()
         compact_to = self._compaction_target(rv)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            if kind == DELETED:
-                db.execute("DELETE FROM objects WHERE res = ? AND ns = ? AND name = ?",
-                           (key, ns, name))
-            else:
-                db.execute("INSERT OR REPLACE INTO objects (res, ns, name, body) "
-                           "VALUES (?, ?, ?, ?)", (key, ns, name, text))
-            db.execute("INSERT INTO changes (rv, res, type, body, prev) VALUES (?, ?, ?, ?, ?)",
-                       (rv, key, kind, text, prev_text))
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rv', ?)", (rv,))
-            if compact_to is not None:
-                db.execute("DELETE FROM changes WHERE rv <= ?", (compact_to,))
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('compacted', ?)",
-                           (compact_to,))
-            db.execute("COMMIT")
+            if not db.in_transaction:
+                db.execute("BEGIN IMMEDIATE")
+            db.execute("SAVEPOINT write")
+            try:
+                if kind == DELETED:
+                    db.execute("DELETE FROM objects WHERE res = ? AND ns = ? AND name = ?",
+                               (key, ns, name))
+                else:
+                    db.execute("INSERT OR REPLACE INTO objects (res, ns, name, body) "
+                               "VALUES (?, ?, ?, ?)", (key, ns, name, text))
+                db.execute("INSERT INTO changes (rv, res, type, body, prev) "
+                           "VALUES (?, ?, ?, ?, ?)", (rv, key, kind, text, prev_text))
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rv', ?)", (rv,))
+                if compact_to is not None:
+                    db.execute("DELETE FROM changes WHERE rv <= ?", (compact_to,))
+                    db.execute("INSERT OR REPLACE INTO meta (key, value) "
+                               "VALUES ('compacted', ?)", (compact_to,))
+            except sqlite3.Error:
+                db.execute("ROLLBACK TO write")
+                raise
+            finally:
+                db.execute("RELEASE write")
         except sqlite3.Error as e:
-            self._rollback(db)
             log.error("store.write_failed", resource=key, namespace=ns, name=name, error=str(e))
             raise StoreError(f"write of {key} {ns}/{name} failed: {e}") from e
         if compact_to is not None:
-            self._compacted = compact_to
+            self._pending_compaction = compact_to
+
+    def _schedule_flush(self) -> None:
+        if self._batch is not None:
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:  # nobody to batch with: commit now
+            failure = self._flush()
+            if failure is not None:
+                raise failure
+            return
+        self._batch = loop.create_future()
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> StoreError | None:
+        """COMMIT the open transaction, then tell watchers and waiting writers."""
+        batch, self._batch = self._batch, None
+        pending, self._pending = self._pending, []
+        db = self._db
+        if db is None:
+            closed = StoreError("store closed before the write was committed")
+            if batch is not None and not batch.done():
+                batch.set_exception(closed)
+            return closed
+        try:
+            if db.in_transaction:
+                db.execute("COMMIT")
+        except sqlite3.Error as e:
+            log.critical("store.commit_failed", error=str(e), writes=len(pending))
+            self._rollback(db)
+            self._reload()
+            failure = StoreError(f"commit failed: {e}")
+            if batch is not None and not batch.done():
+                batch.set_exception(failure)
+            return failure
+        if self._pending_compaction is not None:
+            self._compacted, self._pending_compaction = self._pending_compaction, None
+        if pending:
+            self._durable_rv = pending[-1].rv
+        for change in pending:
+            self._publish(change)
+        if batch is not None and not batch.done():
+            batch.set_result(None)
+        return None
+
+    def _reload(self) -> None:
+        """Make memory what the disk holds again (after a failed COMMIT)."""
+        self._objects.clear()
+        self._pending_compaction = None
+        self._load()
+
+    async def durable(self) -> None:
+        """Wait until every write made so far is committed to disk."""
+        if self._batch is not None:
+            await asyncio.shield(self._batch)
 
     @staticmethod
     def _rollback(db: sqlite3.Connection) -> None:

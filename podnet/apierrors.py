@@ -38,13 +38,17 @@ class FieldError:
     def reason(self) -> str:
         return self._REASONS.get(self.type, "FieldValueInvalid")
 
+    def body(self) -> str:
+        """The error without its path (Kubernetes' ErrorBody): `Invalid value: "v": detail`."""
+        if self.type in ("Invalid value", "Unsupported value", "Duplicate value"):
+            text = f"{self.type}: {_quote(self.value)}"
+        else:
+            text = self.type
+        return f"{text}: {self.detail}" if self.detail else text
+
     def message(self) -> str:
         """The text Kubernetes prints: `spec.x: Invalid value: "v": detail`."""
-        if self.type in ("Invalid value", "Unsupported value", "Duplicate value"):
-            text = f"{self.path}: {self.type}: {_quote(self.value)}"
-        else:
-            text = f"{self.path}: {self.type}"
-        return f"{text}: {self.detail}" if self.detail else text
+        return f"{self.path}: {self.body()}"
 
 
 def _quote(value: Any) -> str:
@@ -117,7 +121,7 @@ def invalid(kind: str, name: str, errors: list[FieldError]) -> ApiError:
             "name": name,
             "kind": kind,
             "causes": [
-                {"reason": e.reason, "message": e.message(), "field": e.path} for e in errors
+                {"reason": e.reason, "message": e.body(), "field": e.path} for e in errors
             ],
         },
     )

@@ -79,10 +79,12 @@ class ApiClient:
                 if resp.status >= 400:
                     raise _api_error(resp.status, payload, text)
                 return payload
-        except (aiohttp.ClientConnectionError, TimeoutError) as e:
+        except (aiohttp.ClientError, TimeoutError) as e:
+            # ClientError covers a server that died mid-reply (ClientPayloadError), not only
+            # refused connections: for a caller both mean "the control plane is not there".
             raise ApiUnavailable(f"cannot reach the control plane at {self.base_url}: "
                                  f"{e or type(e).__name__}") from None
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # JSON that does not parse, or a body that is not text
             raise ApiUnavailable(f"bad response from {self.base_url}{path}: {e}") from None
 
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any]:
@@ -100,10 +102,11 @@ class ApiClient:
                                                     params=params)
         return result
 
-    async def create(self, res: Resource, namespace: str | None,
-                     obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, res: Resource, namespace: str | None, obj: dict[str, Any], *,
+                     field_validation: str | None = None) -> dict[str, Any]:
+        params = {"fieldValidation": field_validation} if field_validation else None
         result: dict[str, Any] = await self.request("POST", resource_path(res, namespace),
-                                                    body=obj)
+                                                    body=obj, params=params)
         return result
 
     async def replace(self, res: Resource, namespace: str | None, name: str,
@@ -114,10 +117,12 @@ class ApiClient:
 
     async def patch(self, res: Resource, namespace: str | None, name: str, patch: Any, *,
                     subresource: str | None = None,
-                    content_type: str = "application/merge-patch+json") -> dict[str, Any]:
+                    content_type: str = "application/merge-patch+json",
+                    field_validation: str | None = None) -> dict[str, Any]:
+        params = {"fieldValidation": field_validation} if field_validation else None
         result: dict[str, Any] = await self.request(
             "PATCH", resource_path(res, namespace, name, subresource), body=patch,
-            content_type=content_type)
+            content_type=content_type, params=params)
         return result
 
     async def delete(self, res: Resource, namespace: str | None, name: str, *,
@@ -161,7 +166,7 @@ class ApiClient:
                         line, buffer = buffer.split(b"\n", 1)
                         if line.strip():
                             yield json.loads(line)
-        except (aiohttp.ClientConnectionError, TimeoutError) as e:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise ApiUnavailable(f"watch of {res.plural} ended: {e or type(e).__name__}") \
                 from None
 

@@ -54,13 +54,14 @@ async def apply(api: ApiClient, obj: dict[str, Any], default_namespace: str = "d
                  if res.namespaced else None)
     label = f"{res.singular}/{name}"
     try:
-        await api.create(res, namespace, obj)
+        # Strict, like kubectl's default validation: an unknown field is an error, not lost.
+        await api.create(res, namespace, obj, field_validation="Strict")
         return f"{label} created"
     except ApiError as e:
         if e.code != 409 or not name:
             raise ManifestError(f"{label}: {e}") from None
     try:
-        await api.patch(res, namespace, name, obj)
+        await api.patch(res, namespace, name, obj, field_validation="Strict")
     except ApiError as e:
         raise ManifestError(f"{label}: {e}") from None
     return f"{label} configured"

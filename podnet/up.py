@@ -23,7 +23,7 @@ from typing import Any
 
 from podnet.auth import api_token, generate_secret, load_secret
 from podnet.client import ApiClient, ApiUnavailable
-from podnet.cluster import read_cluster, write_json_atomic, write_kubeconfig
+from podnet.cluster import ClusterNotFound, read_cluster, write_json_atomic, write_kubeconfig
 from podnet.manifests import ManifestError, apply, load_manifests
 from podnet.pki import client_context
 from podnet.resources import BY_KIND
@@ -59,13 +59,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _is_podnet(pid: int) -> bool:
-    """Whether `pid` runs a podnet process (a pid in an old cluster.json may be reused)."""
+def _is_podnet(pid: int, state_dir: Path) -> bool:
+    """Whether `pid` runs a podnet process of this state dir (a pid in an old cluster.json
+    may have been reused by something else since)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"controlplane" in cmdline or b"agents" in cmdline
+    if b"controlplane" not in args and b"agents" not in args:
+        return False
+    want = str(state_dir.resolve()).encode()
+    return any(a == b"--state-dir" and i + 1 < len(args) and args[i + 1] == want
+               for i, a in enumerate(args))
 
 
 class Cluster:
@@ -95,11 +100,14 @@ class Cluster:
         ready.unlink(missing_ok=True)
         stderr = (self.logs_dir / f"{name}.stderr").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, *args, "--state-dir", str(self.state_dir),
+            [sys.executable, *args, "--state-dir", str(self.state_dir.resolve()),
+             "--secret-file", str((self.state_dir / "secret").resolve()),
              "--ready-file", str(ready)],
             stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, env=self._env(),
-            # Detached clusters must survive this command and the terminal's Ctrl-C.
-            start_new_session=self.detach)
+            # Own sessions: a detached cluster survives this command, and in the foreground
+            # the terminal's Ctrl-C reaches only `podnet up`, which stops the children in
+            # order (SIGTERM, then SIGKILL after a grace period).
+            start_new_session=True)
         stderr.close()
         child = Child(name, proc, ready)
         self.children.append(child)
@@ -157,16 +165,21 @@ async def wait_nodes_ready(api: ApiClient, names: list[str], timeout_s: float) -
     raise UpError(f"nodes not Ready within {timeout_s:.0f}s: {', '.join(missing) or 'some'}")
 
 
+def cluster_pids(info: dict[str, Any]) -> list[int]:
+    pids = [int(n["pid"]) for n in info.get("nodes", []) if n.get("pid")]
+    return [*pids, int(info.get("controlplane", {}).get("pid") or 0)]
+
+
 def check_not_running(state_dir: Path) -> None:
     try:
         info = read_cluster(state_dir)
-    except Exception:  # no readable cluster.json: nothing is running
+    except ClusterNotFound:  # no readable cluster.json: nothing is running
         return
-    pid = int(info.get("controlplane", {}).get("pid") or 0)
-    if pid and _alive(pid) and _is_podnet(pid):
-        raise UpError(f"a cluster is already running in {state_dir} (control plane pid {pid}): "
-                      f"stop it with `podnet down --state-dir {state_dir}` or choose another "
-                      "--state-dir")
+    alive = [p for p in cluster_pids(info) if p and _alive(p) and _is_podnet(p, state_dir)]
+    if alive:
+        raise UpError(f"a cluster is already running in {state_dir} (pids "
+                      f"{', '.join(map(str, alive))}): stop it with `podnet down --state-dir "
+                      f"{state_dir}` or choose another --state-dir")
 
 
 async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], demo: bool,
@@ -174,7 +187,10 @@ async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], d
     if nodes < 1:
         raise UpError(f"--nodes must be at least 1, got {nodes}")
     files = ([DEMO] if demo else []) + manifests
-    objects = [obj for path in files for obj in load_manifests(path)]  # fail before starting
+    try:  # a manifest that cannot be read fails before anything starts
+        objects = [obj for path in files for obj in load_manifests(path)]
+    except ManifestError as e:
+        raise UpError(str(e)) from None
     state_dir.mkdir(parents=True, exist_ok=True)
     check_not_running(state_dir)
     for d in ("run", "logs"):
@@ -207,10 +223,11 @@ async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], d
                 print(f"  {await apply(api, obj)}")
         ok = True
     except ManifestError as e:
-        raise UpError(str(e)) from None
+        raise UpError(f"{e} (the cluster was stopped)") from None
     finally:
         if not ok:
             cluster.stop()
+            (state_dir / "cluster.json").unlink(missing_ok=True)
     if detach:
         print(f"Detached. Stop it with: podnet down --state-dir {state_dir}")
         return 0
@@ -270,9 +287,7 @@ def print_status(info: dict[str, Any], elapsed_s: float) -> None:
 
 def down(state_dir: Path, timeout_s: float = 10.0) -> int:
     info = read_cluster(state_dir)
-    pids = [int(n["pid"]) for n in info.get("nodes", []) if n.get("pid")]
-    pids.append(int(info.get("controlplane", {}).get("pid") or 0))
-    ours = [p for p in pids if p and _alive(p) and _is_podnet(p)]
+    ours = [p for p in cluster_pids(info) if p and _alive(p) and _is_podnet(p, state_dir)]
     for pid in ours:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)

@@ -66,7 +66,10 @@ class RunningCluster:
     def kubectl(self, *args: str, timeout_s: float = 60, check: bool = False,
                 input: str | None = None) -> subprocess.CompletedProcess[str]:
         if KUBECTL is None:
-            raise AssertionError("kubectl is not installed")
+            import pytest
+
+            pytest.skip("kubectl is not installed on this machine (tests that drive the real "
+                        "kubectl need it on PATH)")
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig),
                    KUBECACHEDIR=str(self.state_dir / "kcache"))
         return subprocess.run([KUBECTL, *args], capture_output=True, text=True, env=env,

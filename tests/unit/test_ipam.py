@@ -1,4 +1,5 @@
 import ipaddress
+from typing import Any
 
 import pytest
 
@@ -10,46 +11,73 @@ from podnet.resources import BY_KIND
 NODES = BY_KIND["Node"]
 
 
-def test_node_ipam_gives_distinct_24s_and_keeps_them_across_restarts() -> None:
-    ipam = NodeIpam("10.244.0.0/16", 24, [])
-    nodes = []
-    for i in range(3):
-        obj = {"metadata": {"name": f"node-{i}"}, "spec": {}}
+class Nodes:
+    """The stored Nodes, as the store would give them to the allocator."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+
+    def __call__(self) -> list[dict[str, Any]]:
+        return list(self.items.values())
+
+    def create(self, ipam: NodeIpam, name: str, **spec: str) -> dict[str, Any]:
+        obj: dict[str, Any] = {"metadata": {"name": name}, "spec": dict(spec)}
         ipam.admit("CREATE", NODES, obj, None)
-        nodes.append(obj)
-    cidrs = [n["spec"]["podCIDR"] for n in nodes]
-    assert cidrs == ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]  # node-0 -> first free
-    assert nodes[0]["spec"]["podCIDRs"] == ["10.244.1.0/24"]
-    # A restarted control plane rebuilds its table from the stored nodes.
+        self.items[name] = obj
+        return obj
+
+
+def test_node_ipam_gives_distinct_24s_from_what_is_stored() -> None:
+    nodes = Nodes()
+    ipam = NodeIpam("10.244.0.0/16", 24, nodes)
+    cidrs = [nodes.create(ipam, f"n{i}")["spec"]["podCIDR"] for i in range(3)]
+    assert cidrs == ["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]
+    assert nodes.items["n0"]["spec"]["podCIDRs"] == ["10.244.1.0/24"]
+    # A restarted control plane has no table to rebuild: it reads the stored nodes.
     again = NodeIpam("10.244.0.0/16", 24, nodes)
-    fresh = {"metadata": {"name": "extra"}, "spec": {}}
-    again.admit("CREATE", NODES, fresh, None)
-    assert fresh["spec"]["podCIDR"] == "10.244.4.0/24"
+    assert nodes.create(again, "extra")["spec"]["podCIDR"] == "10.244.4.0/24"
 
 
-def test_node_ipam_update_keeps_cidr_and_delete_frees_it() -> None:
-    ipam = NodeIpam("10.244.0.0/16", 24, [])
-    obj = {"metadata": {"name": "a"}, "spec": {}}
-    ipam.admit("CREATE", NODES, obj, None)
-    updated = {"metadata": {"name": "a"}, "spec": {}}
+def test_a_rejected_create_leaks_nothing_and_delete_frees() -> None:
+    nodes = Nodes()
+    ipam = NodeIpam("10.244.0.0/16", 24, nodes)
+    nodes.create(ipam, "a")
+    # Admission ran but the create was then refused (dry run, name taken): nothing stored.
+    ipam.admit("CREATE", NODES, {"metadata": {"name": "ghost"}, "spec": {}}, None)
+    assert nodes.create(ipam, "b")["spec"]["podCIDR"] == "10.244.2.0/24"
+    del nodes.items["a"]
+    assert nodes.create(ipam, "c")["spec"]["podCIDR"] == "10.244.1.0/24"
+
+
+def test_node_ipam_update_keeps_cidr() -> None:
+    nodes = Nodes()
+    ipam = NodeIpam("10.244.0.0/16", 24, nodes)
+    obj = nodes.create(ipam, "a")
+    updated: dict[str, Any] = {"metadata": {"name": "a"}, "spec": {}}
     ipam.admit("UPDATE", NODES, updated, obj)
     assert updated["spec"]["podCIDR"] == "10.244.1.0/24"
-    ipam.admit("DELETE", NODES, obj, obj)
-    other = {"metadata": {"name": "b"}, "spec": {}}
-    ipam.admit("CREATE", NODES, other, None)
-    assert other["spec"]["podCIDR"] == "10.244.1.0/24"
 
 
 def test_node_ipam_rejects_a_taken_cidr_and_exhaustion() -> None:
-    ipam = NodeIpam("10.244.0.0/23", 24, [])
-    ipam.admit("CREATE", NODES, {"metadata": {"name": "a"}, "spec": {}}, None)
+    nodes = Nodes()
+    ipam = NodeIpam("10.244.0.0/23", 24, nodes)
+    nodes.create(ipam, "a")
     with pytest.raises(ApiError) as taken:
-        ipam.admit("CREATE", NODES, {"metadata": {"name": "b"},
-                                     "spec": {"podCIDR": "10.244.1.0/24"}}, None)
+        nodes.create(ipam, "b", podCIDR="10.244.1.0/24")
     assert taken.value.code == 409
     with pytest.raises(ApiError) as full:
-        ipam.admit("CREATE", NODES, {"metadata": {"name": "c"}, "spec": {}}, None)
+        nodes.create(ipam, "c")
     assert full.value.code == 422
+
+
+def test_node_n_gets_subnet_n_whatever_the_registration_order() -> None:
+    nodes = Nodes()
+    ipam = NodeIpam("10.244.0.0/16", 24, nodes)
+    got = {name: nodes.create(ipam, name)["spec"]["podCIDR"]
+           for name in ("node-3", "node-1", "node-2", "worker")}
+    assert got["node-1"] == "10.244.1.0/24" and got["node-3"] == "10.244.3.0/24"
+    assert got["node-2"] == "10.244.2.0/24"
+    assert got["worker"] == "10.244.4.0/24"
 
 
 def test_host_local_skips_network_gateway_broadcast() -> None:
@@ -78,14 +106,3 @@ def test_host_local_does_not_hand_out_a_freed_ip_at_once() -> None:
     ipam.release(first)
     assert ipam.allocate("b") != first
 
-
-def test_node_n_gets_subnet_n_whatever_the_registration_order() -> None:
-    ipam = NodeIpam("10.244.0.0/16", 24, [])
-    got = {}
-    for name in ("node-3", "node-1", "node-2", "worker"):
-        obj = {"metadata": {"name": name}, "spec": {}}
-        ipam.admit("CREATE", NODES, obj, None)
-        got[name] = obj["spec"]["podCIDR"]
-    assert got["node-1"] == "10.244.1.0/24" and got["node-3"] == "10.244.3.0/24"
-    assert got["node-2"] == "10.244.2.0/24"
-    assert got["worker"] not in (got["node-1"], got["node-2"], got["node-3"])

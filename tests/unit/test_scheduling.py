@@ -40,3 +40,13 @@ def test_no_fit_explains_why_like_kube_scheduler() -> None:
 
 def test_no_nodes_at_all() -> None:
     assert choose_node(pod(), [], {}).reason == "0/0 nodes are available:"
+
+
+def test_a_full_node_is_skipped_and_explained() -> None:
+    full = node("node-1")
+    full["status"]["allocatable"] = {"pods": "2"}
+    roomy = node("node-2")
+    roomy["status"]["allocatable"] = {"pods": "250"}
+    assert choose_node(pod(), [full, roomy], {"node-1": 2, "node-2": 100}).node == "node-2"
+    decision = choose_node(pod(), [full], {"node-1": 2})
+    assert decision.node is None and "1 Too many pods" in decision.reason

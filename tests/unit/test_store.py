@@ -235,6 +235,7 @@ async def test_subscription_delivers_and_overflow_closes() -> None:
     slow = s.subscribe(PODS)
     for i in range(5):
         s.create(PODS, pod(f"p{i}"))
+    await s.durable()  # watchers hear of writes once they are committed
     # The slow watcher is cut off instead of growing; the writer never waited.
     assert slow.closed and slow.overflowed
     assert await slow.get() is None
@@ -251,4 +252,31 @@ async def test_subscription_get_is_cancel_safe() -> None:
     s.create(PODS, pod("a"))
     change = await asyncio.wait_for(sub.get(), 1)
     assert change is not None and change.object()["metadata"]["name"] == "a"
+    s.close()
+
+
+async def test_writes_in_one_tick_share_one_commit_and_watchers_wait_for_it() -> None:
+    s = Store.open(None)
+    sub = s.subscribe(PODS)
+    commits = 0
+    real = s._db
+    assert real is not None
+
+    class CountingDb:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def execute(self, sql: str, *args: object) -> object:
+            nonlocal commits
+            commits += sql == "COMMIT"
+            return real.execute(sql, *args)
+
+    s._db = CountingDb()  # type: ignore[assignment]
+    for i in range(10):
+        s.create(PODS, pod(f"p{i}"))
+    assert len(sub) == 0  # not durable yet: no watcher may see it
+    await s.durable()
+    assert commits == 1
+    assert len(sub) == 10
+    s._db = real
     s.close()
