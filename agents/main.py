@@ -23,7 +23,7 @@ from agents import node as nodeobj
 from agents.netstack import NodeNetwork
 from agents.runtime import PodRuntime
 from agents.server import build_agent_app
-from podnet import logs, settings
+from podnet import eventloop, logs, settings
 from podnet.apierrors import ApiError
 from podnet.auth import SecretError, agent_token, load_secret
 from podnet.client import ApiClient, ApiUnavailable, CaMismatch, fetch_cluster_ca
@@ -31,6 +31,7 @@ from podnet.cluster import write_json_atomic
 from podnet.pki import client_context
 from podnet.resources import BY_KIND
 from podnet.settings import AgentSettings, SettingsError
+from podnet.supervise import TaskDied, run_until_stopped
 
 log = structlog.get_logger()
 PODS = BY_KIND["Pod"]
@@ -145,17 +146,9 @@ async def run(s: AgentSettings, stop: asyncio.Event) -> None:
         if s.ready_file:
             write_json_atomic(s.ready_file, {"pid": os.getpid(), "name": s.name,
                                              "address": f"{host}:{port}", "podCIDR": pod_cidr})
-        log.info("agent.ready", address=f"{host}:{port}", pod_cidr=pod_cidr)
-        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in [stopper, *tasks]:
-            task.cancel()
-        for task in done:
-            if task is not stopper and not task.cancelled() and task.exception():
-                log.error("agent.task_failed", task=task.get_name(),
-                          error=repr(task.exception()))
-        await asyncio.gather(stopper, *tasks, return_exceptions=True)
-        log.info("agent.stopping")
+        log.info("agent.ready", address=f"{host}:{port}", pod_cidr=pod_cidr,
+                 loop=eventloop.loop_name())
+        await run_until_stopped(stop, tasks, log, "agent")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,8 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         await run(s, stop)
 
     try:
-        asyncio.run(amain())
+        eventloop.run(amain())
     except (SecretError, SettingsError, CaMismatch) as e:
         print(f"podnet agent: {e}", file=sys.stderr)
         return 2
+    except TaskDied as e:
+        print(f"podnet agent: stopped because a component failed: {e} "
+              "(see the log)", file=sys.stderr)
+        return 1
     return 0

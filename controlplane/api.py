@@ -850,6 +850,8 @@ def _parse_patch(body: bytes, ctype: str) -> Any:
         if ctype == APPLY_PATCH:
             return yaml.safe_load(body.decode("utf-8"))
         return json.loads(body)
+    except RecursionError:
+        raise apierrors.bad_request("error decoding patch: nested too deeply") from None
     except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:
         raise apierrors.bad_request(f"error decoding patch: {e}") from None
 

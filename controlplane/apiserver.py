@@ -243,6 +243,8 @@ def decode_object(body: bytes, content_type: str) -> dict[str, Any]:
                            f'the body of the request was in an unknown format - accepted media '
                            f'types include: application/json, application/yaml, '
                            f'{protobuf.MEDIA_TYPE} (got "{content_type}")')
+    except RecursionError:
+        raise apierrors.bad_request("the request body is nested too deeply") from None
     except (ValueError, yaml.YAMLError, UnicodeDecodeError) as e:
         raise apierrors.bad_request(f"the request body is not valid "
                                     f"{'YAML' if 'yaml' in media else 'JSON'}: {e}") from None
@@ -639,6 +641,11 @@ class ApiServer:
             opts["dryRun"] = ["All"]
         if not isinstance(opts.get("gracePeriodSeconds", 0), int | None):
             raise apierrors.bad_request("gracePeriodSeconds must be an integer")
+        pre = opts.get("preconditions")
+        if pre is not None and not isinstance(pre, dict):
+            raise apierrors.bad_request("preconditions must be an object")
+        if isinstance(pre, dict) and not isinstance(pre.get("uid", ""), str | None):
+            raise apierrors.bad_request("preconditions.uid must be a string")
         return opts
 
     async def delete(self, request: web.Request, t: Target) -> web.StreamResponse:
@@ -673,6 +680,8 @@ class ApiServer:
         target = body.get("target") or {}
         node = target.get("name") if isinstance(target, dict) else None
         meta = body.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise apierrors.bad_request("the binding's metadata must be an object")
         if meta.get("name") not in (None, "", t.name):
             raise apierrors.bad_request(f"the name of the binding ({meta['name']}) does not "
                                         f"match the pod ({t.name})")

@@ -67,7 +67,10 @@ class Scheduler:
                 self.kick.clear()
                 await asyncio.sleep(0.005)  # let a burst of creations coalesce into one pass
                 self.kick.clear()
-                await self.schedule_pending()
+                try:
+                    await self.schedule_pending()
+                except Exception:  # a bad object must not stop scheduling for everyone
+                    self.log.exception("scheduler.pass_failed")
         finally:
             for task in helpers:
                 task.cancel()
@@ -153,7 +156,10 @@ class NodeLifecycle:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.period_s)
-            await self.check(time.monotonic())
+            try:
+                await self.check(time.monotonic())
+            except Exception:  # keep watching the other nodes
+                self.log.exception("node_lifecycle.check_failed")
 
     async def check(self, now: float) -> None:
         nodes = self.api.list(NODES)["items"]

@@ -23,12 +23,13 @@ from controlplane.apiserver import build_app
 from controlplane.controllers import NodeLifecycle, Scheduler
 from controlplane.nodeipam import NodeIpam
 from controlplane.store import Store
-from podnet import logs, settings
+from podnet import eventloop, logs, settings
 from podnet.auth import SecretError, agent_token, api_token, generate_secret, load_secret
 from podnet.cluster import write_json_atomic
 from podnet.pki import PkiError, ca_mac, ensure_pki, server_context
 from podnet.resources import BY_KIND
 from podnet.settings import ControlPlaneSettings, SettingsError
+from podnet.supervise import TaskDied, run_until_stopped
 
 log = structlog.get_logger()
 NODES = BY_KIND["Node"]
@@ -103,17 +104,9 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                                              "api": f"https://{address}",
                                              "ca_file": str((s.state_dir / "pki" / "ca.crt")
                                                             .resolve())})
-        log.info("controlplane.ready", api=f"https://{address}", state_dir=str(s.state_dir))
-        stopper = asyncio.create_task(stop.wait(), name="stop-signal")
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopper and not task.cancelled() and task.exception():
-                log.error("controlplane.task_failed", task=task.get_name(),
-                          error=repr(task.exception()))
-        for task in [stopper, *tasks]:
-            task.cancel()
-        await asyncio.gather(stopper, *tasks, return_exceptions=True)
-        log.info("controlplane.stopping")
+        log.info("controlplane.ready", api=f"https://{address}", state_dir=str(s.state_dir),
+                 loop=eventloop.loop_name())
+        await run_until_stopped(stop, tasks, log, "controlplane")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,8 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         await run(s, stop)
 
     try:
-        asyncio.run(amain())
+        eventloop.run(amain())
     except (SecretError, SettingsError, PkiError) as e:
         print(f"podnet controlplane: {e}", file=sys.stderr)
         return 2
+    except TaskDied as e:
+        print(f"podnet controlplane: stopped because a component failed: {e} "
+              "(see the log)", file=sys.stderr)
+        return 1
     return 0

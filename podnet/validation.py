@@ -231,11 +231,34 @@ POD_SPEC = Obj({
 
 _TOP: dict[str, Spec] = {"apiVersion": STR, "kind": STR, "metadata": METADATA}
 
-POD = Obj({**_TOP, "spec": POD_SPEC, "status": ANY})
+# Status is written by agents and controllers and read by other controllers: its shape is
+# checked (a condition that is not an object must never reach the scheduler), while fields
+# podnet does not know yet pass through (open objects).
+CONDITION = Obj({"type": STR, "status": STR, "reason": STR, "message": STR,
+                 "lastHeartbeatTime": ANY, "lastTransitionTime": ANY, "lastProbeTime": ANY,
+                 "observedGeneration": ANY}, open=True)
+_IP = Obj({"ip": STR}, open=True)
+POD_STATUS = Obj({
+    "phase": STR, "reason": STR, "message": STR, "conditions": ListOf(CONDITION),
+    "podIP": STR, "podIPs": ListOf(_IP), "hostIP": STR, "hostIPs": ListOf(_IP),
+    "startTime": ANY, "qosClass": STR, "nominatedNodeName": STR,
+    "containerStatuses": ListOf(Obj({"name": STR, "image": STR, "imageID": STR,
+                                     "containerID": STR, "ready": BOOL, "started": BOOL,
+                                     "restartCount": INT, "state": ANY, "lastState": ANY},
+                                    open=True)),
+    "initContainerStatuses": ListOf(ANY), "ephemeralContainerStatuses": ListOf(ANY),
+}, open=True)
+NODE_STATUS = Obj({
+    "conditions": ListOf(CONDITION),
+    "addresses": ListOf(Obj({"type": STR, "address": STR}, open=True)),
+    "capacity": ANY, "allocatable": ANY, "daemonEndpoints": ANY, "nodeInfo": ANY,
+    "phase": STR,
+}, open=True)
+POD = Obj({**_TOP, "spec": POD_SPEC, "status": POD_STATUS})
 NODE = Obj({**_TOP, "spec": Obj({"podCIDR": STR, "podCIDRs": ListOf(STR), "providerID": STR,
                                  "unschedulable": BOOL, "taints": ListOf(ANY),
                                  "configSource": ANY, "externalID": STR}),
-            "status": ANY})
+            "status": NODE_STATUS})
 NAMESPACE = Obj({**_TOP, "spec": Obj({"finalizers": ListOf(STR)}),
                  "status": Obj({"phase": STR, "conditions": ANY})})
 EVENT = Obj({
