@@ -26,11 +26,19 @@ def _status(code: int, reason: str, message: str) -> web.Response:
                               "code": code}, status=code)
 
 
-def build_agent_app(runtime: PodRuntime, agent_token: str) -> web.Application:
+# Paths whose protocols authenticate every message themselves (HMACs under the cluster
+# secret, with replay protection), so a bearer token would add nothing but a replayable value.
+SELF_AUTHENTICATED = ("/gossip/", "/tunnel")
+
+
+def build_agent_app(runtime: PodRuntime, agent_token: str,
+                    extra: Callable[[web.Application], None] | None = None) -> web.Application:
+    """The agent's HTTP app; `extra` adds the CNI's routes (gossip, tunnels)."""
+
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/healthz" and not token_matches(
-                request.headers.get("Authorization"), agent_token):
+        if request.path != "/healthz" and not request.path.startswith(SELF_AUTHENTICATED) \
+                and not token_matches(request.headers.get("Authorization"), agent_token):
             return _status(401, "Unauthorized", "Unauthorized")
         return await handler(request)
 
@@ -101,5 +109,7 @@ def build_agent_app(runtime: PodRuntime, agent_token: str) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/pods/{namespace}/{name}/log", container_log)
     app.router.add_get("/pods/{namespace}/{name}/exec", exec_handler(lookup))
+    if extra is not None:
+        extra(app)
     return app
 

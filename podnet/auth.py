@@ -7,6 +7,8 @@ a kubeconfig leaks API access but not the key that authenticates agents, gossip 
 - `api_token`:   the bearer token in the kubeconfig (users, kubectl).
 - `agent_token`: what agents present to the control plane and to each other, and what the
                  control plane presents to agents (exec and log proxying).
+- `derive_key(secret, purpose)`: per-protocol keys; gossip messages and tunnel sessions are
+                 authenticated with HMACs under their own key.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def load_secret(path: Path) -> bytes:
 
 def _derive(secret: bytes, purpose: str) -> str:
     return hmac.new(secret, f"podnet/{purpose}".encode(), hashlib.sha256).hexdigest()
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A key for one purpose ("gossip", "tunnel"), so no two protocols share a key."""
+    return hmac.new(secret, f"podnet/key/{purpose}".encode(), hashlib.sha256).digest()
 
 
 def api_token(secret: bytes) -> str:

@@ -1,0 +1,107 @@
+"""The node's route table: which node owns a podCIDR, and how to reach its agent.
+
+Routes are learned by gossip (never from the control plane on the data path). A route is
+`alive`, `suspect` (its node missed probes; traffic still goes there) or `dead` (withdrawn:
+lookups miss it and new connections fail with EHOSTUNREACH at once). Dead routes stay in the
+table for display until membership forgets them.
+
+No I/O. `lookup()` is on every new connection's and every datagram's path, so it is a dict
+lookup per distinct prefix length (one, normally), not a scan.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+ALIVE, SUSPECT, DEAD = "alive", "suspect", "dead"
+STATES = (ALIVE, SUSPECT, DEAD)
+
+Listener = Callable[["Route | None", "Route | None"], None]
+
+
+@dataclass(frozen=True)
+class Route:
+    pod_cidr: str            # "10.244.2.0/24"
+    node: str                # "node-2"
+    address: str             # the agent's "host:port"
+    state: str = ALIVE       # alive | suspect | dead
+    incarnation: int = 0     # the owner's incarnation (bumped on restart and to refute)
+    counter: int = 0         # the owner's change counter within an incarnation
+    since: float = field(default_factory=time.time, compare=False)  # wall time of last change
+
+    @property
+    def usable(self) -> bool:
+        return self.state != DEAD
+
+    @property
+    def version(self) -> str:
+        return f"{self.incarnation}.{self.counter}"
+
+
+class RouteTable:
+    """Routes by node, with fast longest-prefix lookup over the usable ones."""
+
+    def __init__(self, self_node: str) -> None:
+        self.self_node = self_node
+        self._by_node: dict[str, Route] = {}
+        # prefix length -> {network int: route}, only usable routes
+        self._index: dict[int, dict[int, Route]] = {}
+        self._listeners: list[Listener] = []
+
+    def on_change(self, listener: Listener) -> None:
+        """Call `listener(old, new)` after every change (new is None on removal)."""
+        self._listeners.append(listener)
+
+    def update(self, route: Route) -> None:
+        """Insert or replace the route of `route.node`."""
+        ipaddress.IPv4Network(route.pod_cidr)  # garbage never enters the table
+        if route.state not in STATES:
+            raise ValueError(f"unknown route state {route.state!r}")
+        old = self._by_node.get(route.node)
+        if old == route:
+            return
+        self._by_node[route.node] = route
+        self._reindex()
+        for listener in list(self._listeners):
+            listener(old, route)
+
+    def remove(self, node: str) -> None:
+        old = self._by_node.pop(node, None)
+        if old is None:
+            return
+        self._reindex()
+        for listener in list(self._listeners):
+            listener(old, None)
+
+    def _reindex(self) -> None:
+        index: dict[int, dict[int, Route]] = {}
+        for route in self._by_node.values():
+            if route.usable:
+                net = ipaddress.IPv4Network(route.pod_cidr)
+                index.setdefault(net.prefixlen, {})[int(net.network_address)] = route
+        # Longest prefix first.
+        self._index = dict(sorted(index.items(), reverse=True))
+
+    def lookup(self, ip: str) -> Route | None:
+        """The usable route whose podCIDR holds `ip`, or None (no route to host)."""
+        try:
+            value = int(ipaddress.IPv4Address(ip))
+        except ValueError:
+            return None
+        for prefix, nets in self._index.items():
+            mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+            route = nets.get(value & mask)
+            if route is not None:
+                return route
+        return None
+
+    def get(self, node: str) -> Route | None:
+        return self._by_node.get(node)
+
+    def all(self) -> list[Route]:
+        """Every route, dead ones included, sorted by podCIDR."""
+        return sorted(self._by_node.values(),
+                      key=lambda r: ipaddress.IPv4Network(r.pod_cidr))
