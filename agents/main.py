@@ -26,7 +26,13 @@ from agents.server import build_agent_app
 from podnet import eventloop, logs, settings
 from podnet.apierrors import ApiError
 from podnet.auth import SecretError, agent_token, load_secret
-from podnet.client import ApiClient, ApiUnavailable, CaMismatch, fetch_cluster_ca
+from podnet.client import (
+    ApiClient,
+    ApiUnavailable,
+    CaMismatch,
+    ClusterInfo,
+    fetch_cluster_info,
+)
 from podnet.cluster import write_json_atomic
 from podnet.pki import client_context
 from podnet.resources import BY_KIND
@@ -80,12 +86,13 @@ async def watch_pods(api: ApiClient, runtime: PodRuntime, node: str) -> None:
         delay = min(delay * 2, 5.0)
 
 
-async def fetch_ca_until_ready(url: str, secret: bytes) -> bytes:
-    """The cluster CA (HMAC-verified), retrying while the control plane is not up yet."""
+async def fetch_info_until_ready(url: str, secret: bytes) -> ClusterInfo:
+    """The cluster CA and addressing (HMAC-verified), retrying while the control plane is
+    not up yet."""
     delay = 0.1
     while True:
         try:
-            return await fetch_cluster_ca(url, secret)
+            return await fetch_cluster_info(url, secret)
         except ApiUnavailable as e:
             log.info("node.waiting_for_controlplane", error=str(e))
         await asyncio.sleep(delay)
@@ -112,9 +119,9 @@ async def run(s: AgentSettings, stop: asyncio.Event) -> None:
     secret = load_secret(s.secret_path)
     token = agent_token(secret)
     async with contextlib.AsyncExitStack() as stack:
-        ca = await fetch_ca_until_ready(s.controlplane, secret)
+        cluster = await fetch_info_until_ready(s.controlplane, secret)
         api = await stack.enter_async_context(
-            ApiClient(s.controlplane, token, ssl_context=client_context(ca)))
+            ApiClient(s.controlplane, token, ssl_context=client_context(cluster.ca_pem)))
         # Registration needs our address and the runtime needs the registered podCIDR, so
         # bind the socket first, register, and only then serve on it.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -130,9 +137,10 @@ async def run(s: AgentSettings, stop: asyncio.Event) -> None:
         host = s.advertise_host or s.listen_host
         node = await register_until_ready(api, s, host, port)
         pod_cidr = node["spec"]["podCIDR"]
-        network = NodeNetwork(s.name, pod_cidr)
+        network = NodeNetwork(s.name, pod_cidr, cluster.cluster_cidr)
         runtime = PodRuntime(node=s.name, host_ip=host, pod_cidr=pod_cidr, network=network,
-                             api=api)
+                             api=api, cluster_domain=cluster.cluster_domain,
+                             cluster_cidr=cluster.cluster_cidr)
         stack.push_async_callback(runtime.close)
         runner = web.AppRunner(build_agent_app(runtime, token), access_log=None)
         await runner.setup()

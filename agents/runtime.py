@@ -365,13 +365,15 @@ class PodRuntime:
     """All pods on this node, kept in line with what the API says should run here."""
 
     def __init__(self, *, node: str, host_ip: str, pod_cidr: str, network: NodeNetwork,
-                 api: ApiClient, cluster_domain: str = "cluster.local") -> None:
+                 api: ApiClient, cluster_domain: str = "cluster.local",
+                 cluster_cidr: str = "10.244.0.0/16") -> None:
         self.node = node
         self.host_ip = host_ip
         self.pod_cidr = pod_cidr
         self.network = network
         self.api = api
         self.cluster_domain = cluster_domain
+        self.cluster_cidr = cluster_cidr
         self.ipam = HostLocalIpam(pod_cidr)
         self.gateway = self.ipam.gateway
         self.pods: dict[str, RunningPod] = {}          # by uid
@@ -381,7 +383,8 @@ class PodRuntime:
         self._stragglers: set[asyncio.Task[None]] = set()  # containers that ignored cancel
 
     def network_cidr_route(self) -> tuple[str, str] | None:
-        return None  # the overlay route to the rest of the cluster arrives with the CNI
+        """The overlay: the rest of the cluster's pods, through this node (and its tunnels)."""
+        return (self.cluster_cidr, f"via {self.gateway} dev eth0 proto podnet")
 
     def find(self, namespace: str, name: str) -> RunningPod | None:
         for pod in self.pods.values():

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from agents.cni.routes import RouteTable
 from agents.exec_server import exec_handler
 from agents.runtime import PodRuntime
 from agents.toolbox import ExecTarget
@@ -32,7 +33,8 @@ SELF_AUTHENTICATED = ("/gossip/", "/tunnel")
 
 
 def build_agent_app(runtime: PodRuntime, agent_token: str,
-                    extra: Callable[[web.Application], None] | None = None) -> web.Application:
+                    extra: Callable[[web.Application], None] | None = None,
+                    route_table: RouteTable | None = None) -> web.Application:
     """The agent's HTTP app; `extra` adds the CNI's routes (gossip, tunnels)."""
 
     @web.middleware
@@ -105,7 +107,17 @@ def build_agent_app(runtime: PodRuntime, agent_token: str,
         await resp.write_eof()
         return resp
 
+    async def routes(_: web.Request) -> web.Response:
+        """This node's route table as it sees it (`podnet routes`)."""
+        now = time.time()
+        table = route_table.all() if route_table is not None else []
+        return web.json_response({"node": runtime.node, "routes": [
+            {"podCIDR": r.pod_cidr, "node": r.node, "address": r.address, "state": r.state,
+             "version": r.version, "age_s": round(max(0.0, now - r.since), 1)}
+            for r in table]})
+
     app = web.Application(middlewares=[auth])
+    app.router.add_get("/routes", routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/pods/{namespace}/{name}/log", container_log)
     app.router.add_get("/pods/{namespace}/{name}/exec", exec_handler(lookup))

@@ -26,7 +26,7 @@ from controlplane.store import Store
 from podnet import eventloop, logs, settings
 from podnet.auth import SecretError, agent_token, api_token, generate_secret, load_secret
 from podnet.cluster import write_json_atomic
-from podnet.pki import PkiError, ca_mac, ensure_pki, server_context
+from podnet.pki import PkiError, ensure_pki, server_context, sign_cluster_info
 from podnet.resources import BY_KIND
 from podnet.settings import ControlPlaneSettings, SettingsError
 from podnet.supervise import TaskDied, run_until_stopped
@@ -82,7 +82,9 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                                                             *s.san_list])
         app = build_app(api, api_token=api_token(secret), agent_token=agent_token(secret),
                         agent_address=agent_address(api),
-                        cluster_info={"ca": ca_pem.decode(), "caHMAC": ca_mac(secret, ca_pem)})
+                        cluster_info=sign_cluster_info(secret, {
+                            "ca": ca_pem.decode(), "clusterCIDR": s.cluster_cidr,
+                            "serviceCIDR": s.service_cidr, "clusterDomain": s.cluster_domain}))
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

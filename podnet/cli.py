@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("pod")
     ex.add_argument("cmd", nargs="*", metavar="-- CMD ARGS", help="the command, after --")
 
+    rt = sub.add_parser("routes", help="show each node's route table, as that node sees it",
+                        description="Ask every agent (or --node's) for its route table: "
+                                    "podCIDR, owning node, agent address, state "
+                                    "(alive/suspect/dead), version, age.")
+    _state_dir_arg(rt)
+    rt.add_argument("--node", default=None, help="only this node's view")
+    rt.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                    help="json: an object keyed by the node whose view it is")
+
     sub.add_parser("controlplane", help="run the control plane process (see its --help)",
                    add_help=False)
     sub.add_parser("agent", help="run one node agent process (see its --help)", add_help=False)
@@ -103,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             return down(state_dir(args.state_dir))
         if args.command == "exec":
             return run_exec(args)
+        if args.command == "routes":
+            from podnet import routesview
+
+            return routesview.run(read_cluster(state_dir(args.state_dir)), args.node,
+                                  args.output)
     except ClusterNotFound as e:
         print(f"podnet {args.command}: {e}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -171,13 +172,24 @@ class ApiClient:
                 from None
 
 
-async def fetch_cluster_ca(base_url: str, secret: bytes, *, timeout_s: float = 5.0) -> bytes:
-    """The cluster CA, accepted only if its HMAC under the cluster secret verifies.
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What a holder of the cluster secret learns from /podnet/cluster-info, verified."""
+
+    ca_pem: bytes
+    cluster_cidr: str
+    service_cidr: str
+    cluster_domain: str
+
+
+async def fetch_cluster_info(base_url: str, secret: bytes, *,
+                             timeout_s: float = 5.0) -> ClusterInfo:
+    """The cluster CA and addressing, accepted only if its HMAC under the secret verifies.
 
     The first request cannot verify the server (we do not have its CA yet), so it carries no
     credential; what it returns is trusted only through the HMAC (see podnet/pki.py).
     """
-    from podnet.pki import verify_ca
+    from podnet.pki import verify_cluster_info
 
     insecure = ssl.create_default_context()
     insecure.check_hostname = False
@@ -190,12 +202,13 @@ async def fetch_cluster_ca(base_url: str, secret: bytes, *, timeout_s: float = 5
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
         raise ApiUnavailable(f"cannot fetch the cluster CA from {url}: "
                              f"{e or type(e).__name__}") from None
-    ca, mac = (info or {}).get("ca"), (info or {}).get("caHMAC")
-    if not isinstance(ca, str) or not isinstance(mac, str) or not verify_ca(secret, ca.encode(),
-                                                                           mac):
+    fields = ("ca", "clusterCIDR", "serviceCIDR", "clusterDomain")
+    if not isinstance(info, dict) or not all(isinstance(info.get(f), str) for f in fields) \
+            or not verify_cluster_info(secret, info):
         raise CaMismatch(f"the server at {base_url} did not prove it holds the cluster secret "
                          "(wrong --secret-file, or not a podnet control plane)")
-    return ca.encode()
+    return ClusterInfo(info["ca"].encode(), info["clusterCIDR"], info["serviceCIDR"],
+                       info["clusterDomain"])
 
 
 class CaMismatch(Exception):

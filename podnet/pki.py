@@ -5,9 +5,10 @@ TLS (kubernetes/kubectl#744), so an API that requires a token must serve HTTPS, 
 the kubeconfig as every real cluster does.
 
 Agents hold only the cluster secret, not the CA. They learn the CA like `kubeadm join` learns
-it from the signed cluster-info: `GET /podnet/cluster-info` (no auth) returns the CA with an
-HMAC of it under the cluster secret; an agent accepts the CA only if the HMAC verifies, then
-pins it for every later request. A man in the middle without the secret cannot forge it.
+it from the signed cluster-info: `GET /podnet/cluster-info` (no auth) returns the CA and the
+cluster's addressing (cluster CIDR, service CIDR, domain) with an HMAC over all of it under
+the cluster secret; an agent accepts it only if the HMAC verifies, then pins the CA for every
+later request. A man in the middle without the secret cannot forge it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import datetime as dt
 import hashlib
 import hmac
 import ipaddress
+import json
 import os
 import ssl
 from pathlib import Path
@@ -134,10 +136,21 @@ def client_context(ca_pem: bytes) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=ca_pem.decode())
 
 
-def ca_mac(secret: bytes, ca_pem: bytes) -> str:
-    """The HMAC that proves a CA came from a holder of the cluster secret."""
-    return hmac.new(secret, b"podnet/cluster-ca\0" + ca_pem, hashlib.sha256).hexdigest()
+def _canonical(info: dict[str, object]) -> bytes:
+    return json.dumps({k: v for k, v in info.items() if k != "mac"}, sort_keys=True,
+                      separators=(",", ":")).encode()
 
 
-def verify_ca(secret: bytes, ca_pem: bytes, mac: str) -> bool:
-    return hmac.compare_digest(ca_mac(secret, ca_pem), mac)
+def sign_cluster_info(secret: bytes, info: dict[str, object]) -> dict[str, object]:
+    """`info` (the CA and the cluster's addressing) with an HMAC proving that a holder of the
+    cluster secret vouches for all of it."""
+    mac = hmac.new(secret, b"podnet/cluster-info\0" + _canonical(info), hashlib.sha256)
+    return {**info, "mac": mac.hexdigest()}
+
+
+def verify_cluster_info(secret: bytes, info: dict[str, object]) -> bool:
+    mac = info.get("mac")
+    if not isinstance(mac, str):
+        return False
+    expected = hmac.new(secret, b"podnet/cluster-info\0" + _canonical(info), hashlib.sha256)
+    return hmac.compare_digest(expected.hexdigest(), mac)
