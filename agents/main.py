@@ -20,9 +20,13 @@ import structlog
 from aiohttp import web
 
 from agents import node as nodeobj
+from agents.cni.gossip import GossipService
+from agents.cni.membership import GossipSettings
+from agents.cni.routes import RouteTable
 from agents.netstack import NodeNetwork
 from agents.runtime import PodRuntime
 from agents.server import build_agent_app
+from agents.tunnels import TunnelManager
 from podnet import eventloop, logs, settings
 from podnet.apierrors import ApiError
 from podnet.auth import SecretError, agent_token, load_secret
@@ -40,7 +44,7 @@ from podnet.settings import AgentSettings, SettingsError
 from podnet.supervise import TaskDied, run_until_stopped
 
 log = structlog.get_logger()
-PODS = BY_KIND["Pod"]
+PODS, NODES = BY_KIND["Pod"], BY_KIND["Node"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
         description="Run one node agent: registers a Node with the control plane, runs the "
                     "pods scheduled to it as coroutines, and serves exec and logs for them.")
     settings.add_arguments(p, AgentSettings)
+    gossip_flags = p.add_argument_group("gossip (route distribution and failure detection)")
+    settings.add_arguments(gossip_flags, GossipSettings)
     p.add_argument("--log-level", default=os.environ.get("PODNET_LOG_LEVEL", "info"),
                    choices=sorted(logs.LEVELS), help="lowest level logged (env PODNET_LOG_LEVEL)")
     return p
@@ -115,7 +121,20 @@ async def register_until_ready(api: ApiClient, s: AgentSettings, host: str,
         delay = min(delay * 2, 2.0)
 
 
-async def run(s: AgentSettings, stop: asyncio.Event) -> None:
+async def seed_from_controlplane(api: ApiClient, gossip: GossipService, me: str) -> None:
+    """The agents the control plane knows of, as gossip seeds (best effort: gossip also has
+    --peers and the peers file, and the control plane may be down)."""
+    try:
+        nodes = (await api.list(NODES)).get("items", [])
+    except (ApiError, ApiUnavailable) as e:
+        log.info("gossip.no_seeds_from_controlplane", error=str(e))
+        return
+    seeds = [n["metadata"].get("annotations", {}).get(nodeobj.AGENT_ADDRESS_ANNOTATION)
+             for n in nodes if n.get("metadata", {}).get("name") != me]
+    gossip.add_seeds(a for a in seeds if a)
+
+
+async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
     secret = load_secret(s.secret_path)
     token = agent_token(secret)
     async with contextlib.AsyncExitStack() as stack:
@@ -142,10 +161,26 @@ async def run(s: AgentSettings, stop: asyncio.Event) -> None:
                              api=api, cluster_domain=cluster.cluster_domain,
                              cluster_cidr=cluster.cluster_cidr)
         stack.push_async_callback(runtime.close)
-        runner = web.AppRunner(build_agent_app(runtime, token), access_log=None)
+        # The CNI: routes learned by gossip, pod traffic to other nodes through tunnels.
+        routes = RouteTable(s.name)
+        tunnels = TunnelManager(s.name, secret, routes, network)
+        stack.push_async_callback(tunnels.close)
+        gossip = GossipService(s.name, pod_cidr, f"{host}:{port}", secret, routes, g,
+                               seeds=s.peer_list,
+                               peers_file=s.state_dir / "run" / f"peers-{s.name}.json")
+
+        def cni_routes(app: web.Application) -> None:
+            gossip.add_routes(app)
+            tunnels.add_routes(app)
+
+        runner = web.AppRunner(build_agent_app(runtime, token, extra=cni_routes,
+                                               route_table=routes), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await web.SockSite(runner, sock).start()
+        await gossip.start()
+        stack.push_async_callback(gossip.close)
+        await seed_from_controlplane(api, gossip, s.name)
         tasks = [
             asyncio.create_task(nodeobj.heartbeat(api, s.name, host, port, pod_cidr,
                                                   s.heartbeat_interval_s), name="heartbeat"),
@@ -163,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         s = settings.load(AgentSettings, args)
+        g = settings.load(GossipSettings, args)
     except SettingsError as e:
         print(f"podnet agent: {e}", file=sys.stderr)
         return 2
@@ -174,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run(s, stop)
+        await run(s, g, stop)
 
     try:
         eventloop.run(amain())

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import random
 import socket
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar, cast
@@ -124,6 +126,13 @@ class RemoteDelivery(Protocol):
 
     def send_datagram(self, src: Address, dst: Address, data: bytes) -> None:
         """Send one datagram toward `dst`; raise OSError(EHOSTUNREACH) without a route."""
+
+
+class RemoteEcho(Protocol):
+    """Optional for a `RemoteDelivery`: an ICMP echo to a pod on another node (ping)."""
+
+    async def ping(self, src: str, dst: str, ident: int, seq: int, payload: bytes) -> None:
+        """Return when `dst` has echoed; raise OSError(EHOSTUNREACH) without a route."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -944,6 +953,39 @@ class PodNet:
         if end._own_port is not None:
             self._tcp_ports[end._own_port] -= 1
             end._own_port = None
+
+    # -- ICMP echo
+
+    async def ping(self, dst: str, *, seq: int, payload_bytes: int = 56, timeout_s: float,
+                   ident: int | None = None) -> float:
+        """One echo request to the IP `dst`; the round-trip time in seconds.
+
+        This node's pods (and the pod itself) answer at once; others through the tunnel layer.
+        Raises OSError(EHOSTUNREACH) without a route, TimeoutError when no reply came in time.
+        """
+        self._check_attached()
+        target = _literal(dst)
+        if target is None:
+            raise _no_name()
+        if ident is None:
+            ident = random.getrandbits(16)
+        start = time.perf_counter()
+        async with asyncio.timeout(timeout_s):
+            if _is_loopback(target) or target == ANY or self._node.pod(target) is not None:
+                await asyncio.sleep(0)      # answered inside this agent (0.0.0.0 is local)
+            else:
+                echo = cast(RemoteEcho | None, getattr(self._node.remote, "ping", None) and
+                            self._node.remote)
+                if echo is None or self._node.is_local(target):
+                    raise unreachable()
+                await echo.ping(self.ip, target, ident, seq, bytes(payload_bytes))
+        return time.perf_counter() - start
+
+    def echo_ttl(self, dst: str) -> int:
+        """The TTL an echo reply from `dst` arrives with: 64 from this node, 63 across one hop
+        (the other node's agent routes it, like a node's kernel between the pod and the wire)."""
+        target = _literal(dst) or dst
+        return 64 if _is_loopback(target) or self._node.pod(target) is not None else 63
 
     # -- datagrams
 

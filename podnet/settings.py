@@ -41,7 +41,8 @@ def _base_type(tp: Any) -> tuple[type, bool]:
     return tp, False
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                  cls: type[Any]) -> None:
     """Add one flag per field of the settings dataclass `cls`."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -173,6 +174,8 @@ class AgentSettings:
     state_dir: Path = opt(Path(".podnet"), "directory for logs and run files")
     secret_file: Path | None = opt(None, "cluster secret file (default: STATE_DIR/secret)")
     heartbeat_interval_s: float = opt(2.0, "how often the agent renews its Node's Ready status")
+    peers: str = opt("", "other agents to join gossip through, comma-separated host:port "
+                         "(besides the agents the control plane lists)")
     ready_file: Path | None = opt(None, "write {pid, address} here as JSON once registered")
 
     def check(self) -> None:
@@ -194,3 +197,7 @@ class AgentSettings:
     @property
     def secret_path(self) -> Path:
         return self.secret_file or self.state_dir / "secret"
+
+    @property
+    def peer_list(self) -> list[str]:
+        return [p.strip() for p in self.peers.split(",") if p.strip()]
