@@ -10,16 +10,21 @@ For each N, N gossip-only nodes (bench/gossip_node.py: GossipService + RouteTabl
   node has its route alive. Target < 2 s at 30 nodes (Serf's model for 30 nodes at 200 ms and
   fanout 3);
 - (b) withdraw: one node is SIGKILLed; the time until every other node has its route dead.
-  Target < 6 s at 30 nodes (memberlist's LAN defaults take about 6-12 s).
+  Target < 6 s at 30 nodes (memberlist's LAN defaults take about 6-12 s). On loopback a
+  killed process's port refuses at once, so probes fail in ~1 ms; a second node is therefore
+  SIGSTOPped too ("hang": its kernel still accepts connections that never answer, as with a
+  frozen or unplugged host), which makes every probe wait out its timeouts.
 
 Times are medians over --trials (max in brackets), read from each process's own log lines
 (one machine, one wall clock). The model columns are computed from the same settings:
 - join ~ (log_{1+f}(N) + ln(N)/f) rounds x gossip interval + half an interval (the first
   round's phase): push gossip where every informed node tells f peers a round, plus the
   tail (Pittel); Serf's rule of thumb log_f(N) rounds is printed too;
+- suspect: the median time from the kill until the first node suspects it (the detection
+  part of withdraw; the rest is the suspicion timeout and one dissemination);
 - withdraw ~ probe interval x (N-1)/N (the first of N-1 round-robin probers to reach the dead
-  node) + probe timeout + indirect-probe timeout + suspicion timeout + one dissemination (the
-  last node hears `dead` from the first whose suspicion timer expired).
+  node) + probe timeout + indirect-probe timeout (hang only) + suspicion timeout + one
+  dissemination (the last node hears `dead` from the first whose suspicion timer expired).
 """
 
 from __future__ import annotations
@@ -136,6 +141,15 @@ class Cluster:
                 node.proc.send_signal(signal.SIGTERM)
         await asyncio.gather(*(self.kill(n, signal.SIGTERM) for n in list(self.nodes)))
 
+    def disagreement(self) -> str:
+        """Who sees whom how, where that is not alive (for a failed run)."""
+        names = {n.name for n in self.nodes}
+        views = [f"{n.name} sees {o} {n.state_of(o)}" for n in self.nodes for o in sorted(names)
+                 if n.state_of(o) != "alive"]
+        exited = [f"{n.name} exited {n.proc.returncode}" for n in self.nodes
+                  if n.proc.returncode is not None]
+        return "; ".join(exited + views[:20]) + f" ({len(views)} views)"
+
     def converged(self) -> bool:
         names = {n.name for n in self.nodes}
         return all(all(n.state_of(o) == "alive" for o in names) for n in self.nodes)
@@ -164,13 +178,15 @@ def model_join_s(n: int, s: GossipSettings) -> tuple[float, float]:
     return rounds * interval + interval / 2, math.log(n, s.fanout) * interval
 
 
-def model_withdraw_s(n: int, s: GossipSettings) -> float:
+def model_withdraw_s(n: int, s: GossipSettings, *, timeouts: bool) -> float:
+    """First probe + (probe timeouts, when the node hangs rather than refuses connections)
+    + suspicion timeout + one dissemination."""
     join, _ = model_join_s(n, s)
-    return (s.probe_interval_ms * (n - 1) / n + s.probe_timeout_ms
-            + s.indirect_probe_timeout_ms + s.suspicion_timeout_ms) / 1000 + join
+    waits = s.probe_timeout_ms + s.indirect_probe_timeout_ms if timeouts else 0
+    return (s.probe_interval_ms * (n - 1) / n + waits + s.suspicion_timeout_ms) / 1000 + join
 
 
-def fmt(values: list[float], failed: int) -> str:
+def fmt(values: list[float], failed: int = 0) -> str:
     if not values:
         return "   n/a"
     text = f"{statistics.median(values):5.2f} ({max(values):4.2f})"
@@ -178,14 +194,38 @@ def fmt(values: list[float], failed: int) -> str:
 
 
 @dataclass
+class Withdrawals:
+    """One way of losing a node: how long until it is dead everywhere, and first suspected."""
+    dead: list[float] = field(default_factory=list)
+    suspected: list[float] = field(default_factory=list)
+    failed: int = 0
+
+
+@dataclass
 class Result:
     n: int
     start_s: float = 0.0
     joins: list[float] = field(default_factory=list)
-    withdraws: list[float] = field(default_factory=list)
     failed_join: int = 0
-    failed_withdraw: int = 0
+    killed: Withdrawals = field(default_factory=Withdrawals)  # SIGKILL: connections refused
+    hung: Withdrawals = field(default_factory=Withdrawals)    # SIGSTOP: requests time out
     idle: list[float] = field(default_factory=list)   # CPU seconds per second, per process
+
+
+async def lose_one(cluster: Cluster, victim: Node, sig: int, into: Withdrawals) -> None:
+    """Signal `victim` (SIGKILL: dead, its port refuses; SIGSTOP: hung, its kernel still
+    accepts connections that never answer, like a frozen host) and time the withdrawal."""
+    at = time.time()
+    victim.proc.send_signal(sig)
+    rest = [x for x in cluster.nodes if x is not victim]
+    if await cluster.until(seen_by(rest, victim.name, "dead", at)):
+        into.dead.append(last_seen(rest, victim.name, "dead", at) - at)
+        firsts = [t for x in rest if (t := x.first(victim.name, "suspect", at)) is not None]
+        if firsts:
+            into.suspected.append(min(firsts) - at)
+    else:
+        into.failed += 1
+    await cluster.kill(victim)  # a stopped process dies of SIGKILL too
 
 
 async def measure(n: int, trials: int, tmp: Path, rng: random.Random) -> Result:
@@ -198,7 +238,7 @@ async def measure(n: int, trials: int, tmp: Path, rng: random.Random) -> Result:
             await asyncio.gather(*(cluster.spawn(i)
                                    for i in range(batch_start, min(n, batch_start + 8))))
         if not await cluster.until(cluster.converged, 60):
-            raise RuntimeError(f"{n} nodes did not converge in 60 s; logs in {tmp}")
+            raise RuntimeError(f"{n} nodes did not converge in 60 s: {cluster.disagreement()}")
         r.start_s = time.monotonic() - t0
         await asyncio.sleep(2)
         before = {x.proc.pid: x.cpu_s() for x in cluster.nodes}
@@ -218,16 +258,11 @@ async def measure(n: int, trials: int, tmp: Path, rng: random.Random) -> Result:
             else:
                 r.failed_join += 1
             await asyncio.sleep(1)
-            # (b) a SIGKILLed node's route is withdrawn everywhere
-            victim = rng.choice([x for x in cluster.nodes if x is not new])
-            killed_at = time.time()
-            await cluster.kill(victim)
-            rest = list(cluster.nodes)
-            if await cluster.until(seen_by(rest, victim.name, "dead", killed_at)):
-                r.withdraws.append(last_seen(rest, victim.name, "dead", killed_at) - killed_at)
-            else:
-                r.failed_withdraw += 1
-            await asyncio.sleep(1)
+            # (b) a node's route is withdrawn everywhere: killed, then (another one) hung
+            for sig, into in ((signal.SIGKILL, r.killed), (signal.SIGSTOP, r.hung)):
+                await lose_one(cluster, rng.choice([x for x in cluster.nodes if x is not new]),
+                               sig, into)
+                await asyncio.sleep(1)
     finally:
         await cluster.close()
     return r
@@ -240,27 +275,36 @@ async def main_async(sizes: list[int], trials: int) -> None:
           f"gossip {s.gossip_interval_ms} ms x fanout {s.fanout}, push-pull "
           f"{s.push_pull_interval_ms} ms, probe {s.probe_interval_ms} ms (timeouts "
           f"{s.probe_timeout_ms}+{s.indirect_probe_timeout_ms} ms, k={s.indirect_probes}), "
-          f"suspicion {s.suspicion_timeout_ms} ms; {trials} trials; median (max) seconds")
-    print(f"{'N':>3} | {'join':>16} {'model':>5} {'log_f N':>7} {'target':>6} | "
-          f"{'withdraw':>16} {'model':>5} {'target':>6} | {'idle CPU/proc':>13} "
-          f"{'all procs':>9} | start")
+          f"suspicion {s.suspicion_timeout_ms} ms; {trials} trials; seconds as median (max)")
+    print("join: a new node's route everywhere (target < 2 s at N=30); withdraw: a lost "
+          "node's route dead everywhere (target < 6 s at N=30), SIGKILL (port refuses) and "
+          "SIGSTOP (hangs: probes time out); susp: until the first node suspects it")
+    print(f"{'N':>3} | {'join':>11} {'model':>5} {'log_f':>5} | {'kill':>11} {'model':>5} "
+          f"{'susp':>4} | {'hang':>11} {'model':>5} {'susp':>4} | {'idle CPU/proc':>13} "
+          f"{'all procs':>10} | start")
     with tempfile.TemporaryDirectory(prefix="podnet-gossip-bench-") as tmpname:
         for n in sizes:
             tmp = Path(tmpname) / f"n{n}"
             tmp.mkdir()
             r = await measure(n, trials, tmp, rng)
             model_join, serf = model_join_s(n, s)
-            print(f"{n:>3} | {fmt(r.joins, r.failed_join):>16} {model_join:5.2f} "
-                  f"{serf:7.2f} {'< 2':>6} | {fmt(r.withdraws, r.failed_withdraw):>16} "
-                  f"{model_withdraw_s(n, s):5.2f} {'< 6':>6} | "
-                  f"{100 * statistics.median(r.idle):5.2f}% ({100 * max(r.idle):4.2f}%) "
-                  f"{sum(r.idle):6.2f} cores | {r.start_s:4.1f} s", flush=True)
+            cells = [f"{n:>3}", f"{fmt(r.joins, r.failed_join):>11} {model_join:5.2f} "
+                                f"{serf:5.2f}"]
+            for w, timeouts in ((r.killed, False), (r.hung, True)):
+                susp = statistics.median(w.suspected) if w.suspected else math.nan
+                cells.append(f"{fmt(w.dead, w.failed):>11} "
+                             f"{model_withdraw_s(n, s, timeouts=timeouts):5.2f} {susp:4.2f}")
+            cells.append(f"{100 * statistics.median(r.idle):5.2f}% ({100 * max(r.idle):4.2f}%) "
+                         f"{sum(r.idle):5.2f} cores")
+            cells.append(f"{r.start_s:4.1f} s")
+            print(" | ".join(cells), flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="10,30,60", help="cluster sizes, comma-separated")
-    p.add_argument("--trials", type=int, default=3, help="joins and kills per size")
+    p.add_argument("--trials", type=int, default=3,
+                   help="per size: joins, kills and hangs (each a new random node)")
     args = p.parse_args()
     asyncio.run(main_async([int(x) for x in args.sizes.split(",")], args.trials))
 

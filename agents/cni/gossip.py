@@ -298,7 +298,7 @@ class GossipService:
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             log.debug("gossip.send_failed", component="gossip", node=self.node, peer=out.to,
-                      address=out.address, type=kind, error=repr(e))
+                      address=out.address, type=kind, error=str(e) or type(e).__name__)
             return None
         if expect is None:
             if status != 204:

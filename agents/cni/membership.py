@@ -289,12 +289,12 @@ class Membership:
         if entry.node == self.node:
             self._about_me(_version(entry))
             return False
+        current = self._members.get(entry.node)
+        if current is None and entry.state == DEAD:
+            return False  # a node we never knew (or forgot): nothing to withdraw
         if from_anti_entropy and entry.state == DEAD:
             entry = replace(entry, state=SUSPECT)
-        current = self._members.get(entry.node)
         if current is None:
-            if entry.state == DEAD:
-                return False  # a node we never knew (or forgot): nothing to withdraw
             new = Member(entry.node, entry.pod_cidr, entry.address, entry.incarnation,
                          entry.counter, entry.state, self.clock())
             self._add_probe_target(new.node)

@@ -21,6 +21,7 @@ from agents.cni.membership import (
 )
 from agents.cni.routes import ALIVE, DEAD, SUSPECT, Route, RouteTable
 from podnet import gossipwire as gw
+from podnet import settings
 from podnet.gossipwire import Ack, Entry, Nack, Ping, PingReq, Push, PushPull, Updates, View
 from podnet.settings import SettingsError
 
@@ -270,6 +271,11 @@ def test_settings_are_checked() -> None:
         GossipSettings(fanout=0).check()
     with pytest.raises(SettingsError, match="--indirect-probe-timeout-ms"):
         GossipSettings(probe_timeout_ms=300, indirect_probe_timeout_ms=300).check()
+    # The shared loader reads them like every other podnet setting (env, flags, check()).
+    loaded = settings.load(GossipSettings, env={"PODNET_SUSPICION_TIMEOUT_MS": "3000"})
+    assert loaded.suspicion_timeout_ms == 3000 and loaded.fanout == S.fanout
+    with pytest.raises(SettingsError, match="--fanout"):
+        settings.load(GossipSettings, env={"PODNET_FANOUT": "0"})
 
 
 # --- whole clusters on a simulated network --------------------------------------------
