@@ -23,7 +23,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import structlog
@@ -77,6 +77,16 @@ def _error(err: int) -> OSError:
     return OSError(err, os.strerror(err))
 
 
+class TunnelStream(NamedTuple):
+    peer: str               # the node at the other end
+    flow: str
+    src: Address            # who opened the stream
+    dst: Address
+    unsent: int             # bytes from the local pod waiting for credit
+    unread: int             # bytes from the peer waiting for the local pod to read
+    credit: int             # bytes the peer still lets us send
+
+
 class _RemoteEnd:
     """The stand-in for a stream end on another node (a `StreamPeer` to the local end).
 
@@ -91,6 +101,7 @@ class _RemoteEnd:
         "dst",
         "eof_pending",
         "flow",
+        "flush_scheduled",
         "gone",
         "inbox",
         "local",
@@ -108,6 +119,7 @@ class _RemoteEnd:
         self.opened = False
         self.gone = False               # the local end hung up (or was reset)
         self.eof_pending = False        # a FIN waits behind `inbox`
+        self.flush_scheduled = False
         self.inbox: deque[bytes] = deque()
 
     # -- StreamPeer: called by the local end
@@ -139,21 +151,26 @@ class _RemoteEnd:
             session.reset(self.sid, errno.ECONNRESET)
             self.inbox.clear()
             self._tunnel.forget(self)
+            self._tunnel.manager.log.info(
+                "tunnel.stream_reset", flow=self.flow, by="local", peer=self._tunnel.peer,
+                reason="aborted" if exc is not None else "closed with unread data")
         self._tunnel.kick()
 
     def wake(self) -> None:
-        if self.inbox or self.eof_pending:
-            self._flushinbox()
-            self._tunnel.kick()
+        # Deferred, never from inside the call: the local end calls this from resume_reading(),
+        # and StreamReader resumes *before* it sets up its waiter, so data handed over right
+        # now would pause it again with nobody left to wake it.
+        if (self.inbox or self.eof_pending) and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self._tunnel.loop.call_soon(self._flush_inbox)
 
     # -- called by the tunnel for inbound frames
 
     def on_data(self, data: bytes) -> None:
         local = self.local
-        if local is None:
-            if self.gone:   # data for a closed socket: the kernel resets the connection
-                self._tunnel.session.reset(self.sid, errno.ECONNRESET)
-                self._tunnel.forget(self)
+        if local is None:   # data for a closed socket: the kernel resets the connection
+            self._tunnel.session.reset(self.sid, errno.ECONNRESET)
+            self._tunnel.forget(self)
             return
         if not self.inbox and local.ready():
             local.deliver(data)
@@ -169,7 +186,10 @@ class _RemoteEnd:
         else:
             self.local.deliver_eof()
 
-    def on_reset(self, exc: Exception) -> None:
+    def on_reset(self, exc: Exception, *, log: bool = True) -> None:
+        if log:
+            self._tunnel.manager.log.info("tunnel.stream_reset", flow=self.flow, by="peer",
+                                          peer=self._tunnel.peer, error=str(exc))
         local, self.local = self.local, None
         self.gone = True
         self.inbox.clear()
@@ -177,7 +197,8 @@ class _RemoteEnd:
         if local is not None:
             local.hang_up(exc)
 
-    def _flushinbox(self) -> None:
+    def _flush_inbox(self) -> None:
+        self.flush_scheduled = False
         session = self._tunnel.session
         inbox = self.inbox
         while inbox and self.local is not None and self.local.ready():
@@ -187,6 +208,8 @@ class _RemoteEnd:
         if not inbox and self.eof_pending and self.local is not None:
             self.eof_pending = False
             self.local.deliver_eof()
+        if session.output_size:
+            self._tunnel.kick()         # the credit the pod just made room for
 
 
 class _Tunnel:
@@ -204,7 +227,8 @@ class _Tunnel:
         self.ends: dict[int, _RemoteEnd] = {}
         self.opening: dict[int, asyncio.Future[None]] = {}
         self.closed: str | None = None
-        self._loop = asyncio.get_running_loop()
+        self.retired = False            # takes no new streams; closes when its last one ends
+        self.loop = asyncio.get_running_loop()
         self._flush_scheduled = False
         self._corked = False
         # Set while a send waits for the socket to drain; records queue in the session meanwhile.
@@ -224,7 +248,7 @@ class _Tunnel:
         with whatever else the turn queues (other streams' writes, credits)."""
         if not self._flush_scheduled and self._blocked is None and self.closed is None:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
 
     def push(self) -> None:
         """Stream data is queued: like Linux's TCP autocorking, the first record of a loop turn
@@ -234,7 +258,7 @@ class _Tunnel:
             self.kick()
             return
         self._corked = True
-        self._loop.call_soon(self._uncork)
+        self.loop.call_soon(self._uncork)
         self._flush()
 
     def _uncork(self) -> None:
@@ -270,8 +294,8 @@ class _Tunnel:
             while True:
                 if waiting is None:
                     await asyncio.sleep(0)      # a bare yield: just give the loop a turn
-                else:
-                    await waiting               # the future the send is blocked on
+                elif not waiting.done():
+                    await _relay(waiting)
                 try:
                     waiting = coro.send(None)
                 except StopIteration:
@@ -287,6 +311,8 @@ class _Tunnel:
     def forget(self, end: _RemoteEnd) -> None:
         if self.ends.get(end.sid) is end:
             del self.ends[end.sid]
+            if self.retired and not self.ends:
+                self.fail("retired")
 
     async def read_loop(self) -> None:
         """Apply inbound records until the WebSocket ends or a record is rejected."""
@@ -299,7 +325,8 @@ class _Tunnel:
                 if msg.type is not binary:
                     if msg.type in closed:
                         break
-                    reason = "unexpected WebSocket message"
+                    reason = f"WebSocket error: {msg.data}" \
+                        if msg.type is aiohttp.WSMsgType.ERROR else "unexpected WebSocket message"
                     self.manager.log.warning("tunnel.rejected", peer=self.peer,
                                              reason=reason, kind=msg.type.name)
                     break
@@ -369,7 +396,7 @@ class _Tunnel:
         self.manager._forget_tunnel(self)
         ends, self.ends = list(self.ends.values()), {}
         for end in ends:
-            end.on_reset(reset())
+            end.on_reset(reset(), log=False)    # logged once, below
         for waiter in self.opening.values():
             if not waiter.done():
                 waiter.set_exception(unreachable())
@@ -391,6 +418,22 @@ class _Tunnel:
         if self._reader is not None and asyncio.current_task() is not self._reader:
             self._reader.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _relay(future: asyncio.Future[Any]) -> None:
+    """Wait for a future that a coroutine we drive by hand yielded (it was never awaited by a
+    task, so awaiting it directly would trip asyncio's "await wasn't used with future")."""
+    relay = asyncio.get_running_loop().create_future()
+
+    def done(_: asyncio.Future[Any]) -> None:
+        if not relay.done():
+            relay.set_result(None)
+
+    future.add_done_callback(done)
+    try:
+        await relay
+    finally:
+        future.remove_done_callback(done)
 
 
 class TunnelManager:
@@ -419,6 +462,7 @@ class TunnelManager:
         self._dialed: dict[str, _Tunnel] = {}
         self._dialing: dict[str, asyncio.Task[_Tunnel]] = {}
         self._accepted: set[_Tunnel] = set()
+        self._retired: set[_Tunnel] = set()
         self._held: dict[str, list[tuple[Address, Address, bytes]]] = {}
         self._pings: dict[tuple[str, str, int, int], asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -435,14 +479,28 @@ class TunnelManager:
 
     def tunnels(self) -> list[tuple[str, str, int]]:
         """(peer, "out"|"in", open streams) for every live tunnel, for status views."""
-        live = [*self._dialed.values(), *self._accepted]
+        live = [*self._dialed.values(), *self._accepted, *self._retired]
         return sorted((t.peer, "out" if t.dialed else "in", len(t.ends)) for t in live)
+
+    def streams(self) -> list[TunnelStream]:
+        """Every stream the tunnels carry, with what each holds in memory right now."""
+        out = []
+        for tunnel in [*self._dialed.values(), *self._accepted, *self._retired]:
+            for end in tunnel.ends.values():
+                out.append(TunnelStream(
+                    tunnel.peer, end.flow, end.src, end.dst,
+                    unsent=tunnel.session.pending_bytes(end.sid),
+                    unread=sum(len(chunk) for chunk in end.inbox),
+                    credit=tunnel.session.credit(end.sid)))
+        return out
 
     async def close(self) -> None:
         self._closing = True
-        for task in list(self._dialing.values()):
+        dialing = list(self._dialing.values())
+        for task in dialing:
             task.cancel()
-        tunnels = [*self._dialed.values(), *self._accepted]
+        await asyncio.gather(*dialing, return_exceptions=True)
+        tunnels = [*self._dialed.values(), *self._accepted, *self._retired]
         for tunnel in tunnels:
             tunnel.fail("agent shutting down")
         for tunnel in tunnels:
@@ -484,23 +542,42 @@ class TunnelManager:
     def _on_route_change(self, old: Route | None, new: Route | None) -> None:
         if old is None:
             return
-        if new is None or new.state == DEAD or new.address != old.address:
-            reason = "route removed" if new is None else f"route {new.state}" \
-                if new.state == DEAD else "peer address changed"
-            for tunnel in [*self._dialed.values(), *self._accepted]:
-                if tunnel.peer == old.node:
-                    tunnel.fail(reason)
-            self._held.pop(old.node, None)
+        if new is None:
+            reason = "route removed"
+        elif new.state == DEAD:
+            reason = "route dead"
+        elif new.address != old.address:
+            reason = "peer address changed"     # restarted elsewhere: this socket is stale
+        else:
+            return          # alive <-> suspect, version bumps: traffic keeps flowing
+        for tunnel in [*self._dialed.values(), *self._accepted, *self._retired]:
+            if tunnel.peer == old.node:
+                tunnel.fail(reason)
+        self._held.pop(old.node, None)
 
     def _forget_tunnel(self, tunnel: _Tunnel) -> None:
         if self._dialed.get(tunnel.peer) is tunnel:
             del self._dialed[tunnel.peer]
         self._accepted.discard(tunnel)
+        self._retired.discard(tunnel)
+
+    def _retire(self, tunnel: _Tunnel) -> None:
+        """A session out of stream ids: new streams get a fresh tunnel, this one lives on
+        for the streams it carries and closes with the last of them."""
+        self._forget_tunnel(tunnel)
+        tunnel.retired = True
+        self._retired.add(tunnel)
+        self.log.info("tunnel.retired", peer=tunnel.peer, streams=len(tunnel.ends))
+        if not tunnel.ends:
+            tunnel.fail("retired")
 
     # -- dialing
 
     async def _tunnel_to(self, route: Route) -> _Tunnel:
         tunnel = self._dialed.get(route.node)
+        if tunnel is not None and tunnel.session.exhausted:
+            self._retire(tunnel)
+            tunnel = None
         if tunnel is not None and tunnel.address == route.address:
             return tunnel
         # Shielded: a caller that gives up (its own timeout) does not abort the dial for others.

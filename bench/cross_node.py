@@ -1,4 +1,4 @@
-"""Cross-node pod-to-pod rates through the tunnels, each beside a raw TCP baseline from the same run.
+"""Cross-node pod-to-pod rates through the tunnels, beside raw TCP baselines from the same run.
 
 Two real processes (bench/tunnel_node.py), each an agent-like NodeNetwork + TunnelManager +
 aiohttp server on 127.0.0.1 with static routes to the other. A client pod on node A talks to a

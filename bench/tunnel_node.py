@@ -175,8 +175,7 @@ async def main(args: argparse.Namespace) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     print(json.dumps({
         "node": args.node, "address": f"127.0.0.1:{port}", "loop": loop_name(),
         "server_pod": server_pod.ip, "client_pod": client_pod.ip,

@@ -166,7 +166,7 @@ class Pong:
 
 @dataclass(slots=True)
 class Writable:
-    """Not a frame: a stream's queued data has gone out and it has credit again."""
+    """Not a frame: the data a stream had queued for lack of credit has gone out."""
 
     sid: int
 
@@ -574,6 +574,11 @@ class Session:
     def output_size(self) -> int:
         return self._out_size
 
+    @property
+    def exhausted(self) -> bool:
+        """No stream ids left for `open()` (2**31 per side): the session must be replaced."""
+        return self._next_sid > MAX_SID
+
     # -- outbound
 
     def _frame(self, kind: int, sid: int, body: bytes) -> None:
@@ -609,10 +614,14 @@ class Session:
             self._frame(OPEN_FAIL, sid, _U16.pack(err))
 
     def can_send(self, sid: int) -> bool:
-        """True when a write goes out at once: open, credit left, nothing queued before it."""
+        """True when the stream takes more from its writer: nothing is waiting for credit.
+
+        What a writer hands over beyond the credit waits here, so a stream holds at most its
+        credit plus one hand-over (the writer's buffer); FIN and close never wait for credit
+        when nothing is queued. A stream that is gone takes (and drops) anything, so a
+        closing writer is never stuck."""
         stream = self._streams.get(sid)
-        return (stream is not None and stream.opened and not stream.pending
-                and stream.credit > 0 and not stream.fin_wanted)
+        return stream is None or (stream.opened and not stream.pending)
 
     def send(self, sid: int, data: bytes) -> None:
         """Queue stream data: what the credit allows goes out, the rest waits for CREDIT."""
@@ -796,8 +805,10 @@ class Session:
             if stream.credit + frame.amount > MAX_WINDOW:
                 raise TunnelError("credit overflow")
             stream.credit += frame.amount
+            if not stream.pending:
+                return None
             self._drain(frame.sid, stream)
-            return Writable(frame.sid) if not stream.pending and not stream.fin_wanted else None
+            return None if stream.pending else Writable(frame.sid)
         if isinstance(frame, Open):
             if frame.sid % 2 != self._peer_parity or frame.sid <= self._peer_last_sid:
                 raise TunnelError("bad stream id in OPEN")
