@@ -135,15 +135,6 @@ def test_kubectl_exec_with_real_exit_codes(cluster: RunningCluster,
     assert "nameserver 10.96.0.10" in resolv and "options ndots:5" in resolv
 
 
-def test_other_node_is_unreachable_until_routes_exist(cluster: RunningCluster,
-                                                      pods: dict[str, Any]) -> None:
-    far = pods["far-echo"]["status"]["podIP"]
-    result = cluster.podnet("exec", "client", "--", "curl", "-sS", "-m", "5",
-                            f"http://{far}:8080/")
-    assert result.returncode == 7
-    assert "No route to host" in result.stderr
-
-
 def test_containers_in_a_pod_share_localhost(cluster: RunningCluster,
                                              pods: dict[str, Any]) -> None:
     result = cluster.podnet("exec", "duo", "-c", "side", "--", "curl", "-s",
