@@ -16,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from agents import probes
 from agents.containerlog import ContainerLog
 from agents.hostlocal import HostLocalIpam, PoolExhausted
 from agents.images import ContainerContext, ImageError, PodInfo, resolve_image
@@ -148,6 +150,50 @@ class RunningPod:
 
     # ---- containers ------------------------------------------------------------------
 
+    async def _probe(self, spec: dict[str, Any], state: ContainerState,
+                     readiness: probes.Probe | None, liveness: probes.Probe | None,
+                     run: asyncio.Task[None]) -> None:
+        """Run the container's probes until it stops: readiness sets `ready`, a failing
+        liveness probe kills the run (the restart policy decides what happens next)."""
+        name = spec["name"]
+
+        async def run_exec(argv: list[str]) -> int:
+            from agents.toolbox import run_command
+
+            return await run_command(self.exec_target(name), argv, None,
+                                     lambda _: None, lambda _: None)
+
+        async def loop(probe: probes.Probe, live: bool) -> None:
+            verdict = probes.ProbeState(probe, passing=live)
+            await asyncio.sleep(probe.initial_delay_s)
+            while True:
+                ok = await probes.check(probe, self.net, self.ip, run_exec)
+                if verdict.record(ok):
+                    self.log.info("container.probe", container=name, passing=verdict.passing,
+                                  probe="liveness" if live else "readiness")
+                    if live and not verdict.passing:
+                        await self.runtime.event(self, "Warning", "Unhealthy",
+                                                 f"Liveness probe failed for {name}")
+                        run.cancel()
+                        return
+                    if not live:
+                        state.ready = verdict.passing
+                        self.mark_dirty()
+                        if not verdict.passing:
+                            await self.runtime.event(self, "Warning", "Unhealthy",
+                                                     f"Readiness probe failed for {name}")
+                await asyncio.sleep(probe.period_s)
+
+        loops = [asyncio.create_task(loop(p, live), name=f"probe:{self.name}/{name}")
+                 for p, live in ((readiness, False), (liveness, True)) if p is not None]
+        try:
+            if loops:
+                await asyncio.gather(*loops)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
     def apply_spec_changes(self, pod: dict[str, Any]) -> None:
         """A running pod's spec changed: a container whose image changed is restarted with
         the new image, as kubelet does (the only container field a pod update may change)."""
@@ -231,24 +277,45 @@ class RunningPod:
                 continue
             started = time.monotonic()
             state.state = {"running": {"startedAt": now_rfc3339()}}
-            state.ready = True
+            try:
+                readiness = probes.parse(spec.get("readinessProbe"), spec.get("ports") or [])
+                liveness = probes.parse(spec.get("livenessProbe"), spec.get("ports") or [])
+            except ValueError as e:  # validation lets few through; never crash the pod on one
+                clog.warning("container.bad_probe", error=str(e))
+                readiness = liveness = None
+            state.ready = readiness is None  # with a readiness probe: not ready until it passes
             self.mark_dirty()
             clog.info("container.started", restart_count=state.restart_count)
             await self.runtime.event(self, "Normal", "Started", f"Started container {name}")
             exit_code, reason, message = 0, "Completed", ""
+            run: asyncio.Task[None] = asyncio.create_task(
+                _run_image(fn, self.context(spec)),
+                name=f"run:{self.namespace}/{self.name}/{name}")
+            prober = asyncio.create_task(
+                self._probe(spec, state, readiness, liveness, run),
+                name=f"probes:{self.namespace}/{self.name}/{name}")
             try:
-                await fn(self.context(spec))
+                await run
             except asyncio.CancelledError:
-                state.ready = False
-                state.state = {"terminated": {"exitCode": 137 if self.terminating else 143,
-                                              "reason": "Killed" if self.terminating else
-                                              "Error", "finishedAt": now_rfc3339(),
-                                              "startedAt": state.state["running"]["startedAt"]}}
-                raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    run.cancel()
+                    state.ready = False
+                    state.state = {"terminated": {
+                        "exitCode": 137 if self.terminating else 143,
+                        "reason": "Killed" if self.terminating else "Error",
+                        "finishedAt": now_rfc3339(),
+                        "startedAt": state.state["running"]["startedAt"]}}
+                    raise
+                # Only `run` was cancelled: the liveness probe killed it, as kubelet would.
+                exit_code, reason, message = 137, "Error", "Liveness probe failed"
+                self.logs[name].write("killed: liveness probe failed\n")
             except Exception as e:  # a user's container crashed: that is its exit status
                 exit_code, reason, message = 1, "Error", f"{type(e).__name__}: {e}"
                 self.logs[name].write(f"{message}\n")
                 clog.warning("container.crashed", error=message)
+            finally:
+                prober.cancel()
             ran_s = time.monotonic() - started
             state.ready = False
             if self.terminating:
@@ -359,6 +426,11 @@ class RunningPod:
         return ExecTarget(net=self.net, pod=self.name, namespace=self.namespace,
                           node=self.runtime.node, pod_ip=self.ip, hostname=self.hostname,
                           env=self._env(spec), files=dict(self.files), routes=routes)
+
+
+async def _run_image(fn: Callable[[ContainerContext], Awaitable[None]],
+                     ctx: ContainerContext) -> None:
+    await fn(ctx)
 
 
 class PodRuntime:
