@@ -57,9 +57,9 @@ def interpreter_floor() -> float:
     return time.perf_counter() - t0
 
 
-async def create_pods(api: str, token: str, count: int, tls: ssl.SSLContext,
-                      concurrency: int = 16) -> float:
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+async def post_pods(url: str, count: int, tls: ssl.SSLContext, headers: dict[str, str],
+                    concurrency: int = 16) -> float:
+    """POST `count` pod manifests to `url` from `concurrency` clients; returns requests/s."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):
         queue.put_nowait(i)
@@ -69,8 +69,7 @@ async def create_pods(api: str, token: str, count: int, tls: ssl.SSLContext,
             i = queue.get_nowait()
             body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"bench-{i}"},
                     "spec": {"containers": [{"name": "e", "image": "podnet/echo"}]}}
-            async with session.post(f"{api}/api/v1/namespaces/default/pods",
-                                    data=json.dumps(body), headers=headers) as resp:
+            async with session.post(url, data=json.dumps(body), headers=headers) as resp:
                 if resp.status != 201:
                     raise RuntimeError(f"create failed: {resp.status} {await resp.text()}")
                 await resp.read()
@@ -81,10 +80,16 @@ async def create_pods(api: str, token: str, count: int, tls: ssl.SSLContext,
         return count / (time.perf_counter() - t0)
 
 
-async def baseline_http_rate(count: int, state: Path, concurrency: int = 16) -> float:
+async def create_pods(api: str, token: str, count: int, tls: ssl.SSLContext) -> float:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return await post_pods(f"{api}/api/v1/namespaces/default/pods", count, tls, headers)
+
+
+async def baseline_http_rate(count: int, state: Path) -> float:
     """The same client against a trivial aiohttp endpoint over the same TLS, storing into a
     dict: the cost of HTTPS + JSON alone, with no validation, store or fsync."""
     from podnet.pki import client_context, server_context
+
     stored: dict[str, bytes] = {}
 
     async def handler(request: web.Request) -> web.Response:
@@ -100,25 +105,11 @@ async def baseline_http_rate(count: int, state: Path, concurrency: int = 16) -> 
     site = web.TCPSite(runner, "127.0.0.1", 0,
                        ssl_context=server_context(pki / "apiserver.crt", pki / "apiserver.key"))
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
-        queue.put_nowait(i)
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while not queue.empty():
-            i = queue.get_nowait()
-            body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"bench-{i}"},
-                    "spec": {"containers": [{"name": "e", "image": "podnet/echo"}]}}
-            async with session.post(f"https://127.0.0.1:{port}/p", data=json.dumps(body)) as r:
-                await r.read()
-
+    port = runner.addresses[0][1]
     tls = client_context((pki / "ca.crt").read_bytes())
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session:
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-            return count / (time.perf_counter() - t0)
+        return await post_pods(f"https://127.0.0.1:{port}/p", count, tls,
+                               {"Content-Type": "application/json"})
     finally:
         await runner.cleanup()
 
