@@ -22,7 +22,7 @@ from aiohttp import web
 from agents import node as nodeobj
 from agents.cni.gossip import GossipService
 from agents.cni.membership import GossipSettings
-from agents.cni.routes import RouteTable
+from agents.cni.routes import Route, RouteTable
 from agents.netstack import NodeNetwork
 from agents.runtime import PodRuntime
 from agents.server import build_agent_app
@@ -42,6 +42,7 @@ from podnet.pki import client_context
 from podnet.resources import BY_KIND
 from podnet.settings import AgentSettings, SettingsError
 from podnet.supervise import TaskDied, run_until_stopped
+from podnet.tunnelnet import CONTROLPLANE
 
 log = structlog.get_logger()
 PODS, NODES = BY_KIND["Pod"], BY_KIND["Node"]
@@ -163,7 +164,13 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         stack.push_async_callback(runtime.close)
         # The CNI: routes learned by gossip, pod traffic to other nodes through tunnels.
         routes = RouteTable(s.name)
-        tunnels = TunnelManager(s.name, secret, routes, network)
+        # Service IPs go to the control plane's ClusterIP proxy (address from cluster-info).
+        proxy_address = cluster.tunnel_dial_address(s.controlplane)
+        proxy_route = Route(cluster.service_cidr, CONTROLPLANE, proxy_address) \
+            if proxy_address else None
+        tunnels = TunnelManager(s.name, secret, routes, network,
+                                service_route=lambda ip: proxy_route,
+                                service_cidr=cluster.service_cidr)
         stack.push_async_callback(tunnels.close)
         gossip = GossipService(s.name, pod_cidr, f"{host}:{port}", secret, routes, g,
                                seeds=s.peer_list,

@@ -635,6 +635,65 @@ class Api:
         log.debug("api.bound", namespace=namespace, pod=name, node=node_name)
         return bound
 
+    # -------------------------------------------------------------- scale
+
+    def get_scale(self, res: Resource | str, namespace: str | None,
+                  name: str) -> dict[str, Any]:
+        """The `scale` subresource: an autoscaling/v1 Scale view of a workload's replicas."""
+        r = self._scalable(res)
+        return _scale_of(self.get(r, namespace, name))
+
+    @_acknowledged_when_durable
+    async def update_scale(self, res: Resource | str, namespace: str | None, name: str,
+                           scale: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        return self._set_scale(self._scalable(res), namespace, name, scale, dry_run)
+
+    @_acknowledged_when_durable
+    async def patch_scale(self, res: Resource | str, namespace: str | None, name: str,
+                          body: bytes, content_type: str, *,
+                          dry_run: bool = False) -> dict[str, Any]:
+        """`kubectl scale` sends a merge patch `{"spec":{"replicas":N}}` here."""
+        r = self._scalable(res)
+        ctype = content_type.split(";", 1)[0].strip().lower()
+        if ctype not in PATCH_TYPES or ctype == APPLY_PATCH:
+            raise apierrors.unsupported_media_type(content_type)
+        current = _scale_of(self.get(r, namespace, name))
+        try:
+            patched = _apply(ctype, current, _parse_patch(body, ctype), "Scale")
+        except PatchError as e:
+            raise ApiError(422, "Invalid", f'Scale "{name}" is invalid: {e}',
+                           {"name": name, "kind": "Scale"}) from None
+        if not isinstance(patched, dict):
+            raise apierrors.bad_request("the patch did not produce a Scale object")
+        return self._set_scale(r, namespace, name, patched, dry_run)
+
+    def _scalable(self, res: Resource | str) -> Resource:
+        r = self.resource(res)
+        if "scale" not in r.subresources:
+            raise apierrors.not_found(f"{r.plural}/scale", "", r.group)
+        return r
+
+    def _set_scale(self, r: Resource, namespace: str | None, name: str, scale: Any,
+                   dry_run: bool) -> dict[str, Any]:
+        if not isinstance(scale, dict):
+            raise apierrors.bad_request("the body must be a Scale object")
+        replicas = (scale.get("spec") or {}).get("replicas") if isinstance(
+            scale.get("spec"), dict) else None
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise apierrors.invalid("Scale", name, [apierrors.FieldError(
+                "spec.replicas", "Invalid value", "must be greater than or equal to 0",
+                replicas)])
+        ns = self._ns(r, namespace)
+        obj = self.get(r, ns, name)
+        wanted_rv = (scale.get("metadata") or {}).get("resourceVersion") if isinstance(
+            scale.get("metadata"), dict) else None
+        if wanted_rv:
+            obj["metadata"]["resourceVersion"] = str(wanted_rv)
+        obj.setdefault("spec", {})["replicas"] = replicas
+        updated, _ = self._update(r, ns, name, obj, None, "Ignore", dry_run)
+        log.debug("api.scaled", resource=r.plural, namespace=ns, name=name, replicas=replicas)
+        return _scale_of(updated)
+
     # -------------------------------------------------------------- delete
 
     @_acknowledged_when_durable
@@ -837,6 +896,20 @@ class Api:
             raise ApiError(404, "NotFound", f"not found: {e}") from e
         except st.VersionConflict as e:
             raise ApiError(409, "Conflict", f"the object has been modified: {e}") from e
+
+
+def _scale_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    try:
+        selector = str(LabelSelector.from_spec(spec.get("selector") or {}))
+    except SelectorError:
+        selector = ""
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                              "creationTimestamp") if k in meta},
+            "spec": {"replicas": spec.get("replicas", 1)},
+            "status": {"replicas": status.get("replicas", 0), "selector": selector}}
 
 
 def _set_condition(obj: dict[str, Any], cond: dict[str, Any]) -> None:

@@ -64,7 +64,11 @@ _SUBRESOURCE_VERBS: dict[str, tuple[str, tuple[str, ...]]] = {
     "log": ("", ("get",)),
     "exec": ("PodExecOptions", ("create", "get")),
     "binding": ("Binding", ("create",)),
+    "scale": ("Scale", ("get", "patch", "update")),
 }
+# Subresources served in another group-version than their resource's (kubectl's scale client
+# reads this from discovery to decode the Scale).
+_SUBRESOURCE_GV: dict[str, tuple[str, str]] = {"scale": ("autoscaling", "v1")}
 _WRITE_METHODS = ("POST", "PUT", "PATCH")
 
 
@@ -267,9 +271,11 @@ def _legacy_resource_entries(res: Resource) -> list[dict[str, Any]]:
     out = [entry]
     for sub in res.subresources:
         kind, verbs = _SUBRESOURCE_VERBS.get(sub, ("", ("get",)))
-        out.append({"name": f"{res.plural}/{sub}", "singularName": "",
-                    "namespaced": res.namespaced, "kind": kind or res.kind,
-                    "verbs": list(verbs)})
+        entry = {"name": f"{res.plural}/{sub}", "singularName": "",
+                 "namespaced": res.namespaced, "kind": kind or res.kind, "verbs": list(verbs)}
+        if sub in _SUBRESOURCE_GV:
+            entry["group"], entry["version"] = _SUBRESOURCE_GV[sub]
+        out.append(entry)
     return out
 
 
@@ -292,8 +298,9 @@ def _aggregated_resource(res: Resource) -> dict[str, Any]:
     subs = []
     for sub in res.subresources:
         kind, verbs = _SUBRESOURCE_VERBS.get(sub, ("", ("get",)))
+        group, version = _SUBRESOURCE_GV.get(sub, (res.group, res.version))
         subs.append({"subresource": sub, "verbs": list(verbs),
-                     "responseKind": {"group": res.group, "version": res.version,
+                     "responseKind": {"group": group, "version": version,
                                       "kind": kind or res.kind}})
     if subs:
         entry["subresources"] = subs
@@ -564,6 +571,8 @@ class ApiServer:
                 return await self.update(request, t)
             if method == "PATCH":
                 return await self.patch(request, t)
+        elif sub == "scale" and method in ("GET", "PUT", "PATCH"):
+            return await self.scale(request, t)
         elif sub == "binding" and t.res is PODS and method == "POST":
             return await self.binding(request, t)
         elif sub == "log" and t.res is PODS and method == "GET":
@@ -673,6 +682,21 @@ class ApiServer:
                     dry_run="All" in (opts.get("dryRun") or [])))
         listed["items"] = items
         return json_response(listed)
+
+    async def scale(self, request: web.Request, t: Target) -> web.StreamResponse:
+        assert t.name is not None  # NAME/scale
+        if request.method == "GET":
+            return json_response(self.api.get_scale(t.res, t.namespace, t.name))
+        body = await self.read_body(request)
+        if request.method == "PUT":
+            scale = await self.api.update_scale(
+                t.res, t.namespace, t.name, decode_object(body, request.content_type),
+                dry_run=_dry_run(request))
+        else:
+            scale = await self.api.patch_scale(
+                t.res, t.namespace, t.name, body, request.headers.get("Content-Type", ""),
+                dry_run=_dry_run(request))
+        return json_response(scale)
 
     async def binding(self, request: web.Request, t: Target) -> web.StreamResponse:
         assert t.name is not None and t.namespace is not None  # pods/NAME/binding

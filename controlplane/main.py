@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -21,8 +22,18 @@ from aiohttp import web
 from controlplane.api import Api
 from controlplane.apiserver import build_app
 from controlplane.controllers import NodeLifecycle, Scheduler
+from controlplane.dns.server import DnsServer
+from controlplane.endpoints import EndpointsController
 from controlplane.nodeipam import NodeIpam
+from controlplane.proxy import ClusterIPProxy, serve_tunnels
+from controlplane.serviceipam import ServiceIpam, ensure_system_services
 from controlplane.store import Store
+from controlplane.workloads import (
+    DeploymentController,
+    GarbageCollector,
+    PodEviction,
+    ReplicaSetController,
+)
 from podnet import eventloop, logs, settings
 from podnet.auth import SecretError, agent_token, api_token, generate_secret, load_secret
 from podnet.cluster import write_json_atomic
@@ -75,16 +86,26 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
         api = Api(store)
         api.add_admission(NodeIpam(s.cluster_cidr, s.node_cidr_mask,
                                    lambda: store.scan(NODES)))
+        service_ipam = ServiceIpam(s.service_cidr, lambda: store.scan(BY_KIND["Service"]))
+        api.add_admission(service_ipam)
         api.bootstrap()
         await api.start()
         stack.push_async_callback(api.close)
+        await ensure_system_services(api, service_ipam)
+        # The ClusterIP proxy's tunnel endpoint: its address goes into the signed cluster-info.
+        proxy = ClusterIPProxy(store, secret, service_cidr=s.service_cidr)
+        tunnel_runner, tunnel_address = await serve_tunnels(proxy, s.listen_host, s.tunnel_port)
+        stack.push_async_callback(tunnel_runner.cleanup)
+        await proxy.start()
+        stack.push_async_callback(proxy.close)
         crt, key, ca_pem = ensure_pki(s.state_dir / "pki", [s.listen_host, socket.gethostname(),
                                                             *s.san_list])
         app = build_app(api, api_token=api_token(secret), agent_token=agent_token(secret),
                         agent_address=agent_address(api),
                         cluster_info=sign_cluster_info(secret, {
                             "ca": ca_pem.decode(), "clusterCIDR": s.cluster_cidr,
-                            "serviceCIDR": s.service_cidr, "clusterDomain": s.cluster_domain}))
+                            "serviceCIDR": s.service_cidr, "clusterDomain": s.cluster_domain,
+                            "tunnelAddress": tunnel_address}))
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -97,16 +118,36 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                                 f"{s.listen_port}: {e.strerror}") from None
         port = int(runner.addresses[0][1])  # the port the OS chose for --listen-port 0
         address = f"{s.listen_host}:{port}"
+        dns_server = DnsServer(store, host=s.dns_host, port=s.dns_port,
+                               domain=s.cluster_domain, strict=s.dns_strict,
+                               upstream=s.dns_upstream,
+                               dns_ip=str(ipaddress.ip_network(s.service_cidr)[10]))
+        try:
+            await dns_server.start()
+        except OSError as e:
+            raise SettingsError(f"--dns-port: cannot listen on {s.dns_host}:{s.dns_port}: "
+                                f"{e.strerror}") from None
+        stack.push_async_callback(dns_server.close)
+        proxy.dns = dns_server.query    # kube-dns:53 over the emulated network
         scheduler = Scheduler(api)
         lifecycle = NodeLifecycle(api, s.node_monitor_grace_s, s.node_monitor_period_s)
         tasks = [asyncio.create_task(scheduler.run(), name="scheduler"),
-                 asyncio.create_task(lifecycle.run(), name="node-lifecycle")]
+                 asyncio.create_task(lifecycle.run(), name="node-lifecycle"),
+                 asyncio.create_task(EndpointsController(api).run(), name="endpoints"),
+                 asyncio.create_task(ReplicaSetController(api).run(), name="replicasets"),
+                 asyncio.create_task(DeploymentController(api).run(), name="deployments"),
+                 asyncio.create_task(GarbageCollector(api).run(), name="garbage-collector"),
+                 asyncio.create_task(PodEviction(api, s.pod_eviction_timeout_s).run(),
+                                     name="pod-eviction")]
         if s.ready_file:
             write_json_atomic(s.ready_file, {"pid": os.getpid(), "address": address,
                                              "api": f"https://{address}",
+                                             "dns": {"host": s.dns_host,
+                                                     "port": dns_server.port},
                                              "ca_file": str((s.state_dir / "pki" / "ca.crt")
                                                             .resolve())})
-        log.info("controlplane.ready", api=f"https://{address}", state_dir=str(s.state_dir),
+        log.info("controlplane.ready", api=f"https://{address}", dns_port=dns_server.port,
+                 state_dir=str(s.state_dir),
                  loop=eventloop.loop_name())
         await run_until_stopped(stop, tasks, log, "controlplane")
 

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-demo", action="store_true", help="do not apply examples/demo.yaml")
     up.add_argument("--timeout-s", type=float, default=30.0, metavar="SECONDS",
                     help="how long to wait for every node to be Ready (default 30)")
+    up.add_argument("--dns-strict", action="store_true",
+                    help="exact Kubernetes DNS: no <pod>.<ns>.svc.cluster.local names for pods "
+                         "without a Service of that name")
 
     down = sub.add_parser("down", help="stop a detached cluster",
                           description="Stop every process of the cluster in the state "
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 return asyncio.run(up(state_dir(args.state_dir), args.nodes, args.detach,
-                                      args.apply, not args.no_demo, args.timeout_s))
+                                      args.apply, not args.no_demo, args.timeout_s,
+                                      args.dns_strict))
             except UpError as e:
                 print(f"podnet up: {e}", file=sys.stderr)
                 return 1

@@ -11,7 +11,7 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -180,6 +180,18 @@ class ClusterInfo:
     cluster_cidr: str
     service_cidr: str
     cluster_domain: str
+    tunnel_address: str = ""    # host:port of the control plane's tunnel endpoint ("" = none)
+
+    def tunnel_dial_address(self, base_url: str) -> str:
+        """Where to dial the control plane's tunnel endpoint ("" when it has none): a wildcard
+        listen host (0.0.0.0) is replaced by the host this process reaches the API at."""
+        host, sep, port = self.tunnel_address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            return ""
+        if host in ("0.0.0.0", "::", "[::]"):
+            api_host = urlsplit(base_url).hostname or "127.0.0.1"
+            host = f"[{api_host}]" if ":" in api_host else api_host
+        return f"{host}:{port}"
 
 
 async def fetch_cluster_info(base_url: str, secret: bytes, *,
@@ -207,8 +219,9 @@ async def fetch_cluster_info(base_url: str, secret: bytes, *,
             or not verify_cluster_info(secret, info):
         raise CaMismatch(f"the server at {base_url} did not prove it holds the cluster secret "
                          "(wrong --secret-file, or not a podnet control plane)")
+    tunnel = info.get("tunnelAddress")
     return ClusterInfo(info["ca"].encode(), info["clusterCIDR"], info["serviceCIDR"],
-                       info["clusterDomain"])
+                       info["clusterDomain"], tunnel if isinstance(tunnel, str) else "")
 
 
 class CaMismatch(Exception):

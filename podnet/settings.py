@@ -131,6 +131,8 @@ def _cidr(value: str, flag: str) -> ipaddress.IPv4Network:
 class ControlPlaneSettings:
     listen_host: str = opt("127.0.0.1", "address the API server listens on")
     listen_port: int = opt(0, "API server port (0 picks a free one)")
+    tunnel_port: int = opt(0, "port of the tunnel endpoint agents carry ClusterIP traffic to, "
+                              "on the listen host (0 picks a free one)")
     state_dir: Path = opt(Path(".podnet"), "directory for the store, logs and run files")
     secret_file: Path | None = opt(None, "cluster secret file (default: STATE_DIR/secret)")
     cluster_cidr: str = opt("10.244.0.0/16", "pod network; each node gets one /24 of it")
@@ -139,9 +141,17 @@ class ControlPlaneSettings:
     cluster_domain: str = opt("cluster.local", "cluster DNS domain")
     node_monitor_grace_s: float = opt(8.0, "a node silent this long goes NotReady")
     node_monitor_period_s: float = opt(1.0, "how often the node lifecycle controller looks")
+    pod_eviction_timeout_s: float = opt(10.0, "pods of a node not Ready this long are deleted "
+                                              "(their ReplicaSets replace them elsewhere)")
     tls_san: str = opt("", "extra names/IPs for the API certificate, comma-separated "
                            "(e.g. the compose service name)")
     ready_file: Path | None = opt(None, "write {pid, address} here as JSON once serving")
+    dns_host: str = opt("127.0.0.1", "address the cluster DNS server listens on (UDP+TCP)")
+    dns_port: int = opt(0, "cluster DNS port on the host (0 picks a free one)")
+    dns_strict: bool = opt(False, "exact Kubernetes DNS: no <pod>.<ns>.svc names for pods "
+                                  "without a Service of that name")
+    dns_upstream: str | None = opt(None, "ip[:port] that answers names outside the cluster "
+                                         "domain (default: none, they get NXDOMAIN)")
 
     @property
     def san_list(self) -> list[str]:
@@ -149,8 +159,19 @@ class ControlPlaneSettings:
 
     def check(self) -> None:
         _port(self.listen_port, "--listen-port")
+        _port(self.tunnel_port, "--tunnel-port")
+        _port(self.dns_port, "--dns-port")
+        if self.dns_upstream:
+            host, _, port = self.dns_upstream.rpartition(":")
+            try:
+                ipaddress.ip_address(host or self.dns_upstream)
+                _port(int(port) if host else 53, "--dns-upstream")
+            except ValueError:
+                raise SettingsError(f"--dns-upstream: expected ip[:port], got "
+                                    f"{self.dns_upstream!r}") from None
         _positive(self.node_monitor_grace_s, "--node-monitor-grace-s")
         _positive(self.node_monitor_period_s, "--node-monitor-period-s")
+        _positive(self.pod_eviction_timeout_s, "--pod-eviction-timeout-s")
         net = _cidr(self.cluster_cidr, "--cluster-cidr")
         _cidr(self.service_cidr, "--service-cidr")
         if not net.prefixlen < self.node_cidr_mask <= 30:

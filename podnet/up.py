@@ -183,7 +183,7 @@ def check_not_running(state_dir: Path) -> None:
 
 
 async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], demo: bool,
-             ready_timeout_s: float = 30.0) -> int:
+             ready_timeout_s: float = 30.0, dns_strict: bool = False) -> int:
     if nodes < 1:
         raise UpError(f"--nodes must be at least 1, got {nodes}")
     files = ([DEMO] if demo else []) + manifests
@@ -201,7 +201,8 @@ async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], d
     cluster = Cluster(state_dir, nodes, detach)
     ok = False
     try:
-        cp = cluster.spawn("controlplane", ["-m", "controlplane", "--listen-port", "0"])
+        cp = cluster.spawn("controlplane", ["-m", "controlplane", "--listen-port", "0",
+                                            *(["--dns-strict"] if dns_strict else [])])
         cp_info = await cluster.wait_ready(cp, ready_timeout_s)
         api_url = str(cp_info["api"])
         ca_pem = Path(cp_info["ca_file"]).read_bytes()
@@ -216,6 +217,7 @@ async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], d
             elapsed = time.monotonic() - started
             info = cluster_info(state_dir, api_url, cp, agents, node_objs)
             info["ca_file"] = str(Path(cp_info["ca_file"]).resolve())
+            info["dns"] = cp_info.get("dns")  # {host, port}: `dig @host -p port ...`
             write_kubeconfig(state_dir / "kubeconfig", api_url, api_token(secret), ca_pem)
             write_json_atomic(state_dir / "cluster.json", info)
             print_status(info, elapsed)
@@ -277,6 +279,9 @@ def print_status(info: dict[str, Any], elapsed_s: float) -> None:
     print(f"  API         {info['api']}")
     print(f"  kubeconfig  {info['kubeconfig']}")
     print(f"  logs        {info['logs_dir']}")
+    if dns := info.get("dns"):
+        print(f"  DNS         {dns['host']}:{dns['port']} (UDP+TCP; try: dig @{dns['host']} "
+              f"-p {dns['port']} kubernetes.default.svc.cluster.local)")
     rows = [("NODE", "AGENT ADDRESS", "POD CIDR", "READY")]
     rows += [(n["name"], n["address"], n["podCIDR"], "True") for n in info["nodes"]]
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]

@@ -25,6 +25,8 @@ the API server can choose that answer, while `errors` carries them as "Invalid v
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import ipaddress
 import keyword
@@ -34,7 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podnet.apierrors import FieldError
-from podnet.selectors import label_key_errors, label_value_errors
+from podnet.selectors import (
+    LabelSelector,
+    SelectorError,
+    label_key_errors,
+    label_value_errors,
+)
 
 __all__ = [
     "IMAGE_BUILTINS",
@@ -770,6 +777,571 @@ def _check_event(ctx: _Ctx, obj: dict[str, Any]) -> None:
         ctx.err("count", "Invalid value", "must be greater than or equal to 0", count)
 
 
+# --- Service, Endpoints, EndpointSlice --------------------------------------------------------
+
+LABEL_SELECTOR = Obj({"matchLabels": STRMAP,
+                      "matchExpressions": ListOf(Obj({"key": STR, "operator": STR,
+                                                      "values": ListOf(STR)}))})
+OBJECT_REFERENCE = Obj(_strs("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion",
+                             "fieldPath"))
+SERVICE_PORT = Obj({**_strs("name", "protocol", "appProtocol"), "port": INT,
+                    "targetPort": INTORSTR, "nodePort": INT})
+SERVICE = Obj({**_TOP, "spec": Obj({
+    **_strs("type", "clusterIP", "externalName", "sessionAffinity", "externalTrafficPolicy",
+            "internalTrafficPolicy", "ipFamilyPolicy", "loadBalancerIP", "loadBalancerClass"),
+    "ports": ListOf(SERVICE_PORT), "selector": STRMAP, "clusterIPs": ListOf(STR),
+    "ipFamilies": ListOf(STR), "externalIPs": ListOf(STR), "publishNotReadyAddresses": BOOL,
+    "sessionAffinityConfig": Obj({"clientIP": Obj({"timeoutSeconds": INT})}),
+    "loadBalancerSourceRanges": ListOf(STR), "healthCheckNodePort": INT,
+    "allocateLoadBalancerNodePorts": BOOL, "trafficDistribution": STR,
+}), "status": Obj({"loadBalancer": ANY, "conditions": ListOf(CONDITION)}, open=True)})
+
+_ENDPOINT_ADDRESS = Obj({**_strs("ip", "hostname", "nodeName"), "targetRef": OBJECT_REFERENCE})
+_ENDPOINT_PORT = Obj({**_strs("name", "protocol", "appProtocol"), "port": INT})
+ENDPOINTS = Obj({**_TOP, "subsets": ListOf(Obj({
+    "addresses": ListOf(_ENDPOINT_ADDRESS), "notReadyAddresses": ListOf(_ENDPOINT_ADDRESS),
+    "ports": ListOf(_ENDPOINT_PORT)}))})
+ENDPOINT_SLICE = Obj({**_TOP, "addressType": STR, "endpoints": ListOf(Obj({
+    "addresses": ListOf(STR),
+    "conditions": Obj({"ready": BOOL, "serving": BOOL, "terminating": BOOL}),
+    **_strs("hostname", "nodeName", "zone"), "targetRef": OBJECT_REFERENCE,
+    "deprecatedTopology": STRMAP, "hints": ANY})),
+    "ports": ListOf(_ENDPOINT_PORT)})
+
+_SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
+_SESSION_AFFINITIES = ("ClientIP", "None")
+_TRAFFIC_POLICIES = ("Cluster", "Local")
+_IP_FAMILY_POLICIES = ("PreferDualStack", "RequireDualStack", "SingleStack")
+_ADDRESS_TYPES = ("FQDN", "IPv4", "IPv6")
+DEFAULT_AFFINITY_TIMEOUT_S = 10800  # 3 hours, as in Kubernetes
+_MAX_AFFINITY_TIMEOUT_S = 86400
+_IP_MSG = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+
+
+def _ip_errors(path: str, value: Any) -> list[FieldError]:
+    if not isinstance(value, str):
+        return []
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return [FieldError(path, "Invalid value", _IP_MSG, value)]
+    return []
+
+
+def _target_port_errors(path: str, value: Any) -> list[FieldError]:
+    if isinstance(value, str):
+        return _port_name_errors(path, value)
+    return _port_range(path, value)
+
+
+def _default_service(obj: dict[str, Any]) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    svc_type = spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    if spec.get("sessionAffinity") == "ClientIP":
+        config = spec.setdefault("sessionAffinityConfig", {})
+        if isinstance(config, dict):
+            client = config.setdefault("clientIP", {})
+            if isinstance(client, dict):
+                client.setdefault("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT_S)
+    if svc_type != "ExternalName":
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    if svc_type in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    ips = _l(spec.get("clusterIPs"))
+    if not spec.get("clusterIP") and ips and isinstance(ips[0], str):
+        spec["clusterIP"] = ips[0]
+    for port in _l(spec.get("ports")):
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            target = port.get("targetPort")
+            if target is None or target == 0 or target == "":
+                if _int(port.get("port")) is not None:
+                    port["targetPort"] = port["port"]
+    status = obj.setdefault("status", {})
+    if isinstance(status, dict):
+        status.setdefault("loadBalancer", {})
+
+
+def _check_service(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        ctx.err("spec.ports", "Required value")
+        return
+    svc_type = spec.get("type")
+    ctx.extend(_supported("spec.type", svc_type, _SERVICE_TYPES))
+    cluster_ip = spec.get("clusterIP")
+    headless = cluster_ip == "None"
+    external_name = svc_type == "ExternalName"
+    ports = _l(spec.get("ports"))
+    if not ports and not headless and not external_name:
+        ctx.err("spec.ports", "Required value")
+    names: set[str] = set()
+    seen: set[tuple[int, str]] = set()
+    for i, port in enumerate(ports):
+        if not isinstance(port, dict):
+            continue
+        path = f"spec.ports[{i}]"
+        name = port.get("name")
+        if not name:
+            if len(ports) > 1:
+                ctx.err(f"{path}.name", "Required value")
+        elif isinstance(name, str):
+            errs = validate_dns_label(name, f"{path}.name")
+            ctx.extend(errs)
+            if not errs and name in names:
+                ctx.err(f"{path}.name", "Duplicate value", "", name)
+            names.add(name)
+        number = _int(port.get("port"))
+        if port.get("port") is None:
+            ctx.err(f"{path}.port", "Required value")
+        else:
+            ctx.extend(_port_range(f"{path}.port", number))
+        ctx.extend(_supported(f"{path}.protocol", port.get("protocol"), _PROTOCOLS))
+        ctx.extend(_target_port_errors(f"{path}.targetPort", port.get("targetPort")))
+        node_port = _int(port.get("nodePort"))
+        if node_port:
+            if svc_type not in ("NodePort", "LoadBalancer"):
+                ctx.err(f"{path}.nodePort", "Forbidden",
+                        f"may not be used when `type` is '{svc_type}'")
+            else:
+                ctx.extend(_port_range(f"{path}.nodePort", node_port))
+        if number is not None and isinstance(port.get("protocol"), str):
+            port_key = (number, port["protocol"])
+            if port_key in seen:
+                ctx.err(path, "Duplicate value", "", f"{number}/{port['protocol']}")
+            seen.add(port_key)
+    ips = _l(spec.get("clusterIPs"))
+    if external_name:
+        if cluster_ip:
+            ctx.err("spec.clusterIP", "Forbidden", "may not be set for ExternalName services")
+        ext = spec.get("externalName")
+        if not ext:
+            ctx.err("spec.externalName", "Required value")
+        elif isinstance(ext, str):
+            ctx.extend(validate_name(ext.rstrip("."), "spec.externalName"))
+    else:
+        if isinstance(cluster_ip, str) and cluster_ip and not headless:
+            ctx.extend(_ip_errors("spec.clusterIP", cluster_ip))
+        if headless and svc_type in ("NodePort", "LoadBalancer"):
+            ctx.err("spec.clusterIP", "Invalid value",
+                    f"may not be set to 'None' for {svc_type} services", cluster_ip)
+        if ips and cluster_ip and ips[0] != cluster_ip:
+            ctx.err("spec.clusterIPs[0]", "Invalid value",
+                    "must be same as clusterIP", _shown(ips[0]))
+        if len(ips) > 1:
+            ctx.err("spec.clusterIPs", "Invalid value",
+                    "may contain at most one IP: podnet's service network is IPv4 only",
+                    _shown(ips))
+    for i, family in enumerate(_l(spec.get("ipFamilies"))):
+        ctx.extend(_supported(f"spec.ipFamilies[{i}]", family, ("IPv4",)))
+    ctx.extend(_supported("spec.ipFamilyPolicy", spec.get("ipFamilyPolicy"),
+                          _IP_FAMILY_POLICIES))
+    affinity = spec.get("sessionAffinity")
+    ctx.extend(_supported("spec.sessionAffinity", affinity, _SESSION_AFFINITIES))
+    config = spec.get("sessionAffinityConfig")
+    if affinity == "ClientIP":
+        timeout = _int(_d(_d(config).get("clientIP")).get("timeoutSeconds"))
+        if timeout is not None and not 0 < timeout <= _MAX_AFFINITY_TIMEOUT_S:
+            ctx.err("spec.sessionAffinityConfig.clientIP.timeoutSeconds", "Invalid value",
+                    f"must be greater than 0 and less than {_MAX_AFFINITY_TIMEOUT_S}", timeout)
+    elif config:
+        ctx.err("spec.sessionAffinityConfig", "Invalid value",
+                f"must not be set when session affinity is {affinity}", _shown(config))
+    for key in ("externalTrafficPolicy", "internalTrafficPolicy"):
+        ctx.extend(_supported(f"spec.{key}", spec.get(key), _TRAFFIC_POLICIES))
+    for i, ip in enumerate(_l(spec.get("externalIPs"))):
+        ctx.extend(_ip_errors(f"spec.externalIPs[{i}]", ip))
+    _check_labels(ctx, spec.get("selector"), "spec.selector")
+
+
+def _external_name_involved(spec: dict[str, Any], old_spec: dict[str, Any]) -> bool:
+    return "ExternalName" in (spec.get("type"), old_spec.get("type"))
+
+
+def _check_service_update(ctx: _Ctx, obj: dict[str, Any], old: dict[str, Any]) -> None:
+    spec, old_spec = _d(obj.get("spec")), _d(old.get("spec"))
+    new_ip, old_ip = spec.get("clusterIP"), old_spec.get("clusterIP")
+    # "" (or unset) on update means "keep the allocated one" (service IPAM copies it over);
+    # only a type change to or from ExternalName may release or allocate one.
+    if new_ip and old_ip and new_ip != old_ip and not _external_name_involved(spec, old_spec):
+        ctx.err("spec.clusterIP", "Invalid value", "field is immutable", new_ip)
+
+
+def _check_endpoint_ports(ctx: _Ctx, ports: list[Any], path: str,
+                          port_required: bool) -> None:
+    names: set[str] = set()
+    for j, port in enumerate(ports):
+        if not isinstance(port, dict):
+            continue
+        ppath = f"{path}[{j}]"
+        name = port.get("name")
+        if not name:
+            if len(ports) > 1 and port_required:
+                ctx.err(f"{ppath}.name", "Required value")
+        elif isinstance(name, str):
+            errs = validate_dns_label(name, f"{ppath}.name")
+            ctx.extend(errs)
+            if not errs and name in names:
+                ctx.err(f"{ppath}.name", "Duplicate value", "", name)
+            names.add(name)
+        if port.get("port") is None:
+            if port_required:
+                ctx.err(f"{ppath}.port", "Required value")
+        else:
+            ctx.extend(_port_range(f"{ppath}.port", port.get("port")))
+        ctx.extend(_supported(f"{ppath}.protocol", port.get("protocol"), _PROTOCOLS))
+
+
+def _default_endpoint_ports(ports: Any) -> None:
+    for port in _l(ports):
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+
+
+def _default_endpoints(obj: dict[str, Any]) -> None:
+    for subset in _l(obj.get("subsets")):
+        _default_endpoint_ports(_d(subset).get("ports"))
+
+
+def _check_endpoints(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    for i, subset in enumerate(_l(obj.get("subsets"))):
+        if not isinstance(subset, dict):
+            continue
+        base = f"subsets[{i}]"
+        for key in ("addresses", "notReadyAddresses"):
+            for j, addr in enumerate(_l(subset.get(key))):
+                if not isinstance(addr, dict):
+                    continue
+                apath = f"{base}.{key}[{j}]"
+                if not addr.get("ip"):
+                    ctx.err(f"{apath}.ip", "Required value")
+                else:
+                    ctx.extend(_ip_errors(f"{apath}.ip", addr["ip"]))
+                if addr.get("hostname"):
+                    ctx.extend(validate_dns_label(addr["hostname"], f"{apath}.hostname"))
+                if addr.get("nodeName"):
+                    ctx.extend(validate_name(addr["nodeName"], f"{apath}.nodeName"))
+        _check_endpoint_ports(ctx, _l(subset.get("ports")), f"{base}.ports", True)
+
+
+def _default_endpoint_slice(obj: dict[str, Any]) -> None:
+    _default_endpoint_ports(obj.get("ports"))
+    for ep in _l(obj.get("endpoints")):
+        if isinstance(ep, dict):
+            conditions = ep.setdefault("conditions", {})
+            # Kubernetes reads an unset `ready` as true ("unknown, assume ready").
+            if isinstance(conditions, dict):
+                conditions.setdefault("ready", True)
+
+
+_MAX_SLICE_ENDPOINTS = 1000
+_MAX_SLICE_ADDRESSES = 100
+_MAX_SLICE_PORTS = 100
+
+
+def _check_endpoint_slice(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    address_type = obj.get("addressType")
+    if not address_type:
+        ctx.err("addressType", "Required value")
+    else:
+        ctx.extend(_supported("addressType", address_type, _ADDRESS_TYPES))
+    endpoints = _l(obj.get("endpoints"))
+    if len(endpoints) > _MAX_SLICE_ENDPOINTS:
+        ctx.err("endpoints", "Too many", f"must have at most {_MAX_SLICE_ENDPOINTS} items")
+    for i, ep in enumerate(endpoints):
+        if not isinstance(ep, dict):
+            continue
+        base = f"endpoints[{i}]"
+        addresses = _l(ep.get("addresses"))
+        if not addresses:
+            ctx.err(f"{base}.addresses", "Required value", "must contain at least 1 address")
+        elif len(addresses) > _MAX_SLICE_ADDRESSES:
+            ctx.err(f"{base}.addresses", "Too many",
+                    f"must have at most {_MAX_SLICE_ADDRESSES} items")
+        for j, address in enumerate(addresses):
+            if not isinstance(address, str):
+                continue
+            path = f"{base}.addresses[{j}]"
+            if address_type == "FQDN":
+                ctx.extend(validate_name(address, path))
+                continue
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                ctx.err(path, "Invalid value", _IP_MSG, address)
+                continue
+            wanted = 4 if address_type == "IPv4" else 6
+            if address_type in ("IPv4", "IPv6") and ip.version != wanted:
+                ctx.err(path, "Invalid value", f"must be an {address_type} address", address)
+        if ep.get("hostname"):
+            ctx.extend(validate_dns_label(ep["hostname"], f"{base}.hostname"))
+        if ep.get("nodeName"):
+            ctx.extend(validate_name(ep["nodeName"], f"{base}.nodeName"))
+    ports = _l(obj.get("ports"))
+    if len(ports) > _MAX_SLICE_PORTS:
+        ctx.err("ports", "Too many", f"must have at most {_MAX_SLICE_PORTS} items")
+    _check_endpoint_ports(ctx, ports, "ports", False)
+
+
+def _check_endpoint_slice_update(ctx: _Ctx, obj: dict[str, Any], old: dict[str, Any]) -> None:
+    if old.get("addressType") and obj.get("addressType") != old["addressType"]:
+        ctx.err("addressType", "Invalid value", "field is immutable",
+                _shown(obj.get("addressType")))
+
+
+# --- ConfigMap -------------------------------------------------------------------------------
+
+CONFIG_MAP = Obj({**_TOP, "data": STRMAP, "binaryData": STRMAP, "immutable": BOOL})
+_CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_CONFIG_MAP_MAX_BYTES = 1024 * 1024
+
+
+def _check_config_map(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    size = 0
+    data, binary = _d(obj.get("data")), _d(obj.get("binaryData"))
+    for field_name, values in (("data", data), ("binaryData", binary)):
+        for key, value in values.items():
+            path = f"{field_name}[{key}]"
+            if not isinstance(key, str) or not key or len(key) > 253 \
+                    or not _CONFIG_KEY.fullmatch(key) or key in (".", ".."):
+                ctx.err(path, "Invalid value",
+                        "a valid config key must consist of alphanumeric characters, '-', '_' "
+                        "or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used "
+                        "for validation is '[-._a-zA-Z0-9]+')", _shown(key))
+            if field_name == "binaryData" and key in data:
+                ctx.err(path, "Invalid value", "duplicate of key present in data", _shown(key))
+            size += len(str(key)) + len(str(value))
+            if field_name == "binaryData" and isinstance(value, str):
+                try:
+                    base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    ctx.err(path, "Invalid value", "must be base64-encoded data", "...")
+    if size > _CONFIG_MAP_MAX_BYTES:
+        ctx.err("", "Too long", f"must have at most {_CONFIG_MAP_MAX_BYTES} bytes")
+
+
+def _check_config_map_update(ctx: _Ctx, obj: dict[str, Any], old: dict[str, Any]) -> None:
+    if old.get("immutable") is True:
+        if obj.get("immutable") is not True:
+            ctx.err("immutable", "Forbidden", "field is immutable when `immutable` is set")
+        if obj.get("data") != old.get("data") or obj.get("binaryData") != old.get("binaryData"):
+            ctx.err("data", "Forbidden", "field is immutable when `immutable` is set")
+
+
+# --- Deployment, ReplicaSet ------------------------------------------------------------------
+
+POD_TEMPLATE = Obj({"metadata": METADATA, "spec": POD_SPEC})
+_INT_OR_PERCENT = INTORSTR
+_WORKLOAD_STATUS = Obj({"replicas": INT, "readyReplicas": INT, "availableReplicas": INT,
+                        "updatedReplicas": INT, "unavailableReplicas": INT,
+                        "fullyLabeledReplicas": INT, "terminatingReplicas": INT,
+                        "observedGeneration": INT, "collisionCount": INT,
+                        "conditions": ListOf(CONDITION)}, open=True)
+REPLICA_SET = Obj({**_TOP, "spec": Obj({
+    "replicas": INT, "minReadySeconds": INT, "selector": LABEL_SELECTOR,
+    "template": POD_TEMPLATE}), "status": _WORKLOAD_STATUS})
+DEPLOYMENT = Obj({**_TOP, "spec": Obj({
+    "replicas": INT, "minReadySeconds": INT, "selector": LABEL_SELECTOR,
+    "template": POD_TEMPLATE, "revisionHistoryLimit": INT, "progressDeadlineSeconds": INT,
+    "paused": BOOL,
+    "strategy": Obj({"type": STR, "rollingUpdate": Obj({"maxSurge": _INT_OR_PERCENT,
+                                                        "maxUnavailable": _INT_OR_PERCENT})}),
+}), "status": _WORKLOAD_STATUS})
+
+_SELECTOR_OPERATORS = ("DoesNotExist", "Exists", "In", "NotIn")
+_PERCENT = re.compile(r"([0-9]+)%")
+
+
+def _check_label_selector(ctx: _Ctx, selector: Any, path: str) -> None:
+    sel = _d(selector)
+    _check_labels(ctx, sel.get("matchLabels"), f"{path}.matchLabels")
+    for i, expr in enumerate(_l(sel.get("matchExpressions"))):
+        if not isinstance(expr, dict):
+            continue
+        epath = f"{path}.matchExpressions[{i}]"
+        key, op, values = expr.get("key"), expr.get("operator"), _l(expr.get("values"))
+        if not key:
+            ctx.err(f"{epath}.key", "Required value")
+        else:
+            for msg in label_key_errors(key):
+                ctx.err(f"{epath}.key", "Invalid value", msg, key)
+        if not op:
+            ctx.err(f"{epath}.operator", "Required value")
+        ctx.extend(_supported(f"{epath}.operator", op, _SELECTOR_OPERATORS))
+        if op in ("In", "NotIn") and not values:
+            ctx.err(f"{epath}.values", "Required value",
+                    "must be specified when `operator` is 'In' or 'NotIn'")
+        if op in ("Exists", "DoesNotExist") and values:
+            ctx.err(f"{epath}.values", "Forbidden",
+                    "may not be specified when `operator` is 'Exists' or 'DoesNotExist'")
+
+
+@dataclass(frozen=True)
+class _Printed:
+    """A value shown verbatim (unquoted) in an error message."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _go_map(labels: dict[str, Any]) -> _Printed:
+    """A label map the way Kubernetes prints one in an error: map[string]string{"a":"b"}."""
+    inner = ", ".join(f'"{k}":"{v}"' for k, v in sorted(labels.items()))
+    return _Printed(f"map[string]string{{{inner}}}")
+
+
+def _int_or_percent(ctx: _Ctx, value: Any, path: str) -> int | None:
+    """The percentage (for "25%") or the integer; None (reported) when neither."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = _PERCENT.fullmatch(value)
+        if m is None:
+            ctx.err(path, "Invalid value", "a valid percent string must be a numeric string "
+                    "followed by an ending '%' (e.g. '1%',  or '93%', regex used for "
+                    "validation is '[0-9]+%')", value)
+            return None
+        return int(m.group(1))
+    number = _int(value)
+    if number is not None and number < 0:
+        ctx.err(path, "Invalid value", "must be greater than or equal to 0", number)
+    return number
+
+
+def _check_template(ctx: _Ctx, kind: str, spec: dict[str, Any]) -> None:
+    template = spec.get("template")
+    selector = spec.get("selector")
+    before = len(ctx.errors)
+    if selector is None:
+        ctx.err("spec.selector", "Required value")
+    else:
+        _check_label_selector(ctx, selector, "spec.selector")
+        sel = _d(selector)
+        if not sel.get("matchLabels") and not sel.get("matchExpressions"):
+            ctx.err("spec.selector", "Invalid value",
+                    f"empty selector is invalid for {kind.lower()}", "null")
+    if not isinstance(template, dict):
+        ctx.err("spec.template", "Required value")
+        return
+    labels = _d(_d(template.get("metadata")).get("labels"))
+    _check_labels(ctx, labels, "spec.template.metadata.labels")
+    if selector is not None and len(ctx.errors) == before:
+        try:
+            matches = LabelSelector.from_spec(_d(selector)).matches(
+                {str(k): str(v) for k, v in labels.items()})
+        except SelectorError:
+            matches = True  # reported above with a field path
+        if not matches:
+            ctx.err("spec.template.metadata.labels", "Invalid value",
+                    "`selector` does not match template `labels`", _go_map(labels))
+    # The template's pod spec is checked by the pod rules, with paths under spec.template.
+    sub = _Ctx(ctx.mode)
+    _check_pod(sub, {"spec": template.get("spec")})
+    for e in sub.errors:
+        path = "spec.template." + e.path if e.path.startswith("spec") else e.path
+        ctx.err(path, e.type, e.detail, e.value)
+    restart = _d(template.get("spec")).get("restartPolicy")
+    if isinstance(restart, str) and restart != "Always":
+        ctx.err("spec.template.spec.restartPolicy", "Unsupported value",
+                'supported values: "Always"', restart)
+    replicas = _int(spec.get("replicas"))
+    if replicas is not None and replicas < 0:
+        ctx.err("spec.replicas", "Invalid value", "must be greater than or equal to 0",
+                replicas)
+    ready = _int(spec.get("minReadySeconds"))
+    if ready is not None and ready < 0:
+        ctx.err("spec.minReadySeconds", "Invalid value",
+                "must be greater than or equal to 0", ready)
+
+
+def _default_template(spec: dict[str, Any]) -> None:
+    spec.setdefault("replicas", 1)
+    spec.setdefault("minReadySeconds", 0)
+    template = spec.get("template")
+    if isinstance(template, dict):
+        template.setdefault("metadata", {})
+        _default_pod(template)
+
+
+def _default_replica_set(obj: dict[str, Any]) -> None:
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        _default_template(spec)
+
+
+def _default_deployment(obj: dict[str, Any]) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    _default_template(spec)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.setdefault("strategy", {})
+    if isinstance(strategy, dict):
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            if isinstance(rolling, dict):
+                rolling.setdefault("maxSurge", "25%")
+                rolling.setdefault("maxUnavailable", "25%")
+
+
+def _check_replica_set(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        ctx.err("spec.selector", "Required value")
+        return
+    _check_template(ctx, "ReplicaSet", spec)
+
+
+def _check_deployment(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        ctx.err("spec.selector", "Required value")
+        return
+    _check_template(ctx, "Deployment", spec)
+    strategy = _d(spec.get("strategy"))
+    stype = strategy.get("type")
+    ctx.extend(_supported("spec.strategy.type", stype, ("Recreate", "RollingUpdate")))
+    rolling = strategy.get("rollingUpdate")
+    if stype == "Recreate" and rolling is not None:
+        ctx.err("spec.strategy.rollingUpdate", "Forbidden",
+                "may not be specified when strategy `type` is 'Recreate'")
+    elif isinstance(rolling, dict):
+        base = "spec.strategy.rollingUpdate"
+        surge = _int_or_percent(ctx, rolling.get("maxSurge"), f"{base}.maxSurge")
+        unavailable = _int_or_percent(ctx, rolling.get("maxUnavailable"),
+                                      f"{base}.maxUnavailable")
+        if surge == 0 and unavailable == 0:
+            ctx.err(f"{base}.maxUnavailable", "Invalid value",
+                    "may not be 0 when `maxSurge` is 0", rolling.get("maxUnavailable"))
+        if isinstance(rolling.get("maxUnavailable"), str) and unavailable is not None \
+                and unavailable > 100:
+            ctx.err(f"{base}.maxUnavailable", "Invalid value",
+                    "must not be greater than 100%", rolling["maxUnavailable"])
+    limit = _int(spec.get("revisionHistoryLimit"))
+    if limit is not None and limit < 0:
+        ctx.err("spec.revisionHistoryLimit", "Invalid value",
+                "must be greater than or equal to 0", limit)
+    deadline = _int(spec.get("progressDeadlineSeconds"))
+    if deadline is not None and deadline <= (_int(spec.get("minReadySeconds")) or 0):
+        ctx.err("spec.progressDeadlineSeconds", "Invalid value",
+                "must be greater than minReadySeconds", deadline)
+
+
+def _check_selector_update(ctx: _Ctx, obj: dict[str, Any], old: dict[str, Any]) -> None:
+    # apps/v1 made the selector immutable: a changed one would orphan every existing pod.
+    new_sel = _d(obj.get("spec")).get("selector")
+    old_sel = _d(old.get("spec")).get("selector")
+    if old_sel is not None and new_sel != old_sel:
+        ctx.err("spec.selector", "Invalid value", "field is immutable", _shown(new_sel))
+
+
 # --- the kind table --------------------------------------------------------------------------
 
 Check = Callable[[_Ctx, dict[str, Any]], None]
@@ -798,6 +1370,18 @@ KINDS: dict[str, KindRules] = {
     "Pod": KindRules(POD, check=_check_pod, default=_default_pod,
                      check_update=_check_pod_update),
     "Event": KindRules(EVENT, check=_check_event),
+    "Service": KindRules(SERVICE, name_check=validate_dns1035_label, check=_check_service,
+                         default=_default_service, check_update=_check_service_update),
+    "Endpoints": KindRules(ENDPOINTS, check=_check_endpoints, default=_default_endpoints),
+    "EndpointSlice": KindRules(ENDPOINT_SLICE, check=_check_endpoint_slice,
+                               default=_default_endpoint_slice,
+                               check_update=_check_endpoint_slice_update),
+    "ConfigMap": KindRules(CONFIG_MAP, check=_check_config_map,
+                           check_update=_check_config_map_update),
+    "Deployment": KindRules(DEPLOYMENT, check=_check_deployment, default=_default_deployment,
+                            check_update=_check_selector_update),
+    "ReplicaSet": KindRules(REPLICA_SET, check=_check_replica_set,
+                            default=_default_replica_set, check_update=_check_selector_update),
 }
 
 FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")

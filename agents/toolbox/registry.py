@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from agents.toolbox import basic, curl, ip, nc, ping, wget
+from agents.toolbox import basic, curl, dnstools, ip, nc, ping, wget
 from agents.toolbox.core import Command
 
-_MODULES: tuple[ModuleType, ...] = (basic, curl, ip, nc, ping, wget)
+_MODULES: tuple[ModuleType, ...] = (basic, curl, dnstools, ip, nc, ping, wget)
 
 
 def _collect(modules: tuple[ModuleType, ...]) -> dict[str, Command]:

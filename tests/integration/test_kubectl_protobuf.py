@@ -94,21 +94,18 @@ def test_delete_namespace_team_a_takes_its_pods(cluster: RunningCluster) -> None
     assert cluster.pod("inside", "team-a") is None
 
 
-def test_create_configmap_is_a_clean_not_found_until_configmaps_exist(
-        cluster: RunningCluster) -> None:
-    # kubectl sends the ConfigMap as protobuf; the API does not serve configmaps yet, so the
-    # request is routed to a 404 Status before its body is read, and kubectl says so.
+def test_create_configmap_from_protobuf(cluster: RunningCluster) -> None:
+    # kubectl sends the ConfigMap as protobuf; the data arrives decoded and stored.
     result = cluster.kubectl("create", "configmap", "cm1", "--from-literal=a=b")
-    assert result.returncode == 1
-    assert result.stdout == ""
-    assert result.stderr.strip() == (
-        "error: failed to create configmap: the server could not find the requested "
-        "resource (path /api/v1/namespaces/default/configmaps)")
-    # The same protobuf body sent directly gets a proper Status.
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "configmap/cm1 created"
+    code, body = cluster.api("GET", "/api/v1/namespaces/default/configmaps/cm1")
+    assert code == 200 and body["data"] == {"a": "b"}
+    # The same protobuf body sent directly gets a proper Status (it exists now).
     raw = _ld(1, _ld(1, "cm1")) + _ld(2, _ld(1, "a") + _ld(2, "b"))
     code, body = cluster.api("POST", "/api/v1/namespaces/default/configmaps",
                              _envelope("v1", "ConfigMap", raw), content_type=PROTOBUF)
-    assert code == 404 and body["kind"] == "Status" and body["reason"] == "NotFound"
+    assert code == 409 and body["kind"] == "Status" and body["reason"] == "AlreadyExists"
 
 
 GARBAGE = [
