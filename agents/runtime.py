@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from agents import probes
+from agents import probes, resolver
 from agents.containerlog import ContainerLog
 from agents.hostlocal import HostLocalIpam, PoolExhausted
 from agents.images import ContainerContext, ImageError, PodInfo, resolve_image
@@ -105,6 +105,10 @@ class RunningPod:
             "/etc/resolv.conf": resolv_conf(self.spec, self.namespace, domain),
             "/etc/hostname": self.hostname + "\n",
         }
+        # Names resolve as in the pod: its /etc/hosts, then its resolv.conf's nameserver
+        # (the cluster DNS at 10.96.0.10) through its own network stack, with libc's
+        # search-list and ndots rules.
+        resolver.install(self.net, self.files["/etc/resolv.conf"], self.files["/etc/hosts"])
 
     # ---- lifecycle -------------------------------------------------------------------
 
