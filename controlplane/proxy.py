@@ -95,15 +95,18 @@ class ClusterIPProxy(TunnelPeer):
 
     async def _follow(self, res: Any) -> None:
         """Mark the index stale on every change to `res` (it is rebuilt on the next lookup,
-        once per burst of changes); re-subscribe if the feed is ever cut off."""
+        once per burst of changes); re-subscribe if the feed is ever cut off. Node changes
+        (heartbeats, mostly) only refresh the agents' addresses, at once: a moved or removed
+        agent's tunnels are dropped without waiting for traffic."""
         while True:
             sub = self.store.subscribe(res)
             self._dirty = True      # whatever happened before this subscription
             try:
                 while await sub.get() is not None:
-                    self._dirty = True
                     if res is NODES:
-                        self.refresh()      # a moved or removed agent: drop its tunnels now
+                        self._refresh_nodes()
+                    else:
+                        self._dirty = True
             finally:
                 sub.close()
 
@@ -111,23 +114,17 @@ class ClusterIPProxy(TunnelPeer):
         if not self._dirty:
             return
         self._dirty = False
-        store = self.store
-        self.map.rebuild(store.scan(SERVICES), store.scan(SLICES), store.scan(NODES))
-        agents = {name: info.address for name in self._node_names()
-                  if (info := self.map.node(name)) is not None}
+        self.map.rebuild(self.store.scan(SERVICES), self.store.scan(SLICES))
+        self._refresh_nodes()
+
+    def _refresh_nodes(self) -> None:
+        self.map.set_nodes(self.store.scan(NODES))
+        agents = {n.name: n.address for n in self.map.nodes()}
         for name, address in self._agents.items():
             if agents.get(name) != address:
                 self.fail_peer(name, "node removed" if name not in agents
                                else "peer address changed")
         self._agents = agents
-
-    def _node_names(self) -> list[str]:
-        names = []
-        for node in self.store.scan(NODES):
-            name = (node.get("metadata") or {}).get("name")
-            if isinstance(name, str):
-                names.append(name)
-        return names
 
     def dial_wanted(self, peer: str, address: str) -> bool:
         self.refresh()

@@ -224,7 +224,8 @@ class ServiceMap:
 
     def rebuild(self, services: Iterable[Mapping[str, Any]],
                 slices: Iterable[Mapping[str, Any]],
-                nodes: Iterable[Mapping[str, Any]] = ()) -> None:
+                nodes: Iterable[Mapping[str, Any]] | None = None) -> None:
+        """Replace the index (Nodes too, when given); round-robin and pins carry over."""
         by_ip: dict[str, Service] = {}
         for obj in services:
             svc = parse_service(obj)
@@ -235,13 +236,20 @@ class ServiceMap:
             parsed = parse_slice(obj)
             if parsed is not None:
                 grouped.setdefault(parsed[0], []).append(parsed[1])
-        infos = (parse_node(obj) for obj in nodes)
         self._by_ip, self._slices = by_ip, grouped
-        self._nodes = {n.name: n for n in infos if n is not None}
+        if nodes is not None:
+            self.set_nodes(nodes)
         live = {(s.key, p.port, p.protocol) for s in by_ip.values() for p in s.ports}
         self._rr = {k: v for k, v in self._rr.items() if k in live}
 
+    def set_nodes(self, nodes: Iterable[Mapping[str, Any]]) -> None:
+        infos = (parse_node(obj) for obj in nodes)
+        self._nodes = {n.name: n for n in infos if n is not None}
+
     # -- lookups
+
+    def nodes(self) -> list[NodeInfo]:
+        return list(self._nodes.values())
 
     def service(self, ip: str) -> Service | None:
         return self._by_ip.get(ip)

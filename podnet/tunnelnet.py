@@ -291,6 +291,13 @@ class Tunnel:
         if self._corked or self._flush_scheduled:
             self.kick()
             return
+        batch = self.host._batch
+        if batch is not None:
+            # Queued while an inbound record is being dispatched (a proxy splicing streams):
+            # sent once that record is done, so its frames leave in one record, not two.
+            if self not in batch:
+                batch.append(self)
+            return
         self._corked = True
         self.loop.call_soon(self._uncork)
         self._flush()
@@ -394,7 +401,14 @@ class Tunnel:
                     self.host.log.warning("tunnel.rejected", peer=self.peer,
                                              reason=exc.reason, streams=len(self.ends))
                     break
-                self._dispatch(events)
+                host = self.host
+                host._batch = []
+                try:
+                    self._dispatch(events)
+                finally:
+                    batch, host._batch = host._batch, None
+                for tunnel in batch:
+                    tunnel.push()
                 if self.session.output_size:
                     self.kick()
         except (ConnectionError, aiohttp.ClientError) as exc:
@@ -525,6 +539,8 @@ class TunnelPeer:
         self._flows = itertools.count(1)
         self._flow_prefix = os.urandom(3).hex()
         self._closing = False
+        # Tunnels with stream data queued during the dispatch of an inbound record.
+        self._batch: list[Tunnel] | None = None
 
     # -- wiring
 
