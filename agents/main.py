@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import sys
 from typing import Any
@@ -41,7 +40,7 @@ from podnet.cluster import write_json_atomic
 from podnet.pki import client_context
 from podnet.resources import BY_KIND
 from podnet.settings import AgentSettings, SettingsError
-from podnet.supervise import TaskDied, run_until_stopped
+from podnet.supervise import run_process, run_until_stopped
 from podnet.tunnelnet import CONTROLPLANE
 
 log = structlog.get_logger()
@@ -211,21 +210,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(f"agent-{s.name}", component="agent", node=s.name,
                    logs_dir=s.state_dir / "logs", level=args.log_level)
-
-    async def amain() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run(s, g, stop)
-
-    try:
-        eventloop.run(amain())
-    except (SecretError, SettingsError, CaMismatch) as e:
-        print(f"podnet agent: {e}", file=sys.stderr)
-        return 2
-    except TaskDied as e:
-        print(f"podnet agent: stopped because a component failed: {e} "
-              "(see the log)", file=sys.stderr)
-        return 1
-    return 0
+    return run_process("agent", lambda stop: run(s, g, stop),
+                       (SecretError, SettingsError, CaMismatch))

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import signal
 import socket
 import sys
 
@@ -40,7 +39,7 @@ from podnet.cluster import write_json_atomic
 from podnet.pki import PkiError, ensure_pki, server_context, sign_cluster_info
 from podnet.resources import BY_KIND
 from podnet.settings import ControlPlaneSettings, SettingsError
-from podnet.supervise import TaskDied, run_until_stopped
+from podnet.supervise import run_process, run_until_stopped
 
 log = structlog.get_logger()
 NODES = BY_KIND["Node"]
@@ -161,21 +160,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure("controlplane", component="controlplane", node="",
                    logs_dir=s.state_dir / "logs", level=args.log_level)
-
-    async def amain() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run(s, stop)
-
-    try:
-        eventloop.run(amain())
-    except (SecretError, SettingsError, PkiError) as e:
-        print(f"podnet controlplane: {e}", file=sys.stderr)
-        return 2
-    except TaskDied as e:
-        print(f"podnet controlplane: stopped because a component failed: {e} "
-              "(see the log)", file=sys.stderr)
-        return 1
-    return 0
+    return run_process("controlplane", lambda stop: run(s, stop),
+                       (SecretError, SettingsError, PkiError))

@@ -9,7 +9,12 @@ sees it, rather than a process that looks alive with a dead component.
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from podnet import eventloop
 
 
 class TaskDied(Exception):
@@ -30,3 +35,28 @@ async def run_until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[Any]],
     log.info(f"{process}.stopping")
     if died:
         raise TaskDied(", ".join(t.get_name() for t in died))
+
+
+def run_process(process: str, run: Callable[[asyncio.Event], Awaitable[None]],
+                user_errors: tuple[type[Exception], ...]) -> int:
+    """Run a process's `run(stop)` on the fast loop until SIGINT/SIGTERM; returns its exit
+    code: 0 when stopped, 2 with one line for an error the user can fix (`user_errors`: bad
+    settings, a wrong secret), 1 when a component died."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(stop)
+
+    try:
+        eventloop.run(main())
+    except user_errors as e:
+        print(f"podnet {process}: {e}", file=sys.stderr)
+        return 2
+    except TaskDied as e:
+        print(f"podnet {process}: stopped because a component failed: {e} (see the log)",
+              file=sys.stderr)
+        return 1
+    return 0
