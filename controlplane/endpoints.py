@@ -40,6 +40,9 @@ ENDPOINT_SLICES = BY_KIND["EndpointSlice"]
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "endpointslice-controller.k8s.io"
+# Kubernetes' endpointslice-mirroring controller: hand-made Endpoints of a selector-less
+# Service become EndpointSlices, so everything that reads slices (the proxy, DNS) sees them.
+MIRRORED_BY = "endpointslicemirroring-controller.k8s.io"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 MAX_ENDPOINTS_PER_SLICE = 100  # kube-controller-manager's default
 
@@ -316,6 +319,38 @@ def _slice_ports_key(existing: Obj) -> tuple[tuple[str, int, str], ...]:
 
 # ---------------------------------------------------------------------- the controller
 
+def mirrored_slices(svc: Obj, endpoints: Obj) -> dict[str, dict[str, Any]]:
+    """The EndpointSlices mirroring a selector-less Service's hand-made Endpoints, by name:
+    one per subset (each subset has its own ports), ready for `addresses`, not ready for
+    `notReadyAddresses`."""
+    meta = svc["metadata"]
+    name = str(meta["name"])
+    labels = {**_service_labels(svc), SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MIRRORED_BY}
+    out: dict[str, dict[str, Any]] = {}
+    for i, subset in enumerate(_l(endpoints.get("subsets"))):
+        subset = _d(subset)
+        eps = []
+        for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for addr in _l(subset.get(key)):
+                addr = _d(addr)
+                if not isinstance(addr.get("ip"), str):
+                    continue
+                ep: dict[str, Any] = {"addresses": [addr["ip"]], "conditions": {
+                    "ready": ready, "serving": ready, "terminating": False}}
+                for field in ("hostname", "nodeName", "targetRef"):
+                    if addr.get(field):
+                        ep[field] = addr[field]
+                eps.append(ep)
+        ports = [{k: p[k] for k in ("name", "port", "protocol") if k in p}
+                 for p in (_d(x) for x in _l(subset.get("ports")))]
+        out[f"{name}-mirror-{i}"] = {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-mirror-{i}", "namespace": meta["namespace"],
+                         "labels": labels, "ownerReferences": [_owner_ref(svc)]},
+            "addressType": "IPv4", "endpoints": eps, "ports": ports}
+    return out
+
+
 class EndpointsController(Reconciler):
     """Keeps Endpoints and EndpointSlices of selector Services in step with their pods."""
 
@@ -340,10 +375,17 @@ class EndpointsController(Reconciler):
                                str(labels[SERVICE_NAME_LABEL]))].append(es)
         writes: list[Awaitable[None]] = []
         managed: set[tuple[str, str]] = set()
+        mirrored: dict[tuple[str, str], Obj] = {}
+        for es in self.store.scan(ENDPOINT_SLICES):
+            if _d(es["metadata"].get("labels")).get(MANAGED_BY_LABEL) == MIRRORED_BY:
+                mirrored[(str(es["metadata"].get("namespace")), str(es["metadata"]["name"]))] = es
         for svc in self.store.scan(SERVICES):
             meta = svc["metadata"]
             key = (str(meta.get("namespace")), str(meta.get("name")))
-            if selector_of(svc) is None or meta.get("deletionTimestamp"):
+            if meta.get("deletionTimestamp"):
+                continue
+            if selector_of(svc) is None:
+                self._mirror(svc, mirrored, writes)
                 continue
             managed.add(key)
             try:
@@ -356,12 +398,34 @@ class EndpointsController(Reconciler):
         for key in self._managed - managed:
             if self.store.peek(ENDPOINTS, key[0], key[1]) is not None:
                 writes.append(self._delete(ENDPOINTS, key[0], key[1]))
+        for (ns, name) in mirrored:  # mirrors whose Service or Endpoints are gone
+            writes.append(self._delete(ENDPOINT_SLICES, ns, name))
         for (ns, _), leftovers in slices_by_svc.items():
             for es in leftovers:  # slices of a Service that is gone (or lost its selector)
                 writes.append(self._delete(ENDPOINT_SLICES, ns, es["metadata"]["name"]))
         self._managed = managed
         if writes:
             await asyncio.gather(*writes)
+
+    def _mirror(self, svc: Obj, existing: dict[tuple[str, str], Obj],
+                writes: list[Awaitable[None]]) -> None:
+        """Keep the mirrors of this selector-less Service's hand-made Endpoints current;
+        what stays in `existing` afterwards is deleted by the caller."""
+        ns, name = str(svc["metadata"]["namespace"]), str(svc["metadata"]["name"])
+        if _d(svc.get("spec")).get("type") == "ExternalName":
+            return
+        endpoints = self.store.peek(ENDPOINTS, ns, name)
+        wanted = mirrored_slices(svc, endpoints) if endpoints is not None else {}
+        for slice_name, body in wanted.items():
+            current = existing.pop((ns, slice_name), None)
+            if current is None:
+                writes.append(self._create(ENDPOINT_SLICES, ns, body))
+            elif any(current.get(k) != body[k] for k in ("endpoints", "ports")) or _d(
+                    current["metadata"].get("labels")) != body["metadata"]["labels"]:
+                updated = copy.deepcopy(dict(current))
+                updated["metadata"]["labels"] = body["metadata"]["labels"]
+                updated.update(endpoints=body["endpoints"], ports=body["ports"])
+                writes.append(self._update(ENDPOINT_SLICES, ns, slice_name, updated))
 
     def _sync_endpoints(self, svc: Obj, pods: list[Obj],
                         writes: list[Awaitable[None]]) -> None:

@@ -406,3 +406,25 @@ async def test_hand_made_endpoints_are_kept(api: Api) -> None:
     await controller.reconcile()
     ep = api.get(ENDPOINTS, "default", "manual")
     assert ep["subsets"][0]["addresses"] == [{"ip": "10.244.1.200"}]
+
+
+def test_hand_made_endpoints_are_mirrored_into_slices() -> None:
+    from controlplane.endpoints import MANAGED_BY_LABEL, MIRRORED_BY, mirrored_slices
+
+    svc = {"metadata": {"name": "db", "namespace": "prod", "uid": "u1"}, "spec": {}}
+    endpoints = {"subsets": [
+        {"addresses": [{"ip": "10.244.1.5", "hostname": "db-0"}],
+         "notReadyAddresses": [{"ip": "10.244.2.6"}],
+         "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]},
+        {"addresses": [{"ip": "10.244.3.7"}, {"ip": 7}], "ports": [{"port": 9000}]}]}
+    slices = mirrored_slices(svc, endpoints)
+    assert sorted(slices) == ["db-mirror-0", "db-mirror-1"]
+    first = slices["db-mirror-0"]
+    assert first["metadata"]["labels"]["kubernetes.io/service-name"] == "db"
+    assert first["metadata"]["labels"][MANAGED_BY_LABEL] == MIRRORED_BY
+    assert [(e["addresses"], e["conditions"]["ready"]) for e in first["endpoints"]] == [
+        (["10.244.1.5"], True), (["10.244.2.6"], False)]
+    assert first["endpoints"][0]["hostname"] == "db-0"
+    assert first["ports"] == [{"name": "pg", "port": 5432, "protocol": "TCP"}]
+    assert [e["addresses"] for e in slices["db-mirror-1"]["endpoints"]] == [["10.244.3.7"]]
+    assert mirrored_slices(svc, {}) == {}
