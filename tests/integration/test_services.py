@@ -210,8 +210,13 @@ def test_headless_external_name_and_selectorless_services(web: RunningCluster) -
     assert "service.kubernetes.io/headless" in es["metadata"]["labels"]
     # Hand-made Endpoints of a selector-less Service are kept as written.
     assert endpoint_ips(web, "legacy") == ["10.244.1.250:9376"]
-    assert get_json(web, "endpointslices", "-l",
-                    "kubernetes.io/service-name=legacy")["items"] == []
+    # Mirrored into a slice by the endpointslice-mirroring logic, as in Kubernetes.
+    mirrors = wait_for(lambda: get_json(web, "endpointslices", "-l",
+                                        "kubernetes.io/service-name=legacy")["items"], 10,
+                       what="the mirrored slice")
+    assert mirrors[0]["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == (
+        "endpointslicemirroring-controller.k8s.io")
+    assert mirrors[0]["endpoints"][0]["addresses"] == ["10.244.1.250"]
 
 
 def test_system_services(web: RunningCluster) -> None:
