@@ -19,14 +19,19 @@ reader is paused, so `drain()` blocks at the high-water mark and memory stays bo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import ipaddress
+import itertools
+import os
 import random
 import socket
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar, cast
+
+import structlog
 
 Address = tuple[str, int]
 LocalAddr = tuple[str | None, int]      # a bind address: None/"" means all of the pod's addresses
@@ -46,6 +51,14 @@ STREAM_LIMIT = 2**16                               # asyncio.streams default rea
 HIGH_WATER = 2**16                                 # asyncio's default transport write buffer
 DGRAM_RCVBUF = 212992                              # Linux net.core.rmem_default
 DGRAM_OVERHEAD = 256                               # per-datagram cost, so tiny floods are bounded
+MAX_DGRAM_FLOWS = 256                              # per UDP socket: flow ids kept, by destination
+
+# Logged once per flow and decision (route, refusal, close), never per chunk: see DESIGN §9.
+_log = structlog.get_logger()
+# Set by code that owns a multi-connection exchange (a DNS lookup), so every connection and
+# datagram flow it starts carries the exchange's one flow id instead of a fresh one.
+current_flow: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "podnet_flow", default=None)
 
 
 def unreachable() -> OSError:
@@ -119,12 +132,14 @@ class StreamPeer(Protocol):
 class RemoteDelivery(Protocol):
     """How a `NodeNetwork` reaches addresses off this node (the tunnel layer fills this in)."""
 
-    async def open_stream(self, src: Address, dst: Address, local: StreamPeer) -> StreamPeer:
+    async def open_stream(self, src: Address, dst: Address, local: StreamPeer,
+                          flow: str) -> StreamPeer:
         """Connect `src` to `dst` on another node. `local` receives what the remote end sends;
         return the stand-in for the remote end that `local` writes into. Raise
-        OSError(EHOSTUNREACH) without a route, ConnectionRefusedError if nobody listens."""
+        OSError(EHOSTUNREACH) without a route, ConnectionRefusedError if nobody listens.
+        `flow` is the connection's flow id, to be carried to the far side."""
 
-    def send_datagram(self, src: Address, dst: Address, data: bytes) -> None:
+    def send_datagram(self, src: Address, dst: Address, data: bytes, flow: str) -> None:
         """Send one datagram toward `dst`; raise OSError(EHOSTUNREACH) without a route."""
 
 
@@ -167,6 +182,7 @@ class VirtualStreamTransport(asyncio.Transport):
         "_eof_received",
         "_eof_sent",
         "_eof_wanted",
+        "_flow",
         "_flush_scheduled",
         "_high",
         "_loop",
@@ -174,6 +190,7 @@ class VirtualStreamTransport(asyncio.Transport):
         "_low",
         "_on_data",
         "_on_eof",
+        "_origin",
         "_out",
         "_out_size",
         "_own_port",
@@ -182,13 +199,17 @@ class VirtualStreamTransport(asyncio.Transport):
         "_pod",
         "_protocol",
         "_reading_paused",
+        "_received",
+        "_sent",
         "_server",
         "_sockname",
+        "_started",
         "_writing_paused",
     )
 
     def __init__(self, pod: PodNet, sockname: Address, peername: Address, *,
-                 server: VirtualServer | None = None, own_port: int | None = None) -> None:
+                 server: VirtualServer | None = None, own_port: int | None = None,
+                 flow: str = "", origin: bool = False) -> None:
         super().__init__()
         self._loop = asyncio.get_running_loop()
         self._pod = pod
@@ -212,6 +233,10 @@ class VirtualStreamTransport(asyncio.Transport):
         self._eof_received = False
         self._closing = False               # close()/abort() called, or the peer hung up
         self._lost = False                  # connection_lost() is scheduled; the end is dead
+        self._flow = flow
+        self._origin = origin               # this end opened the flow: it logs flow.closed
+        self._sent = self._received = 0     # byte counts for flow.closed (counted, not logged)
+        self._started = time.monotonic()
         pod._ends.add(self)
 
     def __repr__(self) -> str:
@@ -226,6 +251,8 @@ class VirtualStreamTransport(asyncio.Transport):
             return self._peername
         if name == "sockname":
             return self._sockname
+        if name == "flow":
+            return self._flow or default
         return default      # "socket", "sslcontext", ...: there is no OS socket and no TLS
 
     def is_closing(self) -> bool:
@@ -282,6 +309,7 @@ class VirtualStreamTransport(asyncio.Transport):
             return                  # asyncio drops writes on a closing transport too
         self._out.append(data)
         self._out_size += len(data)
+        self._sent += len(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -328,6 +356,7 @@ class VirtualStreamTransport(asyncio.Transport):
     def deliver(self, data: bytes) -> None:
         if self._closing:
             return          # a closed socket discards what still arrives
+        self._received += len(data)
         try:
             self._on_data(data)
         except Exception as exc:
@@ -448,6 +477,13 @@ class VirtualStreamTransport(asyncio.Transport):
         self._pod._forget_end(self)
         if self._server is not None:
             self._server._forget(self)
+        if self._origin:
+            pod = self._pod
+            _log.info("flow.closed", flow=self._flow, pod=pod.pod, namespace=pod.namespace,
+                      src=_fmt(self._sockname), dst=_fmt(self._peername), proto="tcp",
+                      verdict="reset" if exc is not None else "closed",
+                      bytes_sent=self._sent, bytes_received=self._received,
+                      duration_s=round(time.monotonic() - self._started, 6))
         if self._protocol is not None:
             # Scheduled, so it runs after a pending connection_made and outside the caller.
             self._loop.call_soon(self._protocol.connection_lost, exc)
@@ -455,6 +491,10 @@ class VirtualStreamTransport(asyncio.Transport):
 
 def _discard(data: bytes) -> None:
     pass
+
+
+def _fmt(address: Address) -> str:
+    return f"{address[0]}:{address[1]}"
 
 
 def _no_keep_open() -> None:
@@ -572,8 +612,9 @@ class VirtualServer(asyncio.AbstractServer):
         self._waiters.append(waiter)
         await waiter
 
-    def _accept(self, src: Address, dst: Address, peer: StreamPeer) -> VirtualStreamTransport:
-        end = VirtualStreamTransport(self._pod, dst, src, server=self)
+    def _accept(self, src: Address, dst: Address, peer: StreamPeer,
+                flow: str = "") -> VirtualStreamTransport:
+        end = VirtualStreamTransport(self._pod, dst, src, server=self, flow=flow)
         end._peer = peer
         self._ends.add(end)
         try:
@@ -620,6 +661,10 @@ class VirtualDatagramTransport(asyncio.DatagramTransport):
         self._drain_scheduled = False
         self._closing = False
         self.dropped = 0        # datagrams dropped because the receive queue was full
+        # destination -> [flow id, datagrams sent, bytes sent]: a flow per peer, logged at its
+        # first datagram and when the socket closes, counted (not logged) in between.
+        self._flows: dict[Address, list[Any]] = {}
+        self._started = time.monotonic()
 
     def __repr__(self) -> str:
         return f"<VirtualDatagramTransport {self._sockname[0]}:{self._sockname[1]}>"
@@ -640,6 +685,7 @@ class VirtualDatagramTransport(asyncio.DatagramTransport):
         self._closing = True
         self._queue.clear()
         self._queued = 0
+        self._log_flows()
         self._pod._unbind_udp(self)
         self._loop.call_soon(self._protocol.connection_lost, None)
 
@@ -680,14 +726,39 @@ class VirtualDatagramTransport(asyncio.DatagramTransport):
         elif src_ip == LOOPBACK and not _is_loopback(dst[0]) and dst[0] != self._pod.ip:
             self._error(OSError(errno.EINVAL, "Invalid argument"))
             return
+        src = (src_ip, self._sockname[1])
+        entry = self._flows.get(dst)
+        if entry is None:
+            entry = self._new_flow(src, dst)
+        entry[1] += 1
+        entry[2] += len(data)
         try:
-            self._pod._send_datagram((src_ip, self._sockname[1]), dst, bytes(data))
+            self._pod._send_datagram(src, dst, bytes(data), entry[0])
         except ConnectionRefusedError as exc:
             # Like ICMP port-unreachable: only a connected socket hears about it.
             if self._remote is not None:
                 self._error(exc)
         except OSError as exc:
             self._error(exc)
+
+    def _new_flow(self, src: Address, dst: Address) -> list[Any]:
+        if len(self._flows) >= MAX_DGRAM_FLOWS:
+            self._log_flows()       # a socket spraying many peers: keep memory bounded
+            self._flows.clear()
+        flow = current_flow.get() or self._pod.new_flow()
+        pod = self._pod
+        _log.info("flow.route", **pod._where(flow, src, dst, "udp"),
+                  route=pod._node.route_kind(pod, dst[0]), verdict="sent")
+        entry: list[Any] = [flow, 0, 0]
+        self._flows[dst] = entry
+        return entry
+
+    def _log_flows(self) -> None:
+        duration = round(time.monotonic() - self._started, 6)
+        for dst, (flow, datagrams, size) in self._flows.items():
+            _log.info("flow.closed", **self._pod._where(flow, self._sockname, dst, "udp"),
+                      verdict="closed", datagrams_sent=datagrams, bytes_sent=size,
+                      duration_s=duration)
 
     def _error(self, exc: OSError) -> None:
         self._loop.call_soon(self._report, exc)
@@ -894,12 +965,22 @@ class PodNet:
         if not src_port:
             src_port = self._ephemeral(self._tcp_ports)
         self._tcp_ports[src_port] += 1
-        end = VirtualStreamTransport(self, (src_ip, src_port), dst, own_port=src_port)
+        flow = current_flow.get() or self._node.new_flow()
+        end = VirtualStreamTransport(self, (src_ip, src_port), dst, own_port=src_port,
+                                     flow=flow, origin=True)
         try:
-            if here:
-                peer: StreamPeer = self._accept(end._sockname, dst, end)
-            else:
-                peer = await self._node._open_stream(end._sockname, dst, end)
+            try:
+                if here:
+                    _log.info("flow.route", **self._where(flow, end._sockname, dst, "tcp"),
+                              route="pod-local", verdict="local")
+                    peer: StreamPeer = self._accept(end._sockname, dst, end, flow)
+                else:
+                    peer = await self._node._open_stream(end._sockname, dst, end, flow,
+                                                         self)
+            except OSError as exc:
+                self._log_failure(exc, flow, end._sockname, dst, "tcp")
+                end._origin = False     # refused or unreachable: no flow.closed to follow
+                raise
             if end._lost:
                 raise reset()       # the remote end went away while we were connecting
             end._peer = peer
@@ -910,11 +991,35 @@ class PodNet:
         end._start(protocol, now=True)
         return end, protocol
 
-    def _accept(self, src: Address, dst: Address, peer: StreamPeer) -> VirtualStreamTransport:
+    def _accept(self, src: Address, dst: Address, peer: StreamPeer,
+                flow: str = "") -> VirtualStreamTransport:
         server = self._servers.get(dst) or self._servers.get((ANY, dst[1]))
         if server is None or not server.is_serving():
             raise refused()
-        return server._accept(src, dst, peer)
+        end = server._accept(src, dst, peer, flow)
+        # Logged where the connection lands, so a cross-node trace shows the receiving pod.
+        _log.info("flow.delivered", **self._where(flow, src, dst, "tcp"), verdict="accepted")
+        return end
+
+    def _where(self, flow: str, src: Address, dst: Address, proto: str) -> dict[str, str]:
+        """The fields every traffic event of this pod carries."""
+        return {"flow": flow, "pod": self.pod, "namespace": self.namespace, "src": _fmt(src),
+                "dst": _fmt(dst), "proto": proto}
+
+    def _log_failure(self, exc: OSError, flow: str, src: Address, dst: Address,
+                     proto: str) -> None:
+        """The verdict of a connect or send that failed, logged once at the source."""
+        code = exc.errno
+        event = ("flow.refused" if code == errno.ECONNREFUSED else
+                 "flow.unreachable" if code in (errno.EHOSTUNREACH, errno.ENETUNREACH) else
+                 "flow.failed")
+        verdict = errno.errorcode.get(code, "error") if code is not None else "error"
+        _log.info(event, **self._where(flow, src, dst, proto), verdict=verdict,
+                  reason=exc.strerror or str(exc))
+
+    def new_flow(self) -> str:
+        """A flow id for an exchange this pod starts (see `current_flow`)."""
+        return self._node.new_flow()
 
     async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
                             host: str | Sequence[str] | None = None, port: int | None = None, *,
@@ -1022,11 +1127,11 @@ class PodNet:
             del self._udp[transport._sockname]
             self._udp_ports[transport._sockname[1]] -= 1
 
-    def _send_datagram(self, src: Address, dst: Address, data: bytes) -> None:
+    def _send_datagram(self, src: Address, dst: Address, data: bytes, flow: str = "") -> None:
         if _is_loopback(dst[0]) or dst[0] == self.ip:
             self._deliver_datagram(src, dst, data)
         else:
-            self._node._send_datagram(src, dst, data)
+            self._node._send_datagram(src, dst, data, flow)
 
     def _deliver_datagram(self, src: Address, dst: Address, data: bytes) -> None:
         endpoint = self._udp.get(dst) or self._udp.get((ANY, dst[1]))
@@ -1101,6 +1206,23 @@ class NodeNetwork:
         self.cluster_cidr = ipaddress.IPv4Network(cluster_cidr)
         self.remote: RemoteDelivery | None = None
         self._pods: dict[str, PodNet] = {}
+        # Flow ids: unique across the cluster's processes without coordination, and cheap
+        # (a counter); the prefix tells which process started the flow.
+        self._flow_prefix = os.urandom(3).hex()
+        self._flows = itertools.count(1)
+
+    def new_flow(self) -> str:
+        return f"{self._flow_prefix}-{next(self._flows):x}"
+
+    def route_kind(self, pod: PodNet, ip: str) -> str:
+        """How a packet from `pod` to `ip` leaves, for the flow.route event."""
+        if _is_loopback(ip) or ip in (ANY, pod.ip):
+            return "pod-local"
+        if ip in self._pods:
+            return "node-local"
+        if self.remote is not None and not self.is_local(ip):
+            return "tunnel"
+        return "none"
 
     def __repr__(self) -> str:
         return f"<NodeNetwork {self.node_name} {self.pod_cidr} pods={len(self._pods)}>"
@@ -1132,13 +1254,14 @@ class NodeNetwork:
 
     # -- inbound seam: a tunnel hands traffic for this node's pods to these
 
-    def accept_stream(self, src: Address, dst: Address, peer: StreamPeer) -> StreamPeer:
+    def accept_stream(self, src: Address, dst: Address, peer: StreamPeer,
+                      flow: str = "") -> StreamPeer:
         """Connect `peer` (an end elsewhere) to the listener at `dst`; returns the new end here.
         Raises EHOSTUNREACH or ECONNREFUSED like a kernel would."""
         net = self._pods.get(dst[0])
         if net is None:
             raise unreachable()
-        return net._accept(src, dst, peer)
+        return net._accept(src, dst, peer, flow)
 
     def deliver_datagram(self, src: Address, dst: Address, data: bytes) -> None:
         """Hand a datagram to the UDP socket at `dst`; raises EHOSTUNREACH/ECONNREFUSED."""
@@ -1149,19 +1272,25 @@ class NodeNetwork:
 
     # -- routing for this node's pods
 
-    async def _open_stream(self, src: Address, dst: Address, peer: StreamPeer) -> StreamPeer:
+    async def _open_stream(self, src: Address, dst: Address, peer: StreamPeer, flow: str,
+                           source: PodNet) -> StreamPeer:
         net = self._pods.get(dst[0])
         if net is not None:
-            return net._accept(src, dst, peer)
+            _log.info("flow.route", **source._where(flow, src, dst, "tcp"), route="node-local",
+                      to_pod=f"{net.namespace}/{net.pod}", verdict="local")
+            return net._accept(src, dst, peer, flow)
         if self.remote is not None and not self.is_local(dst[0]):
-            return await self.remote.open_stream(src, dst, peer)
+            # The tunnel layer logs its own flow.route: it knows which node and route.
+            return await self.remote.open_stream(src, dst, peer, flow)
+        _log.info("flow.route", **source._where(flow, src, dst, "tcp"), route="none",
+                  verdict="EHOSTUNREACH")
         raise unreachable()
 
-    def _send_datagram(self, src: Address, dst: Address, data: bytes) -> None:
+    def _send_datagram(self, src: Address, dst: Address, data: bytes, flow: str = "") -> None:
         net = self._pods.get(dst[0])
         if net is not None:
             net._deliver_datagram(src, dst, data)
         elif self.remote is not None and not self.is_local(dst[0]):
-            self.remote.send_datagram(src, dst, data)
+            self.remote.send_datagram(src, dst, data, flow)
         else:
             raise unreachable()

@@ -39,6 +39,9 @@ import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
+import structlog
+
+from agents.netstack import current_flow
 
 if TYPE_CHECKING:
     from agents.netstack import PodNet
@@ -233,6 +236,9 @@ def parse_hosts(text: str) -> dict[str, list[str]]:
     return table
 
 
+_log = structlog.get_logger()
+
+
 class StubResolver:
     """One pod's resolver (see the module docstring)."""
 
@@ -286,25 +292,44 @@ class StubResolver:
             found = [ip for ip in self.hosts[key] if ipaddress.ip_address(ip).version == family]
             if found:
                 return found
-        got_nodata = got_servfail = False
         try:
             names = candidates(name, self.conf)
             for fqdn in names:
                 dns.name.from_text(fqdn)  # a bad name (empty label, >63 bytes) fails here
         except (dns.exception.DNSException, ValueError):
             raise _gaierror(socket.EAI_NONAME) from None
-        for fqdn in names:
+        # One flow id for the whole lookup: every query it sends (UDP, TCP retries) carries it,
+        # so `podnet logs --flow` shows the search walk and the DNS server's side together.
+        flow = self.net.new_flow()
+        token = current_flow.set(flow)
+        try:
+            return await self._walk(names, rdtype, flow)
+        finally:
+            current_flow.reset(token)
+
+    async def _walk(self, names: list[str], rdtype: int, flow: str) -> list[str]:
+        got_nodata = got_servfail = False
+        where = {"flow": flow, "pod": self.net.pod, "namespace": self.net.namespace,
+                 "proto": "dns", "qtype": dns.rdatatype.to_text(
+                     dns.rdatatype.RdataType.make(rdtype))}
+        for step, fqdn in enumerate(names, 1):
             try:
                 response = await self.send(fqdn, rdtype)
-            except NoReply:
+            except NoReply as e:
+                _log.info("dns.step", **where, step=step, question=fqdn, verdict="no reply",
+                          reason=str(e))
                 raise _gaierror(socket.EAI_AGAIN) from None  # glibc stops the walk here
             rcode = response.rcode()
+            addresses = _addresses(response, rdtype) if rcode == dns.rcode.NOERROR else []
+            _log.info("dns.step", **where, step=step, question=fqdn,
+                      rcode=dns.rcode.to_text(rcode), answers=addresses,
+                      verdict="answered" if addresses else dns.rcode.to_text(rcode).lower()
+                      if rcode != dns.rcode.NOERROR else "nodata")
             if rcode == dns.rcode.NXDOMAIN:
                 continue
             if rcode != dns.rcode.NOERROR:
                 got_servfail = True
                 continue
-            addresses = _addresses(response, rdtype)
             if addresses:
                 return addresses
             got_nodata = True

@@ -115,7 +115,7 @@ class TunnelManager(TunnelPeer):
         where = {"flow": frame.flow, "peer": tunnel.peer, "src": f"{frame.src[0]}:{frame.src[1]}",
                  "dst": f"{frame.dst[0]}:{frame.dst[1]}"}
         try:
-            local = self.network.accept_stream(frame.src, frame.dst, end)
+            local = self.network.accept_stream(frame.src, frame.dst, end, frame.flow)
         except OSError as exc:
             err = exc.errno or errno.ECONNREFUSED
             tunnel.refuse(frame.sid, err)
@@ -135,13 +135,18 @@ class TunnelManager(TunnelPeer):
 
     # -- RemoteDelivery
 
-    async def open_stream(self, src: Address, dst: Address, local: StreamPeer) -> StreamPeer:
-        flow = self.new_flow()
+    async def open_stream(self, src: Address, dst: Address, local: StreamPeer,
+                          flow: str | None = None) -> StreamPeer:
+        flow = flow or self.new_flow()
         where = {"flow": flow, "src": f"{src[0]}:{src[1]}", "dst": f"{dst[0]}:{dst[1]}"}
         route = self._route(dst[0])
         if route is None:
-            self.log.info("tunnel.stream_out", **where, verdict="EHOSTUNREACH", reason="no route")
+            self.log.info("flow.route", **where, proto="tcp", route="none",
+                          verdict="EHOSTUNREACH", reason="no route")
             raise unreachable()
+        # The routing decision, once per flow: which route (podCIDR or Service) and node.
+        self.log.info("flow.route", **where, proto="tcp", route=route.pod_cidr, to_node=route.node,
+                      address=route.address, state=route.state, verdict="tunnel")
         try:
             tunnel = await self.tunnel_to(route.node, route.address)
         except OSError:
@@ -157,11 +162,12 @@ class TunnelManager(TunnelPeer):
         self.log.info("tunnel.stream_out", **where, peer=route.node, verdict="connected")
         return end
 
-    def send_datagram(self, src: Address, dst: Address, data: bytes) -> None:
+    def send_datagram(self, src: Address, dst: Address, data: bytes,
+                      flow: str | None = None) -> None:
         route = self._route(dst[0])
         if route is None:
             raise unreachable()
-        self.datagram_to(route.node, route.address, src, dst, data)
+        self.datagram_to(route.node, route.address, src, dst, data, flow)
 
     async def ping(self, src: str, dst: str, ident: int, seq: int, payload: bytes) -> None:
         """Send an echo request from pod `src` to `dst`; returns when the reply arrives."""

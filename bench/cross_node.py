@@ -35,11 +35,12 @@ TARGET = 0.5
 
 
 class Node:
-    def __init__(self, name: str, cidr: str, secret: str, loop: str, cpu: int | None) -> None:
+    def __init__(self, name: str, cidr: str, secret: str, loop: str, cpu: int | None,
+                 extra: tuple[str, ...] = ()) -> None:
         env = dict(os.environ, PODNET_LOOP="asyncio" if loop == "asyncio" else "auto")
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "tunnel_node.py"), "--node", name, "--pod-cidr", cidr,
-             "--secret-hex", secret], stdout=subprocess.PIPE, env=env, text=True)
+             "--secret-hex", secret, *extra], stdout=subprocess.PIPE, env=env, text=True)
         if cpu is not None:
             os.sched_setaffinity(self.proc.pid, {cpu})
         assert self.proc.stdout is not None

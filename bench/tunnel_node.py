@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents.cni.routes import Route, RouteTable
 from agents.netstack import NodeNetwork, PodNet
 from agents.tunnels import TunnelManager
+from podnet import logs
 from podnet.eventloop import loop_name, run
 
 RR_PORT, SINK_PORT = 7000, 7001
@@ -126,8 +127,18 @@ async def bulk(open_: Opener, host: str, port: int, seconds: float) -> dict[str,
     return {"mbps": sent / elapsed / 1e6}
 
 
+def setup_logging(args: argparse.Namespace) -> None:
+    if args.logs_dir:
+        Path(args.logs_dir).mkdir(parents=True, exist_ok=True)
+        # Logging as an agent does (JSON file + stderr), for bench/logging_overhead.py.
+        logs.configure(f"bench-{args.node}", component="agent", node=args.node,
+                       logs_dir=Path(args.logs_dir), level=args.log_level,
+                       stderr=(Path(args.logs_dir) / f"bench-{args.node}.stderr").open("a"))
+    else:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
 async def main(args: argparse.Namespace) -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     prefix = args.pod_cidr.rsplit(".", 1)[0]
     network = NodeNetwork(args.node, args.pod_cidr)
     table = RouteTable(args.node)
@@ -196,4 +207,8 @@ if __name__ == "__main__":
     parser.add_argument("--node", required=True)
     parser.add_argument("--pod-cidr", required=True)
     parser.add_argument("--secret-hex", required=True)
-    run(main(parser.parse_args()))
+    parser.add_argument("--logs-dir", default=None, help="log like an agent, into this dir")
+    parser.add_argument("--log-level", default="info")
+    parsed = parser.parse_args()
+    setup_logging(parsed)
+    run(main(parsed))

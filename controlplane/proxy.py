@@ -75,7 +75,8 @@ class ClusterIPProxy(TunnelPeer):
         self.service_cidr = ipaddress.IPv4Network(service_cidr)
         self.dns = dns
         self.dns_address = (dns_ip or str(self.service_cidr[10]), DNS_PORT)
-        self.log = log.bind(node=CONTROLPLANE)
+        # Bound now, after logs.configure: an import-time bind would miss the JSON file.
+        self.log = structlog.get_logger().bind(component="proxy", node=CONTROLPLANE)
         self._dirty = True
         self._agents: dict[str, str | None] = {}
         self._followers: list[asyncio.Task[None]] = []

@@ -3,6 +3,8 @@
     podnet up [--nodes N] [--state-dir DIR] [--detach] [-f FILE]... [--no-demo]
     podnet down [--state-dir DIR]
     podnet exec [-n NS] POD [-c CONTAINER] [-i] -- CMD ARGS...
+    podnet apply -f FILE... [--api URL --secret-file F] [--wait-nodes N]
+    podnet logs [--flow ID] [--pod NS/NAME] [--node N] [--event GLOB] [--verdict V] [-f]
     podnet controlplane ...      (the control plane process; `--help` lists its flags)
     podnet agent --name NAME --controlplane URL ...   (one node agent)
 
@@ -73,6 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("-o", "--output", choices=("table", "json"), default="table",
                     help="json: an object keyed by the node whose view it is")
 
+    ap = sub.add_parser("apply", help="create or update objects from YAML (like kubectl apply)",
+                        description="Apply manifests through the API. The cluster comes from "
+                                    "DIR/cluster.json, or from --api with --secret-file (the CA "
+                                    "is then fetched and verified with the secret).")
+    _state_dir_arg(ap)
+    ap.add_argument("-f", "--filename", action="append", default=[], metavar="FILE", type=Path,
+                    required=True, help="a manifest (repeatable)")
+    ap.add_argument("-n", "--namespace", default="default")
+    ap.add_argument("--api", default=None, metavar="URL", help="control plane URL, e.g. "
+                    "https://controlplane:6443 (default: the state directory's cluster)")
+    ap.add_argument("--secret-file", type=Path, default=None, metavar="FILE",
+                    help="cluster secret, with --api (default: DIR/secret)")
+    ap.add_argument("--wait-nodes", type=int, default=0, metavar="N",
+                    help="first wait until N nodes are Ready")
+    ap.add_argument("--timeout-s", type=float, default=120.0, metavar="SECONDS",
+                    help="how long to wait for the control plane and nodes (default 120)")
+
+    lg = sub.add_parser("logs", help="every process's log, merged in time order and filtered",
+                        description="Merge the cluster's JSON logs by time and filter them, "
+                                    "like `hubble observe`; --flow ID traces one request.")
+    _state_dir_arg(lg)
+    from podnet import logview
+
+    logview.add_arguments(lg)
+
     sub.add_parser("controlplane", help="run the control plane process (see its --help)",
                    add_help=False)
     sub.add_parser("agent", help="run one node agent process (see its --help)", add_help=False)
@@ -116,6 +143,16 @@ def main(argv: list[str] | None = None) -> int:
             return down(state_dir(args.state_dir))
         if args.command == "exec":
             return run_exec(args)
+        if args.command == "apply":
+            from podnet import applycmd
+
+            return applycmd.main(args.filename, args.api, args.secret_file,
+                                 state_dir(args.state_dir), args.namespace, args.wait_nodes,
+                                 args.timeout_s)
+        if args.command == "logs":
+            from podnet import logview
+
+            return logview.run(args, state_dir(args.state_dir))
         if args.command == "routes":
             from podnet import routesview
 

@@ -524,7 +524,9 @@ class TunnelPeer:
         self.connect_timeout_s = connect_timeout_s
         self.handshake_timeout_s = handshake_timeout_s
         self.heartbeat_s = heartbeat_s
-        self.log = log.bind(node=node)
+        # Bound here, not from the module-level logger: binding resolves structlog's config,
+        # which the process sets up after importing this module (else events miss the file).
+        self.log = structlog.get_logger().bind(component="tunnel", node=node)
         self._key = derive_key(secret, "tunnel")
         self._guard = ReplayGuard()
         self._http = session

@@ -228,6 +228,9 @@ class _Transfer:
         self.connected = True
         self.info.time_connect_s = self.loop.time() - self.started
         self.trace(f"* Connected to {url.host} ({ip}) port {url.port} (#0)")
+        flow = writer.get_extra_info("flow")
+        if flow:        # the id `podnet logs --flow` takes, to follow this request's path
+            self.trace(f"* flow: {flow}")
         return reader, writer
 
     async def fetch(self, url: Url, method: str, body: bytes) -> str | None:

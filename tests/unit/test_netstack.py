@@ -471,10 +471,11 @@ class FakeTunnel:
         self.other = other
 
     async def open_stream(self, src: tuple[str, int], dst: tuple[str, int],
-                          local: StreamPeer) -> StreamPeer:
-        return self.other.accept_stream(src, dst, local)
+                          local: StreamPeer, flow: str) -> StreamPeer:
+        return self.other.accept_stream(src, dst, local, flow)
 
-    def send_datagram(self, src: tuple[str, int], dst: tuple[str, int], data: bytes) -> None:
+    def send_datagram(self, src: tuple[str, int], dst: tuple[str, int], data: bytes,
+                      flow: str) -> None:
         self.other.deliver_datagram(src, dst, data)
 
 

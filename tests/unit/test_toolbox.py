@@ -154,9 +154,12 @@ async def test_curl_verbose_shape(target: ExecTarget) -> None:
     result = await run(target, "/usr/bin/curl", "-sv", f"http://{SERVER_IP}:{HTTP_PORT}/")
     assert result.code == 0
     assert result.out == "hello\n"
+    flow = re.search(r"^\* flow: (\S+)$", result.err, re.M)
+    assert flow is not None     # the id `podnet logs --flow` takes
     assert result.err == (
         f"*   Trying {SERVER_IP}:{HTTP_PORT}...\n"
         f"* Connected to {SERVER_IP} ({SERVER_IP}) port {HTTP_PORT} (#0)\n"
+        f"* flow: {flow.group(1)}\n"
         "> GET / HTTP/1.1\n"
         f"> Host: {SERVER_IP}:{HTTP_PORT}\n"
         "> User-Agent: curl/7.88.1\n"
