@@ -26,7 +26,7 @@ from agents.netstack import NodeNetwork
 from agents.runtime import PodRuntime
 from agents.server import build_agent_app
 from agents.tunnels import TunnelManager
-from podnet import eventloop, logs, settings
+from podnet import discovery, eventloop, logs, settings
 from podnet.apierrors import ApiError
 from podnet.auth import SecretError, agent_token, load_secret
 from podnet.client import (
@@ -105,6 +105,26 @@ async def fetch_info_until_ready(url: str, secret: bytes) -> ClusterInfo:
         delay = min(delay * 2, 2.0)
 
 
+async def discover_controlplane(s: AgentSettings, secret: bytes) -> tuple[str, ClusterInfo]:
+    """The API URL and verified cluster-info of the control plane found with mDNS. Only one
+    whose cluster-info verifies under our secret is accepted: an advertisement proves
+    nothing, so foreign clusters and rogue advertisers are passed over."""
+    interface = s.discovery_interface or ""
+    log.info("node.discovering_controlplane", interface=interface,
+             timeout_s=s.discovery_timeout_s)
+
+    async def verified(ad: discovery.Advertisement) -> ClusterInfo | None:
+        try:
+            return await fetch_cluster_info(ad.api, secret, timeout_s=2.0)
+        except (ApiUnavailable, CaMismatch) as e:
+            log.info("node.controlplane_declined", api=ad.api, cluster=ad.cluster,
+                     reason=str(e))
+            return None
+
+    ad, cluster = await discovery.browse(interface, s.discovery_timeout_s, verified)
+    return ad.api, cluster
+
+
 async def register_until_ready(api: ApiClient, s: AgentSettings, host: str,
                                port: int) -> dict[str, Any]:
     """Register, retrying while the control plane is not up yet."""
@@ -138,9 +158,12 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
     secret = load_secret(s.secret_path)
     token = agent_token(secret)
     async with contextlib.AsyncExitStack() as stack:
-        cluster = await fetch_info_until_ready(s.controlplane, secret)
+        if s.controlplane:
+            url, cluster = s.controlplane, await fetch_info_until_ready(s.controlplane, secret)
+        else:
+            url, cluster = await discover_controlplane(s, secret)
         api = await stack.enter_async_context(
-            ApiClient(s.controlplane, token, ssl_context=client_context(cluster.ca_pem)))
+            ApiClient(url, token, ssl_context=client_context(cluster.ca_pem)))
         # Registration needs our address and the runtime needs the registered podCIDR, so
         # bind the socket first, register, and only then serve on it.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -164,7 +187,7 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         # The CNI: routes learned by gossip, pod traffic to other nodes through tunnels.
         routes = RouteTable(s.name)
         # Service IPs go to the control plane's ClusterIP proxy (address from cluster-info).
-        proxy_address = cluster.tunnel_dial_address(s.controlplane)
+        proxy_address = cluster.tunnel_dial_address(url)
         proxy_route = Route(cluster.service_cidr, CONTROLPLANE, proxy_address) \
             if proxy_address else None
         tunnels = TunnelManager(s.name, secret, routes, network,
@@ -211,4 +234,4 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(f"agent-{s.name}", component="agent", node=s.name,
                    logs_dir=s.state_dir / "logs", level=args.log_level)
     return run_process("agent", lambda stop: run(s, g, stop),
-                       (SecretError, SettingsError, CaMismatch))
+                       (SecretError, SettingsError, CaMismatch, discovery.DiscoveryError))

@@ -33,7 +33,7 @@ from controlplane.workloads import (
     PodEviction,
     ReplicaSetController,
 )
-from podnet import eventloop, logs, settings
+from podnet import discovery, eventloop, logs, settings
 from podnet.auth import SecretError, agent_token, api_token, generate_secret, load_secret
 from podnet.cluster import write_json_atomic
 from podnet.pki import PkiError, ensure_pki, server_context, sign_cluster_info
@@ -73,6 +73,23 @@ def agent_address(api: Api):  # type: ignore[no-untyped-def]
         return str(host), port
 
     return lookup
+
+
+async def advertise(s: ControlPlaneSettings, api_port: int, dns_port: int,
+                    stack: contextlib.AsyncExitStack) -> None:
+    """Publish the API URL and DNS address with mDNS on one address (never all interfaces:
+    see podnet/discovery.py); agents started without --controlplane find us that way."""
+    interface = s.mdns_interface or discovery.default_interface(s.listen_host) or ""
+    ad = discovery.controlplane_advertisement(s.cluster_name, interface, s.listen_host,
+                                              api_port, s.dns_host, dns_port)
+    advertiser = discovery.Advertiser(ad, interface)
+    try:
+        await advertiser.start()
+    except OSError as e:
+        await advertiser.close()
+        raise SettingsError(f"--mdns-interface: cannot advertise on {interface}: "
+                            f"{e.strerror or e} (or pass --no-advertise)") from None
+    stack.push_async_callback(advertiser.close)
 
 
 async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
@@ -128,6 +145,8 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                                 f"{e.strerror}") from None
         stack.push_async_callback(dns_server.close)
         proxy.dns = dns_server.query    # kube-dns:53 over the emulated network
+        if s.advertise:
+            await advertise(s, port, dns_server.port, stack)
         scheduler = Scheduler(api)
         lifecycle = NodeLifecycle(api, s.node_monitor_grace_s, s.node_monitor_period_s)
         tasks = [asyncio.create_task(scheduler.run(), name="scheduler"),

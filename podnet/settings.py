@@ -152,6 +152,11 @@ class ControlPlaneSettings:
                                   "without a Service of that name")
     dns_upstream: str | None = opt(None, "ip[:port] that answers names outside the cluster "
                                          "domain (default: none, they get NXDOMAIN)")
+    advertise: bool = opt(True, "advertise this control plane with mDNS (_podnet._tcp.local.) "
+                                "so agents started without --controlplane find it")
+    mdns_interface: str = opt("", "the one IPv4 address mDNS is bound to (default: the listen "
+                                  "host; required with a wildcard listen host)")
+    cluster_name: str = opt("podnet", "cluster name published in the mDNS advertisement")
 
     @property
     def san_list(self) -> list[str]:
@@ -169,6 +174,18 @@ class ControlPlaneSettings:
             except ValueError:
                 raise SettingsError(f"--dns-upstream: expected ip[:port], got "
                                     f"{self.dns_upstream!r}") from None
+        if self.advertise:
+            from podnet.discovery import check_interface, default_interface
+
+            if self.mdns_interface and (err := check_interface(self.mdns_interface)):
+                raise SettingsError(f"--mdns-interface: {err}")
+            if not self.mdns_interface and default_interface(self.listen_host) is None:
+                raise SettingsError(f"--mdns-interface: listening on {self.listen_host!r}, so "
+                                    "say which address to advertise on (or --no-advertise)")
+        from podnet.names import dns1123_label_error
+
+        if err := dns1123_label_error(self.cluster_name):
+            raise SettingsError(f"--cluster-name: {err}")
         _positive(self.node_monitor_grace_s, "--node-monitor-grace-s")
         _positive(self.node_monitor_period_s, "--node-monitor-period-s")
         _positive(self.pod_eviction_timeout_s, "--pod-eviction-timeout-s")
@@ -198,6 +215,9 @@ class AgentSettings:
     peers: str = opt("", "other agents to join gossip through, comma-separated host:port "
                          "(besides the agents the control plane lists)")
     ready_file: Path | None = opt(None, "write {pid, address} here as JSON once registered")
+    mdns_interface: str = opt("", "with no --controlplane: the one IPv4 address to look for it "
+                                  "on with mDNS (default: the advertise or listen host)")
+    discovery_timeout_s: float = opt(10.0, "with no --controlplane: how long to look for it")
 
     def check(self) -> None:
         if not self.name:
@@ -206,10 +226,17 @@ class AgentSettings:
 
         if err := dns1123_label_error(self.name):
             raise SettingsError(f"--name: {err}")
-        if not self.controlplane:
-            raise SettingsError("--controlplane: the control plane URL is required, "
-                                "e.g. --controlplane https://127.0.0.1:6443")
-        if not self.controlplane.startswith("https://"):
+        if not self.controlplane:  # empty: found with mDNS (podnet/discovery.py)
+            from podnet.discovery import check_interface
+
+            if self.mdns_interface and (err := check_interface(self.mdns_interface)):
+                raise SettingsError(f"--mdns-interface: {err}")
+            if not self.discovery_interface:
+                raise SettingsError("--mdns-interface: cannot tell which address to look for "
+                                    "the control plane on; pass --mdns-interface ADDRESS or "
+                                    "--controlplane URL")
+            _positive(self.discovery_timeout_s, "--discovery-timeout-s")
+        elif not self.controlplane.startswith("https://"):
             raise SettingsError(f"--controlplane: expected an https:// URL, got "
                                 f"{self.controlplane!r}")
         _port(self.listen_port, "--listen-port")
@@ -218,6 +245,13 @@ class AgentSettings:
     @property
     def secret_path(self) -> Path:
         return self.secret_file or self.state_dir / "secret"
+
+    @property
+    def discovery_interface(self) -> str | None:
+        """The address mDNS browsing is bound to (None: none can be chosen safely)."""
+        from podnet.discovery import default_interface
+
+        return self.mdns_interface or default_interface(self.advertise_host or self.listen_host)
 
     @property
     def peer_list(self) -> list[str]:

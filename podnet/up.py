@@ -201,7 +201,10 @@ async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], d
     cluster = Cluster(state_dir, nodes, detach)
     ok = False
     try:
+        # mDNS stays on loopback under `podnet up`, whatever PODNET_MDNS_INTERFACE says: the
+        # machine's other interfaces may be a real network (LAB.md).
         cp = cluster.spawn("controlplane", ["-m", "controlplane", "--listen-port", "0",
+                                            "--mdns-interface", "127.0.0.1",
                                             *(["--dns-strict"] if dns_strict else [])])
         cp_info = await cluster.wait_ready(cp, ready_timeout_s)
         api_url = str(cp_info["api"])

@@ -34,10 +34,38 @@ def test_bad_settings_fail_with_one_clear_line(env: dict[str, str], message: str
 @pytest.mark.parametrize(("env", "message"), [
     ({}, "--name: a node name is required"),
     ({"PODNET_NAME": "Node_1"}, "--name: 'Node_1' must consist of lower case"),
-    ({"PODNET_NAME": "n1"}, "--controlplane: the control plane URL is required"),
+    # No --controlplane means discovery, which needs one address to look on.
+    ({"PODNET_NAME": "n1", "PODNET_LISTEN_HOST": "0.0.0.0"}, "--mdns-interface: cannot tell"),
+    ({"PODNET_NAME": "n1", "PODNET_MDNS_INTERFACE": "0.0.0.0"}, "must be one interface's"),
+    ({"PODNET_NAME": "n1", "PODNET_DISCOVERY_TIMEOUT_S": "0"}, "--discovery-timeout-s"),
     ({"PODNET_NAME": "n1", "PODNET_CONTROLPLANE": "127.0.0.1:1"}, "expected an https:// URL"),
 ])
 def test_agent_settings_validation(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as err:
         settings.load(AgentSettings, None, env)
     assert message in str(err.value)
+
+
+def test_agent_without_controlplane_discovers_on_its_own_address() -> None:
+    s = settings.load(AgentSettings, None, {"PODNET_NAME": "n1"})
+    assert s.controlplane == "" and s.discovery_interface == "127.0.0.1"
+    s = settings.load(AgentSettings, None, {"PODNET_NAME": "n1",
+                                             "PODNET_LISTEN_HOST": "198.18.0.12"})
+    assert s.discovery_interface == "198.18.0.12"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"PODNET_LISTEN_HOST": "0.0.0.0"}, "--mdns-interface: listening on '0.0.0.0'"),
+    ({"PODNET_MDNS_INTERFACE": "eth0"}, "--mdns-interface: expected one IPv4 address"),
+    ({"PODNET_CLUSTER_NAME": "Bad_Name"}, "--cluster-name:"),
+])
+def test_controlplane_mdns_settings(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        settings.load(ControlPlaneSettings, None, env)
+    assert message in str(err.value)
+
+
+def test_wildcard_control_plane_may_opt_out_of_mdns() -> None:
+    s = settings.load(ControlPlaneSettings, None, {"PODNET_LISTEN_HOST": "0.0.0.0",
+                                                    "PODNET_ADVERTISE": "false"})
+    assert not s.advertise
