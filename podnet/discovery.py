@@ -154,7 +154,7 @@ class Advertiser:
         self.interface = interface
         self._zc: Any = None
         self._info: Any = None
-        self._registering: asyncio.Future[Any] | None = None
+        self._registering: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Bind and start announcing. Probing the name takes about a second; it goes on in
@@ -171,26 +171,34 @@ class Advertiser:
             # The A record: the API's own address, or the interface's when that is a name.
             addresses=[socket.inet_aton(default_interface(host) or self.interface)],
             server=f"{name}.local.")
+        # Binding happens here, so a bad interface fails start() at once; registering probes
+        # the name for about a second (zeroconf awaits that inside async_register_service),
+        # so it runs as an owned task and the control plane is ready without waiting for it.
         self._zc = _zeroconf(self.interface)
-        self._registering = await self._zc.async_register_service(
-            self._info, allow_name_change=True)
-        self._registering.add_done_callback(self._registered)
+        self._registering = asyncio.create_task(self._register(),
+                                                name="zeroconf-register")
 
-    def _registered(self, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
-            return
-        if (error := fut.exception()) is not None:
+    async def _register(self) -> None:
+        try:
+            announced = await self._zc.async_register_service(self._info,
+                                                              allow_name_change=True)
+            await announced
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # advertising is best effort: log, keep serving
             log.warning("discovery.advertise_failed", interface=self.interface,
-                        error=repr(error))
-        else:
-            log.info("discovery.advertised", interface=self.interface, name=self._info.name,
-                     api=self.ad.api, dns=self.ad.dns)
+                        error=repr(e))
+            return
+        log.info("discovery.advertised", interface=self.interface, name=self._info.name,
+                 api=self.ad.api, dns=self.ad.dns)
 
     async def close(self) -> None:
         if self._zc is None:
             return
         if self._registering is not None and not self._registering.done():
             self._registering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registering
         with contextlib.suppress(Exception):  # best effort goodbye; the TTL expires anyway
             await asyncio.wait_for(self._zc.async_unregister_service(self._info), 2.0)
         await self._zc.async_close()
