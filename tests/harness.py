@@ -25,6 +25,24 @@ KUBECTL = shutil.which("kubectl")
 TESTS = Path(__file__).resolve().parent
 
 
+# A client on node-1 and an echo server on node-2: the smallest cross-node setup.
+CROSS_NODE_PODS = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  nodeName: node-1
+  containers: [{name: toolbox, image: podnet/toolbox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: echo-2}
+spec:
+  nodeName: node-2
+  containers: [{name: echo, image: podnet/echo, ports: [{containerPort: 8080}]}]
+"""
+
+
 def wait_for(check: Callable[[], T | None], timeout_s: float = 15.0, interval_s: float = 0.1,
              what: str = "condition") -> T:
     """Poll `check` until it returns something truthy; fail with `what` after the timeout."""

@@ -17,23 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import RunningCluster, start_cluster, stop_cluster, wait_for
+from harness import CROSS_NODE_PODS, RunningCluster, start_cluster, stop_cluster, wait_for
 
-PODS = textwrap.dedent("""\
-    apiVersion: v1
-    kind: Pod
-    metadata: {name: client}
-    spec:
-      nodeName: node-1
-      containers: [{name: toolbox, image: podnet/toolbox}]
-    ---
-    apiVersion: v1
-    kind: Pod
-    metadata: {name: echo-2}
-    spec:
-      nodeName: node-2
-      containers: [{name: echo, image: podnet/echo, ports: [{containerPort: 8080}]}]
-    ---
+PODS = CROSS_NODE_PODS + "---\n" + textwrap.dedent("""\
     apiVersion: v1
     kind: Pod
     metadata: {name: echo-3}
