@@ -37,6 +37,7 @@ from podnet.client import (
     fetch_cluster_info,
 )
 from podnet.cluster import write_json_atomic
+from podnet.informer import Informer
 from podnet.pki import client_context
 from podnet.resources import BY_KIND
 from podnet.settings import AgentSettings, SettingsError
@@ -60,36 +61,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-async def watch_pods(api: ApiClient, runtime: PodRuntime, node: str) -> None:
-    """List then watch the pods bound to this node, forever; re-list after any break."""
-    selector = f"spec.nodeName={node}"
-    delay = 0.2
-    while True:
-        try:
-            listed = await api.list(PODS, None, field_selector=selector)
-            await runtime.resync(listed.get("items", []))
-            rv = str(listed.get("metadata", {}).get("resourceVersion", ""))
-            delay = 0.2
-            async for event in api.watch(PODS, None, resource_version=rv,
-                                         field_selector=selector):
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    log.info("pods.watch_expired", status=obj.get("message"))
-                    break
-                try:
-                    if kind in ("ADDED", "MODIFIED"):
-                        await runtime.sync(obj)
-                    elif kind == "DELETED":
-                        await runtime.forget(obj.get("metadata", {}).get("uid", ""))
-                except Exception:  # one bad pod must not stop the node from running the rest
-                    log.exception("pods.sync_failed",
-                                  pod=obj.get("metadata", {}).get("name"))
-        except (ApiUnavailable, ApiError) as e:
-            log.warning("pods.watch_failed", error=str(e), retry_s=delay)
-        except Exception:  # never let the pod watch die: the node would stop with it
-            log.exception("pods.watch_crashed", retry_s=delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
+def pod_informer(api: ApiClient, runtime: PodRuntime, node: str) -> Informer:
+    """The pods bound to this node: every (re)list resyncs the runtime, every event syncs
+    one pod."""
+
+    async def on_event(kind: str, pod: dict[str, Any]) -> None:
+        if kind == "DELETED":
+            await runtime.forget(str((pod.get("metadata") or {}).get("uid") or ""))
+        else:
+            await runtime.sync(pod)
+
+    return Informer(api, PODS, field_selector=f"spec.nodeName={node}",
+                    on_list=runtime.resync, on_event=on_event)
 
 
 async def fetch_info_until_ready(url: str, secret: bytes) -> ClusterInfo:
@@ -213,7 +196,7 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         tasks = [
             asyncio.create_task(nodeobj.heartbeat(api, s.name, host, port, pod_cidr,
                                                   s.heartbeat_interval_s), name="heartbeat"),
-            asyncio.create_task(watch_pods(api, runtime, s.name), name="pod-watch"),
+            asyncio.create_task(pod_informer(api, runtime, s.name).run(), name="pod-watch"),
         ]
         if s.ready_file:
             write_json_atomic(s.ready_file, {"pid": os.getpid(), "name": s.name,
