@@ -108,13 +108,13 @@ async def discover_controlplane(s: AgentSettings, secret: bytes) -> tuple[str, C
     return ad.api, cluster
 
 
-async def register_until_ready(api: ApiClient, s: AgentSettings, host: str,
-                               port: int) -> dict[str, Any]:
+async def register_until_ready(api: ApiClient, s: AgentSettings, host: str, port: int,
+                               conditions: nodeobj.Conditions) -> dict[str, Any]:
     """Register, retrying while the control plane is not up yet."""
     delay = 0.1
     while True:
         try:
-            node = await nodeobj.register(api, s.name, host, port)
+            node = await nodeobj.register(api, s.name, host, port, conditions)
             if node.get("spec", {}).get("podCIDR"):
                 return node
             log.warning("node.no_pod_cidr_yet")
@@ -160,7 +160,8 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         stack.callback(sock.close)
         port = int(sock.getsockname()[1])
         host = s.advertise_host or s.listen_host
-        node = await register_until_ready(api, s, host, port)
+        conditions = nodeobj.Conditions()
+        node = await register_until_ready(api, s, host, port, conditions)
         pod_cidr = node["spec"]["podCIDR"]
         network = NodeNetwork(s.name, pod_cidr, cluster.cluster_cidr)
         runtime = PodRuntime(node=s.name, host_ip=host, pod_cidr=pod_cidr, network=network,
@@ -193,9 +194,12 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         await gossip.start()
         stack.push_async_callback(gossip.close)
         await seed_from_controlplane(api, gossip, s.name)
+        # Heartbeats, the routes we hold, and Ready only once routes are in place both ways.
+        reporter = nodeobj.NodeReporter(api, s.name, host, port, pod_cidr, routes, conditions,
+                                        s.heartbeat_interval_s)
+        stack.push_async_callback(reporter.shutdown)
         tasks = [
-            asyncio.create_task(nodeobj.heartbeat(api, s.name, host, port, pod_cidr,
-                                                  s.heartbeat_interval_s), name="heartbeat"),
+            asyncio.create_task(reporter.run(), name="node-reporter"),
             asyncio.create_task(pod_informer(api, runtime, s.name).run(), name="pod-watch"),
         ]
         if s.ready_file:

@@ -129,16 +129,21 @@ class Cluster:
                       f"{self.logs_dir / (child.name + '.jsonl')}")
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        for child in reversed(self.children):
-            if child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for child in self.children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            if child.proc.poll() is None:
-                child.proc.kill()
-                child.proc.wait()
+        """Agents first, then the control plane: a stopping agent tells the API its node is
+        going away (so nobody waits for its routes), which needs the API still up."""
+        agents = [c for c in self.children if c.name != "controlplane"]
+        rest = [c for c in self.children if c.name == "controlplane"]
+        for group in (agents, rest):
+            for child in group:
+                if child.proc.poll() is None:
+                    child.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            for child in group:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -293,19 +298,26 @@ def print_status(info: dict[str, Any], elapsed_s: float) -> None:
     print(f"Try:  export KUBECONFIG={info['kubeconfig']}; kubectl get pods -o wide")
 
 
-def down(state_dir: Path, timeout_s: float = 10.0) -> int:
-    info = read_cluster(state_dir)
-    ours = [p for p in cluster_pids(info) if p and _alive(p) and _is_podnet(p, state_dir)]
-    for pid in ours:
+def _terminate(pids: list[int], timeout_s: float) -> None:
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_alive(p) for p in ours):
-        time.sleep(0.05)
-    for pid in ours:
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.02)
+    for pid in pids:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def down(state_dir: Path, timeout_s: float = 10.0) -> int:
+    info = read_cluster(state_dir)
+    agents = [int(n["pid"]) for n in info.get("nodes", []) if n.get("pid")]
+    ours = [p for p in cluster_pids(info) if p and _alive(p) and _is_podnet(p, state_dir)]
+    # Agents first (each tells the API its node is going away), then the control plane.
+    _terminate([p for p in ours if p in agents], timeout_s)
+    _terminate([p for p in ours if p not in agents], timeout_s)
     (state_dir / "cluster.json").unlink(missing_ok=True)
     print(f"Stopped {len(ours)} process(es) of the cluster in {state_dir}.")
     return 0

@@ -208,6 +208,9 @@ class GossipService:
         loop = asyncio.get_running_loop()
         next_reconnect = loop.time() + s.reconnect_interval_ms / 1000
         while True:
+            # Cleared before the round, not after it: seeds added while a round runs (the
+            # control plane's node list arrives just after start) must wake the next one.
+            self._wake.clear()
             try:
                 self.membership.tick()
                 if not self.membership.live_peers():
@@ -223,7 +226,6 @@ class GossipService:
                 await self._save_peers()
             except Exception:  # as in _loop
                 log.exception("gossip.anti_entropy_failed", component="gossip", node=self.node)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), s.push_pull_interval_ms / 1000)
 
