@@ -27,6 +27,7 @@ from agents import probes, resolver
 from agents.containerlog import ContainerLog
 from agents.hostlocal import HostLocalIpam, PoolExhausted
 from agents.images import ContainerContext, ImageError, PodInfo, resolve_image
+from agents.images.entrypoint import expand
 from agents.netstack import NodeNetwork, PodNet
 from agents.podfiles import hosts_file, resolv_conf
 from agents.toolbox import ExecTarget
@@ -156,7 +157,7 @@ class RunningPod:
 
     async def _probe(self, spec: dict[str, Any], state: ContainerState,
                      readiness: probes.Probe | None, liveness: probes.Probe | None,
-                     run: asyncio.Task[None]) -> None:
+                     run: asyncio.Task[int]) -> None:
         """Run the container's probes until it stops: readiness sets `ready`, a failing
         liveness probe kills the run (the restart policy decides what happens next)."""
         name = spec["name"]
@@ -240,7 +241,8 @@ class RunningPod:
             if not name:
                 continue
             if "value" in item:
-                env[name] = str(item.get("value") or "")
+                # kubelet expands $(VAR) in a value from the variables defined before it.
+                env[name] = expand(str(item.get("value") or ""), env)
             elif ref := (item.get("valueFrom") or {}).get("fieldRef"):
                 env[name] = fields.get(str(ref.get("fieldPath")), "")
         return env
@@ -250,10 +252,13 @@ class RunningPod:
         info = PodInfo(name=self.name, namespace=self.namespace, ip=self.ip,
                        node=self.runtime.node, labels=labels, hostname=self.hostname)
         name = spec["name"]
+        env = self._env(spec)
         return ContainerContext(
-            name=name, args=[str(a) for a in (spec.get("args") or [])], env=self._env(spec),
+            name=name, args=[expand(str(a), env) for a in (spec.get("args") or [])], env=env,
+            command=[expand(str(a), env) for a in (spec.get("command") or [])],
             ports=list(spec.get("ports") or []), pod=info, net=self.net,
-            log=self.log.bind(container=name), stdout=self.logs[name])
+            log=self.log.bind(container=name), stdout=self.logs[name],
+            image=str(spec.get("image", "")), target=self.exec_target(name))
 
     async def _run_container(self, spec: dict[str, Any]) -> None:
         name = spec["name"]
@@ -265,7 +270,7 @@ class RunningPod:
             try:
                 fn = resolve_image(spec.get("image", ""))
             except ImageError as e:
-                state.state = {"waiting": {"reason": "ErrImagePull", "message": str(e)}}
+                state.state = {"waiting": {"reason": e.reason, "message": str(e)}}
                 state.ready = False
                 self.mark_dirty()
                 if self.image_errors.get(name) != str(e):  # one event per distinct error
@@ -275,7 +280,8 @@ class RunningPod:
                         self, "Warning", "Failed",
                         f"Failed to pull image \"{spec.get('image')}\": {e}")
                 await asyncio.sleep(backoff)
-                state.state = {"waiting": {"reason": "ImagePullBackOff", "message": str(e)}}
+                if e.reason == "ErrImagePull":
+                    state.state = {"waiting": {"reason": "ImagePullBackOff", "message": str(e)}}
                 self.mark_dirty()
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
@@ -292,14 +298,16 @@ class RunningPod:
             clog.info("container.started", restart_count=state.restart_count)
             await self.runtime.event(self, "Normal", "Started", f"Started container {name}")
             exit_code, reason, message = 0, "Completed", ""
-            run: asyncio.Task[None] = asyncio.create_task(
+            run: asyncio.Task[int] = asyncio.create_task(
                 _run_image(fn, self.context(spec)),
                 name=f"run:{self.namespace}/{self.name}/{name}")
             prober = asyncio.create_task(
                 self._probe(spec, state, readiness, liveness, run),
                 name=f"probes:{self.namespace}/{self.name}/{name}")
             try:
-                await run
+                exit_code = await run
+                if exit_code:
+                    reason = "Error"
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
@@ -429,12 +437,22 @@ class RunningPod:
             routes.insert(1, prefix)
         return ExecTarget(net=self.net, pod=self.name, namespace=self.namespace,
                           node=self.runtime.node, pod_ip=self.ip, hostname=self.hostname,
-                          env=self._env(spec), files=dict(self.files), routes=routes)
+                          env=self._env(spec), files=self.files, routes=routes)
 
 
-async def _run_image(fn: Callable[[ContainerContext], Awaitable[None]],
-                     ctx: ContainerContext) -> None:
-    await fn(ctx)
+async def _run_image(fn: Callable[[ContainerContext], Awaitable[int | None]],
+                     ctx: ContainerContext) -> int:
+    """The container's exit code: what its coroutine returned (None is 0), as a process's
+    status byte (`exit 256` is 0, `exit -1` is 255, as in a shell)."""
+    code = await fn(ctx)
+    if code is None:
+        return 0
+    if isinstance(code, bool) or not isinstance(code, int):
+        ctx.log.warning("container.bad_exit_code", returned=repr(code)[:80])
+        ctx.stdout.write(f"podnet: the image returned {type(code).__name__}, not an exit code; "
+                         "treated as 0\n")
+        return 0
+    return code & 0xFF
 
 
 class PodRuntime:

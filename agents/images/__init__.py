@@ -1,7 +1,12 @@
 """Container images: an image names a coroutine `async def run(ctx: ContainerContext)`.
 
 Built-ins ship with podnet (`podnet/echo`, `podnet/toolbox`, `podnet/pause`, with an optional
-`:tag`); `py:package.module:function` runs a user's own coroutine function.
+`:tag`); the images tutorials use (`nginx`, `busybox`, `agnhost` ...) are emulated by
+`agents.images.catalog`, whatever registry prefix, tag or digest the reference has;
+`py:package.module:function` runs a user's own coroutine function.
+
+The coroutine's return value is the container's exit code (None means 0), which
+`restartPolicy` and Jobs see as `terminated.exitCode`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from agents.netstack import PodNet
+    from agents.toolbox.core import ExecTarget
 
 
 class TextSink(Protocol):
@@ -49,13 +55,23 @@ class ContainerContext:
     net: PodNet
     log: FilteringBoundLogger
     stdout: TextSink
+    # The manifest's `command` ($(VAR) already expanded, like `args`); [] when not given.
+    command: list[str] = field(default_factory=list)
+    image: str = ""                     # the reference as written in the manifest
+    # The container as exec sees it (its env and files): for running toolbox commands.
+    target: ExecTarget | None = None
 
 
-Image = Callable[[ContainerContext], Awaitable[None]]
+Image = Callable[[ContainerContext], Awaitable[int | None]]
 
 
 class ImageError(Exception):
-    """An image that cannot be run (the runtime reports it like ErrImagePull)."""
+    """An image that cannot be run; `reason` is what the container's waiting state says
+    (ErrImagePull, or InvalidImageName for a reference that does not parse)."""
+
+    def __init__(self, message: str, reason: str = "ErrImagePull") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 BUILTINS = {
@@ -75,11 +91,17 @@ def resolve_image(image: str) -> Image:
     if image.startswith("py:"):
         target = image[3:]
     else:
-        name, _, _tag = image.partition(":")
-        if name not in BUILTINS:
-            raise ImageError(f"unknown image {image!r}: built-ins are {', '.join(BUILTINS)}; "
-                             f"use py:package.module:function for your own")
-        target = BUILTINS[name]
+        from agents.images import catalog
+        from agents.images.reference import BadReference, parse_reference
+
+        try:
+            ref = parse_reference(image)
+        except BadReference as e:
+            raise ImageError(f"couldn't parse image name {image!r}: {e}",
+                             reason="InvalidImageName") from e
+        if ref.short_path not in BUILTINS:
+            return catalog.lookup(ref, image)
+        target = BUILTINS[ref.short_path]
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise ImageError(f"bad image {image!r}: expected py:package.module:function")

@@ -127,7 +127,7 @@ def test_resolve_builtin_images() -> None:
 
 
 @pytest.mark.parametrize(("image", "message"), [
-    ("nginx:1.27", "unknown image"),
+    ("redis:7", "is not emulated by podnet"),
     ("py:no_such_package.module:run", "No module named 'no_such_package'"),
     ("py:agents.images.echo:missing", "no attribute 'missing'"),
     ("py:agents.images:resolve_image", "not an async def"),
