@@ -253,9 +253,12 @@ class RunningPod:
                        node=self.runtime.node, labels=labels, hostname=self.hostname)
         name = spec["name"]
         env = self._env(spec)
+        # kubelet expands $(VAR) from the variables it sets, not those the image or the
+        # runtime adds (HOSTNAME, PATH).
+        defined = {k: v for k, v in env.items() if k not in ("HOSTNAME", "PATH")}
         return ContainerContext(
-            name=name, args=[expand(str(a), env) for a in (spec.get("args") or [])], env=env,
-            command=[expand(str(a), env) for a in (spec.get("command") or [])],
+            name=name, args=[expand(str(a), defined) for a in (spec.get("args") or [])],
+            env=env, command=[expand(str(a), defined) for a in (spec.get("command") or [])],
             ports=list(spec.get("ports") or []), pod=info, net=self.net,
             log=self.log.bind(container=name), stdout=self.logs[name],
             image=str(spec.get("image", "")), target=self.exec_target(name))
