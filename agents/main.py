@@ -23,6 +23,7 @@ from agents.cni.gossip import GossipService
 from agents.cni.membership import GossipSettings
 from agents.cni.routes import Route, RouteTable
 from agents.netstack import NodeNetwork
+from agents.nodeports import NodePorts
 from agents.runtime import PodRuntime
 from agents.server import build_agent_app
 from agents.tunnels import TunnelManager
@@ -201,6 +202,9 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         tasks = [
             asyncio.create_task(reporter.run(), name="node-reporter"),
             asyncio.create_task(pod_informer(api, runtime, s.name).run(), name="pod-watch"),
+            # NodePort Services: real listeners on our own address (agents/nodeports.py).
+            asyncio.create_task(NodePorts(api, s.name, s.listen_host, pod_cidr, network,
+                                          tunnels).run(), name="nodeports"),
         ]
         if s.ready_file:
             write_json_atomic(s.ready_file, {"pid": os.getpid(), "name": s.name,

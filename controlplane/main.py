@@ -23,7 +23,9 @@ from controlplane.apiserver import build_app
 from controlplane.controllers import NodeLifecycle, Scheduler
 from controlplane.dns.server import DnsServer
 from controlplane.endpoints import EndpointsController
+from controlplane.loadbalancers import LoadBalancerNotice
 from controlplane.nodeipam import NodeIpam
+from controlplane.nodeportipam import NodePortIpam
 from controlplane.proxy import ClusterIPProxy, serve_tunnels
 from controlplane.serviceipam import ServiceIpam, ensure_system_services
 from controlplane.store import Store
@@ -38,6 +40,7 @@ from podnet.auth import SecretError, agent_token, api_token, generate_secret, lo
 from podnet.cluster import write_json_atomic
 from podnet.pki import PkiError, ensure_pki, server_context, sign_cluster_info
 from podnet.resources import BY_KIND
+from podnet.services.nodeports import parse_range
 from podnet.settings import ControlPlaneSettings, SettingsError
 from podnet.supervise import run_process, run_until_stopped
 
@@ -104,6 +107,8 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                                    lambda: store.scan(NODES)))
         service_ipam = ServiceIpam(s.service_cidr, lambda: store.scan(BY_KIND["Service"]))
         api.add_admission(service_ipam)
+        api.add_admission(NodePortIpam(parse_range(s.service_node_port_range),
+                                       lambda: store.scan(BY_KIND["Service"])))
         api.bootstrap()
         await api.start()
         stack.push_async_callback(api.close)
@@ -152,6 +157,7 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
         tasks = [asyncio.create_task(scheduler.run(), name="scheduler"),
                  asyncio.create_task(lifecycle.run(), name="node-lifecycle"),
                  asyncio.create_task(EndpointsController(api).run(), name="endpoints"),
+                 asyncio.create_task(LoadBalancerNotice(api).run(), name="loadbalancers"),
                  asyncio.create_task(ReplicaSetController(api).run(), name="replicasets"),
                  asyncio.create_task(DeploymentController(api).run(), name="deployments"),
                  asyncio.create_task(GarbageCollector(api).run(), name="garbage-collector"),

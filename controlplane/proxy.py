@@ -36,8 +36,8 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from controlplane.servicemap import Choice, Endpoint, ServiceMap, UdpFlows
 from podnet.resources import BY_KIND
+from podnet.services.servicemap import Choice, Endpoint, ServiceMap, UdpFlows
 from podnet.settings import SettingsError
 from podnet.tunnel import Dgram, Open
 from podnet.tunnelnet import (

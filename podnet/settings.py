@@ -138,6 +138,8 @@ class ControlPlaneSettings:
     cluster_cidr: str = opt("10.244.0.0/16", "pod network; each node gets one /24 of it")
     node_cidr_mask: int = opt(24, "prefix length of each node's podCIDR")
     service_cidr: str = opt("10.96.0.0/12", "virtual IPs for ClusterIP Services")
+    service_node_port_range: str = opt("30000-32767", "ports NodePort Services get on every "
+                                                      "node (A-B, A+N or one port)")
     cluster_domain: str = opt("cluster.local", "cluster DNS domain")
     node_monitor_grace_s: float = opt(8.0, "a node silent this long goes NotReady")
     node_monitor_period_s: float = opt(1.0, "how often the node lifecycle controller looks")
@@ -191,6 +193,12 @@ class ControlPlaneSettings:
         _positive(self.pod_eviction_timeout_s, "--pod-eviction-timeout-s")
         net = _cidr(self.cluster_cidr, "--cluster-cidr")
         _cidr(self.service_cidr, "--service-cidr")
+        from podnet.services.nodeports import RangeError, parse_range
+
+        try:
+            parse_range(self.service_node_port_range)
+        except RangeError as e:
+            raise SettingsError(f"--service-node-port-range: {e}") from None
         if not net.prefixlen < self.node_cidr_mask <= 30:
             raise SettingsError(
                 f"--node-cidr-mask: must be between {net.prefixlen + 1} and 30, "

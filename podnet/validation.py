@@ -848,8 +848,10 @@ def _default_service(obj: dict[str, Any]) -> None:
                 client.setdefault("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT_S)
     if svc_type != "ExternalName":
         spec.setdefault("internalTrafficPolicy", "Cluster")
-    if svc_type in ("NodePort", "LoadBalancer"):
+    if svc_type in ("NodePort", "LoadBalancer") or _l(spec.get("externalIPs")):
         spec.setdefault("externalTrafficPolicy", "Cluster")
+    if svc_type == "LoadBalancer":
+        spec.setdefault("allocateLoadBalancerNodePorts", True)
     ips = _l(spec.get("clusterIPs"))
     if not spec.get("clusterIP") and ips and isinstance(ips[0], str):
         spec["clusterIP"] = ips[0]
@@ -880,6 +882,7 @@ def _check_service(ctx: _Ctx, obj: dict[str, Any]) -> None:
         ctx.err("spec.ports", "Required value")
     names: set[str] = set()
     seen: set[tuple[int, str]] = set()
+    node_ports: set[tuple[int, Any]] = set()
     for i, port in enumerate(ports):
         if not isinstance(port, dict):
             continue
@@ -907,7 +910,12 @@ def _check_service(ctx: _Ctx, obj: dict[str, Any]) -> None:
                 ctx.err(f"{path}.nodePort", "Forbidden",
                         f"may not be used when `type` is '{svc_type}'")
             else:
-                ctx.extend(_port_range(f"{path}.nodePort", node_port))
+                errs = _port_range(f"{path}.nodePort", node_port)
+                ctx.extend(errs)
+                node_key = (node_port, port.get("protocol"))
+                if not errs and node_key in node_ports:
+                    ctx.err(f"{path}.nodePort", "Duplicate value", "", node_port)
+                node_ports.add(node_key)
         if number is not None and isinstance(port.get("protocol"), str):
             port_key = (number, port["protocol"])
             if port_key in seen:
@@ -952,9 +960,57 @@ def _check_service(ctx: _Ctx, obj: dict[str, Any]) -> None:
                 f"must not be set when session affinity is {affinity}", _shown(config))
     for key in ("externalTrafficPolicy", "internalTrafficPolicy"):
         ctx.extend(_supported(f"spec.{key}", spec.get(key), _TRAFFIC_POLICIES))
+    _check_external_traffic(ctx, spec)
     for i, ip in enumerate(_l(spec.get("externalIPs"))):
         ctx.extend(_ip_errors(f"spec.externalIPs[{i}]", ip))
     _check_labels(ctx, spec.get("selector"), "spec.selector")
+
+
+def _check_external_traffic(ctx: _Ctx, spec: dict[str, Any]) -> None:
+    """The fields only traffic from outside the cluster uses (Kubernetes' rules)."""
+    svc_type = spec.get("type")
+    external = svc_type in ("NodePort", "LoadBalancer") or bool(_l(spec.get("externalIPs")))
+    policy = spec.get("externalTrafficPolicy")
+    if not external and policy:
+        ctx.err("spec.externalTrafficPolicy", "Invalid value",
+                "may only be set for externally-accessible services", policy)
+    elif external and not policy:
+        ctx.err("spec.externalTrafficPolicy", "Required value")
+    health = _int(spec.get("healthCheckNodePort"))
+    if health and not (svc_type == "LoadBalancer" and policy == "Local"):
+        ctx.err("spec.healthCheckNodePort", "Invalid value", "may only be set when `type` is "
+                "'LoadBalancer' and `externalTrafficPolicy` is 'Local'", health)
+    elif health:
+        ctx.extend(_port_range("spec.healthCheckNodePort", health))
+    if "allocateLoadBalancerNodePorts" in spec and svc_type != "LoadBalancer":
+        ctx.err("spec.allocateLoadBalancerNodePorts", "Forbidden",
+                "may only be used when `type` is 'LoadBalancer'")
+
+
+def _drop_type_dependent(obj: dict[str, Any], old: dict[str, Any]) -> None:
+    """Before an update is validated: fields the new type does not use and the update left as
+    they were are cleared (Kubernetes' dropTypeDependentFields), so changing a NodePort
+    Service's type back to ClusterIP releases its node ports without naming them."""
+    spec, old_spec = obj.get("spec"), _d(old.get("spec"))
+    if not isinstance(spec, dict):
+        return
+    svc_type = spec.get("type") or "ClusterIP"
+    if svc_type not in ("NodePort", "LoadBalancer"):
+        old_by_key = {(p.get("port"), p.get("protocol") or "TCP"): p.get("nodePort")
+                      for p in _l(old_spec.get("ports")) if isinstance(p, dict)}
+        for port in _l(spec.get("ports")):
+            if isinstance(port, dict) and "nodePort" in port and port["nodePort"] == \
+                    old_by_key.get((port.get("port"), port.get("protocol") or "TCP")):
+                del port["nodePort"]
+        if not spec.get("externalIPs") and \
+                spec.get("externalTrafficPolicy") == old_spec.get("externalTrafficPolicy"):
+            spec.pop("externalTrafficPolicy", None)
+    if not (svc_type == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local") \
+            and spec.get("healthCheckNodePort") == old_spec.get("healthCheckNodePort"):
+        spec.pop("healthCheckNodePort", None)
+    if svc_type != "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts") == \
+            old_spec.get("allocateLoadBalancerNodePorts"):
+        spec.pop("allocateLoadBalancerNodePorts", None)
 
 
 def _external_name_involved(spec: dict[str, Any], old_spec: dict[str, Any]) -> bool:
@@ -1360,6 +1416,8 @@ class KindRules:
     check: Check | None = None
     default: Default | None = None
     check_update: UpdateCheck | None = None
+    # An update's preparation before defaults and checks (it sees the old object).
+    prepare_update: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
 
 KINDS: dict[str, KindRules] = {
@@ -1371,7 +1429,8 @@ KINDS: dict[str, KindRules] = {
                      check_update=_check_pod_update),
     "Event": KindRules(EVENT, check=_check_event),
     "Service": KindRules(SERVICE, name_check=validate_dns1035_label, check=_check_service,
-                         default=_default_service, check_update=_check_service_update),
+                         default=_default_service, check_update=_check_service_update,
+                         prepare_update=_drop_type_dependent),
     "Endpoints": KindRules(ENDPOINTS, check=_check_endpoints, default=_default_endpoints),
     "EndpointSlice": KindRules(ENDPOINT_SLICE, check=_check_endpoint_slice,
                                default=_default_endpoint_slice,
@@ -1415,6 +1474,8 @@ def validate(kind: str, obj: dict[str, Any], *, old: dict[str, Any] | None = Non
     if not rules.namespaced and isinstance(meta, dict):
         # The API server clears the namespace of cluster-scoped objects before validating.
         meta.pop("namespace", None)
+    if rules.prepare_update is not None and isinstance(old, dict):
+        rules.prepare_update(work, old)
     if rules.default is not None:
         rules.default(work)
     _check_metadata(ctx, rules, meta)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.servicemap import (
+from podnet.services.servicemap import (
     EPHEMERAL,
     Endpoint,
     ServiceMap,

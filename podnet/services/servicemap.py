@@ -1,5 +1,7 @@
-"""What the ClusterIP proxy decides, without I/O: which Service an address is, which endpoint
-serves a new connection, and which UDP flow a reply belongs to.
+"""What a Service proxy decides, without I/O: which Service an address (a ClusterIP, or a
+NodePort) is, which endpoint serves a new connection, and which UDP flow a reply belongs to.
+The control plane's ClusterIP proxy and every agent's NodePort listeners use the same map, so
+a Service balances the same way whichever door a connection comes in by.
 
 `ServiceMap` is rebuilt from the stored Services, EndpointSlices and Nodes (read-only views, as
 `Store.scan()` gives them) and keeps the state that outlives a rebuild: the round-robin position
@@ -11,6 +13,8 @@ Choice rules (kube-proxy's, for one proxy):
 - round-robin over the ready endpoints of the Service port, in a stable order;
 - `sessionAffinity: ClientIP`: a client IP keeps its endpoint while that endpoint stays ready
   and the client comes back within `timeoutSeconds` (default 10800) of its last connection;
+- NodePort with `externalTrafficPolicy: Local`: only the endpoints on the node the
+  connection came in at (the caller says which those are);
 - the endpoint's port: the slice port with the Service port's name and protocol (the
   controller has resolved named targetPorts into it); a slice without ports serves a numeric
   targetPort as is.
@@ -32,6 +36,7 @@ DEFAULT_AFFINITY_S = 10800.0        # Kubernetes' default sessionAffinityConfig 
 MAX_AFFINITY_S = 86400.0
 UDP_TIMEOUT_S = 30.0                # Linux nf_conntrack_udp_timeout
 EPHEMERAL = (32768, 60999)          # Linux ip_local_port_range: SNAT source ports for UDP
+EXTERNAL_TYPES = ("NodePort", "LoadBalancer")
 
 
 def _d(value: Any) -> Mapping[str, Any]:
@@ -60,6 +65,7 @@ class ServicePort:
     port: int
     protocol: str                   # TCP | UDP | SCTP
     target_port: int | str          # a number, or the name of a container port
+    node_port: int | None = None    # NodePort and LoadBalancer Services: the port on every node
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,9 @@ class Service:
     cluster_ips: tuple[str, ...]
     ports: tuple[ServicePort, ...]
     affinity_s: float | None        # ClientIP affinity timeout; None: no affinity
+    type: str = "ClusterIP"
+    external_local: bool = False    # externalTrafficPolicy: Local (NodePort traffic)
+    health_check_node_port: int | None = None
 
     @property
     def key(self) -> str:
@@ -98,6 +107,7 @@ class Choice:
     port: ServicePort | None
     endpoint: Endpoint | None
     reason: str         # round-robin | affinity | no service | no such port | no ready endpoints
+                        # | no local endpoints
     ready: int = 0      # ready endpoints of the port, before exclusions
 
 
@@ -134,13 +144,18 @@ def parse_service(obj: Mapping[str, Any]) -> Service | None:
         raw_protocol = p.get("protocol")
         protocol = raw_protocol if isinstance(raw_protocol, str) \
             and raw_protocol in ("TCP", "UDP", "SCTP") else "TCP"
-        ports.append(ServicePort(str(p.get("name") or ""), number, protocol, target_port))
+        node_port = _port(p.get("nodePort")) if spec.get("type") in EXTERNAL_TYPES else None
+        ports.append(ServicePort(str(p.get("name") or ""), number, protocol, target_port,
+                                 node_port))
     affinity: float | None = None
     if spec.get("sessionAffinity") == "ClientIP":
         timeout = _d(_d(spec.get("sessionAffinityConfig")).get("clientIP")).get("timeoutSeconds")
         affinity = float(timeout) if isinstance(timeout, int) and not isinstance(timeout, bool) \
             and 0 < timeout <= MAX_AFFINITY_S else DEFAULT_AFFINITY_S
-    return Service(ns, name, cluster_ips, tuple(ports), affinity)
+    svc_type = spec.get("type") if spec.get("type") in EXTERNAL_TYPES else "ClusterIP"
+    local = svc_type in EXTERNAL_TYPES and spec.get("externalTrafficPolicy") == "Local"
+    health = _port(spec.get("healthCheckNodePort")) if local else None
+    return Service(ns, name, cluster_ips, tuple(ports), affinity, str(svc_type), local, health)
 
 
 def parse_slice(obj: Mapping[str, Any]) -> tuple[str, _Slice] | None:
@@ -214,6 +229,7 @@ class ServiceMap:
         self.clock = clock
         self.max_pins = max_pins
         self._by_ip: dict[str, Service] = {}
+        self._by_node_port: dict[tuple[int, str], tuple[Service, ServicePort]] = {}
         self._slices: dict[str, list[_Slice]] = {}
         self._nodes: dict[str, NodeInfo] = {}
         self._rr: dict[tuple[str, int, str], int] = {}
@@ -237,6 +253,12 @@ class ServiceMap:
             if parsed is not None:
                 grouped.setdefault(parsed[0], []).append(parsed[1])
         self._by_ip, self._slices = by_ip, grouped
+        by_node_port: dict[tuple[int, str], tuple[Service, ServicePort]] = {}
+        for svc in dict.fromkeys(by_ip.values()):
+            for p in svc.ports:
+                if p.node_port is not None:     # the API never gives one port to two Services
+                    by_node_port.setdefault((p.node_port, p.protocol), (svc, p))
+        self._by_node_port = by_node_port
         if nodes is not None:
             self.set_nodes(nodes)
         live = {(s.key, p.port, p.protocol) for s in by_ip.values() for p in s.ports}
@@ -256,6 +278,10 @@ class ServiceMap:
 
     def services(self) -> list[Service]:
         return list(dict.fromkeys(self._by_ip.values()))
+
+    def node_ports(self) -> dict[tuple[int, str], tuple[Service, ServicePort]]:
+        """(nodePort, protocol) -> its Service and Service port, for every NodePort."""
+        return dict(self._by_node_port)
 
     def node(self, name: str) -> NodeInfo | None:
         return self._nodes.get(name)
@@ -299,9 +325,31 @@ class ServiceMap:
         sport = svc.port_for(port, protocol)
         if sport is None:
             return Choice(svc, None, None, "no such port")
+        return self._pick(svc, sport, client_ip, exclude, None)
+
+    def choose_node_port(self, node_port: int, protocol: str, client_ip: str,
+                         exclude: Iterable[Address] = (),
+                         is_local: Callable[[Endpoint], bool] | None = None) -> Choice:
+        """The endpoint for a new connection from `client_ip` to this node's `node_port`.
+        With `externalTrafficPolicy: Local` only endpoints `is_local` accepts are candidates
+        (kube-proxy's rule: the source is kept, so the reply must leave by this node)."""
+        found = self._by_node_port.get((node_port, protocol))
+        if found is None:
+            return Choice(None, None, None, "no service")
+        svc, sport = found
+        keep = is_local if svc.external_local and is_local is not None else None
+        return self._pick(svc, sport, client_ip, exclude, keep)
+
+    def _pick(self, svc: Service, sport: ServicePort, client_ip: str,
+              exclude: Iterable[Address], keep: Callable[[Endpoint], bool] | None) -> Choice:
         ready = self.ready_endpoints(svc, sport)
         skip = set(exclude)
         candidates = [e for e in ready if e.address not in skip]
+        if keep is not None:
+            local = [e for e in candidates if keep(e)]
+            if not local and candidates:
+                return Choice(svc, sport, None, "no local endpoints", len(ready))
+            candidates = local
         if not candidates:
             return Choice(svc, sport, None, "no ready endpoints", len(ready))
         now = self.clock()

@@ -1,0 +1,401 @@
+"""NodePort Services: real listeners on the node's own address, forwarded into the emulated
+network (what kube-proxy's NodePort rules do on every node).
+
+The agent follows every Service and EndpointSlice (two `Informer`s) into the same `ServiceMap`
+the control plane's ClusterIP proxy uses, and keeps one real TCP listener per NodePort on its
+listen host (the host of its Node's InternalIP). An accepted connection gets an endpoint from
+the map's choice (round robin, ClientIP affinity on the real client's address) and is joined
+to it: straight into the pod's stack when the endpoint is on this node, through the tunnel to
+its node otherwise. The host socket and the pod end are each other's `StreamPeer`, so the
+pod's flow control reaches the real socket and back.
+
+`externalTrafficPolicy: Cluster` (the default): any ready endpoint on any node, and the
+source is translated to this node's gateway address (the first address of its podCIDR, the
+address a CNI bridge such as cni0 holds), as kube-proxy masquerades NodePort traffic: the
+backend sees e.g. 10.244.1.1:40123, never the outside client. `Local`: only endpoints on this
+node, and the source is kept, so the backend sees the real client (127.0.0.1:54321 from this
+machine); a node with no local endpoint drops the connection.
+
+A connection no endpoint can take is reset (the handshake was already accepted by the real
+socket; kube-proxy would reject it before that: either way the client fails at once). A
+deleted Service's listener is closed, so the port refuses connections again.
+
+Several agents on one host (`podnet up`: every agent listens on 127.0.0.1) cannot all bind
+the same port: the first one serves it, and the others log `nodeport.shared` and try again
+every few seconds, so if that agent stops another takes the port over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import socket
+import struct
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+
+import structlog
+
+from agents.netstack import Address, NodeNetwork, StreamPeer
+from podnet.client import ApiClient
+from podnet.informer import Informer
+from podnet.resources import BY_KIND
+from podnet.services.servicemap import EPHEMERAL, Choice, Endpoint, ServiceMap
+from podnet.tunnelnet import errname, reset
+
+if TYPE_CHECKING:
+    from agents.tunnels import TunnelManager
+
+SERVICES, SLICES = BY_KIND["Service"], BY_KIND["EndpointSlice"]
+RETRY_SHARED_S = 5.0        # how often a port held by a co-located agent is tried again
+COALESCE_S = 0.01           # a burst of Service/slice events becomes one reconcile
+
+PortKey = tuple[int, str]   # (nodePort, protocol)
+
+
+def _fmt(address: Address) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+class HostStream(asyncio.Protocol):
+    """One accepted connection on a NodePort: the real socket's protocol, and the
+    `StreamPeer` the pod end (a local stack's transport or a tunnel's stand-in) talks to."""
+
+    def __init__(self, owner: NodePorts, key: PortKey) -> None:
+        self.owner = owner
+        self.key = key
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer: StreamPeer | None = None
+        self.client: Address = ("", 0)
+        self.flow = ""
+        self.inbox: deque[bytes] = deque()      # from the client, waiting for the pod end
+        self.eof_in = False                     # the client half-closed
+        self.eof_in_sent = False
+        self.eof_out = False                    # the pod end half-closed
+        self.writing_paused = False
+        self.closed = False
+        self.flush_scheduled = False
+        self.snat_port: int | None = None
+        self.sent = self.received = 0
+        self.started = time.monotonic()
+        self.logged = False                     # a connected flow logs flow.closed
+
+    # -- asyncio.Protocol: the real socket
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport is no asyncio.Transport subclass, but has its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
+        self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
+        self.flow = self.owner.network.new_flow()
+        self.owner.spawn(self.owner.connect(self), f"nodeport {self.flow}")
+
+    def data_received(self, data: bytes) -> None:
+        self.sent += len(data)
+        peer = self.peer
+        if peer is not None and not self.inbox and peer.ready():
+            peer.deliver(data)
+            return
+        self.inbox.append(data)
+        if self.transport is not None:
+            self.transport.pause_reading()      # one chunk held at most: backpressure
+
+    def eof_received(self) -> bool:
+        self.eof_in = True
+        self._schedule_flush()
+        return True     # keep the socket open: the pod may still answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        peer, self.peer = self.peer, None
+        if peer is not None:
+            peer.hang_up(reset() if exc is not None or self.inbox else None)
+        self.owner.release(self)
+        if self.logged:
+            self.owner.log.info("flow.closed", flow=self.flow, src=_fmt(self.client),
+                                dst=self.owner.where(self.key), proto="tcp",
+                                verdict="reset" if exc is not None else "closed",
+                                bytes_sent=self.sent, bytes_received=self.received,
+                                duration_s=round(time.monotonic() - self.started, 6))
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.peer is not None:
+            self.peer.wake()
+
+    # -- StreamPeer: the pod end calls these
+
+    def ready(self) -> bool:
+        return not self.closed and not self.writing_paused and self.transport is not None \
+            and not self.transport.is_closing()
+
+    def deliver(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.received += len(data)
+            self.transport.write(data)
+
+    def deliver_eof(self) -> None:
+        self.eof_out = True
+        if self.transport is None or self.closed:
+            return
+        if self.eof_in_sent:
+            self.transport.close()      # both directions are done
+        elif self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def hang_up(self, exc: Exception | None) -> None:
+        self.peer = None
+        if exc is not None:
+            self.abort()
+        elif self.transport is not None:
+            self.transport.close()      # what was written goes first, then FIN
+
+    def wake(self) -> None:
+        self._schedule_flush()
+
+    # -- internals
+
+    def attach(self, peer: StreamPeer) -> None:
+        self.peer = peer
+        self._schedule_flush()
+        peer.wake()     # it may hold data back until we were connected
+
+    def abort(self) -> None:
+        """Close with a TCP reset (SO_LINGER 0), as a kernel answers a dead connection."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    def _schedule_flush(self) -> None:
+        # Deferred: the pod end calls wake() from inside its own resume_reading().
+        if not self.flush_scheduled and not self.closed:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        peer = self.peer
+        if peer is None or self.closed or self.transport is None:
+            return
+        while self.inbox and peer.ready():
+            peer.deliver(self.inbox.popleft())
+            if self.peer is None:
+                return
+        if self.inbox:
+            return          # wake() brings us back
+        if self.eof_in and not self.eof_in_sent:
+            self.eof_in_sent = True
+            peer.deliver_eof()
+            if self.eof_out and self.transport is not None:
+                self.transport.close()
+            return
+        if not self.eof_in:
+            self.transport.resume_reading()
+
+
+class NodePorts:
+    """This node's NodePort listeners, kept in step with the cluster's Services."""
+
+    def __init__(self, api: ApiClient, node: str, host: str, pod_cidr: str,
+                 network: NodeNetwork, tunnels: TunnelManager, *,
+                 retry_shared_s: float = RETRY_SHARED_S) -> None:
+        self.node = node
+        self.host = host
+        self.pod_cidr = ipaddress.IPv4Network(pod_cidr)
+        # The node's side of the pod network (a bridge's address): the masquerade source.
+        self.gateway = str(self.pod_cidr.network_address + 1)
+        self.network = network
+        self.tunnels = tunnels
+        self.retry_shared_s = retry_shared_s
+        self.map = ServiceMap()
+        self.kick = asyncio.Event()
+        self.log = structlog.get_logger().bind(component="nodeport", node=node)
+        self.services = Informer(api, SERVICES, on_list=self._changed_list,
+                                 on_event=self._changed)
+        self.slices = Informer(api, SLICES, on_list=self._changed_list, on_event=self._changed)
+        self.listeners: dict[PortKey, asyncio.Server] = {}
+        self.shared: dict[PortKey, str] = {}        # ports this host's other agent serves
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._snat_used: set[int] = set()
+        self._snat_next = EPHEMERAL[0]
+
+    # -- following the cluster
+
+    async def _changed_list(self, items: list[dict[str, Any]]) -> None:
+        self.kick.set()
+
+    async def _changed(self, kind: str, obj: dict[str, Any]) -> None:
+        self.kick.set()
+
+    async def run(self) -> None:
+        feeds = [asyncio.create_task(self.services.run(), name="nodeport-services"),
+                 asyncio.create_task(self.slices.run(), name="nodeport-slices")]
+        try:
+            await self.services.synced.wait()
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    timeout = self.retry_shared_s if self.shared else None
+                    await asyncio.wait_for(self.kick.wait(), timeout)
+                await asyncio.sleep(COALESCE_S)
+                self.kick.clear()
+                try:
+                    await self.reconcile()
+                except Exception:   # logged; the next change tries again
+                    self.log.exception("nodeport.reconcile_failed")
+        finally:
+            for task in feeds:
+                task.cancel()
+            await asyncio.gather(*feeds, return_exceptions=True)
+            await self.close()
+
+    async def close(self) -> None:
+        for key in list(self.listeners):
+            self._close_listener(key, "agent stopping")
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def reconcile(self) -> None:
+        self.map.rebuild(self.services.items.values(), self.slices.items.values())
+        wanted = {key: svc for key, (svc, _) in self.map.node_ports().items()
+                  if key[1] == "TCP"}
+        for key in [k for k in self.listeners if k not in wanted]:
+            self._close_listener(key, "service gone")
+        self.shared = {k: v for k, v in self.shared.items() if k in wanted}
+        for key, svc in wanted.items():
+            if key not in self.listeners:
+                await self._open_listener(key, svc.key)
+
+    async def _open_listener(self, key: PortKey, service: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(lambda: HostStream(self, key), self.host, key[0],
+                                              reuse_address=True)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                if key not in self.shared:
+                    self.log.info("nodeport.shared", service=service, address=self.where(key),
+                                  reason="port in use on this host: an agent sharing the "
+                                         "host serves it (or another program holds it)")
+                self.shared[key] = service
+            else:
+                self.log.warning("nodeport.bind_failed", service=service,
+                                 address=self.where(key), error=exc.strerror or str(exc))
+            return
+        if self.shared.pop(key, None) is not None:
+            self.log.info("nodeport.taken_over", service=service, address=self.where(key))
+        self.listeners[key] = server
+        self.log.info("nodeport.listening", service=service, address=self.where(key),
+                      proto=key[1].lower())
+
+    def _close_listener(self, key: PortKey, reason: str) -> None:
+        server = self.listeners.pop(key, None)
+        if server is not None:
+            server.close()
+            self.log.info("nodeport.closed", address=self.where(key), reason=reason)
+
+    def where(self, key: PortKey) -> str:
+        return f"{self.host}:{key[0]}"
+
+    def spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- one connection
+
+    def is_local(self, endpoint: Endpoint) -> bool:
+        if endpoint.node is not None:
+            return endpoint.node == self.node
+        return ipaddress.IPv4Address(endpoint.ip) in self.pod_cidr
+
+    def _snat(self) -> int:
+        low, high = EPHEMERAL
+        for _ in range(high - low + 1):
+            port = self._snat_next
+            self._snat_next = low if port >= high else port + 1
+            if port not in self._snat_used:
+                self._snat_used.add(port)
+                return port
+        raise OSError(errno.EADDRNOTAVAIL, "no free source port to masquerade with")
+
+    def release(self, stream: HostStream) -> None:
+        if stream.snat_port is not None:
+            self._snat_used.discard(stream.snat_port)
+            stream.snat_port = None
+
+    async def connect(self, stream: HostStream) -> None:
+        where = {"flow": stream.flow, "src": _fmt(stream.client), "dst": self.where(stream.key),
+                 "proto": "tcp", "node_port": stream.key[0]}
+        try:
+            await self._connect(stream, where)
+        except Exception:   # one connection's bug must not take the listener down
+            self.log.exception("nodeport.connection_failed", **where)
+            stream.abort()
+
+    async def _connect(self, stream: HostStream, where: dict[str, Any]) -> None:
+        tried: list[str] = []
+        failed: list[Address] = []
+        while True:
+            choice = self.map.choose_node_port(stream.key[0], stream.key[1], stream.client[0],
+                                               failed, self.is_local)
+            endpoint = choice.endpoint
+            if endpoint is None or stream.closed:
+                stream.abort()
+                self.log.info("proxy.connection", **where, **_service(choice), tried=tried or None,
+                              reason="client gone" if stream.closed else choice.reason,
+                              verdict="client gone" if stream.closed else "reset")
+                return
+            assert choice.service is not None
+            policy = "Local" if choice.service.external_local else "Cluster"
+            if policy == "Local":
+                src = stream.client     # the source is kept
+            else:
+                self.release(stream)
+                stream.snat_port = self._snat()
+                src = (self.gateway, stream.snat_port)
+            try:
+                peer = await self._open(src, endpoint, stream)
+            except OSError as exc:
+                failed.append(endpoint.address)
+                tried.append(f"{endpoint.ip}:{endpoint.port} {errname(exc.errno)}")
+                continue
+            break
+        if stream.closed:
+            peer.hang_up(reset())   # the client gave up while we were connecting
+            return
+        stream.attach(peer)
+        stream.logged = True
+        self.log.info("proxy.connection", **where, **_service(choice), policy=policy,
+                      snat=_fmt(src) if policy == "Cluster" else None,
+                      endpoint=_fmt(endpoint.address), pod=endpoint.pod,
+                      endpoint_node=endpoint.node, reason="retry" if tried else choice.reason,
+                      tried=tried or None, ready=choice.ready, verdict="connected")
+
+    async def _open(self, src: Address, endpoint: Endpoint, stream: HostStream) -> StreamPeer:
+        dst = endpoint.address
+        if self.network.is_local(dst[0]):
+            self.log.info("flow.route", flow=stream.flow, src=_fmt(src), dst=_fmt(dst),
+                          proto="tcp", route="node-local", verdict="local")
+            return self.network.accept_stream(src, dst, stream, stream.flow)
+        return await self.tunnels.open_stream(src, dst, stream, stream.flow)
+
+
+def _service(choice: Choice) -> dict[str, Any]:
+    if choice.service is None:
+        return {"service": None}
+    return {"service": choice.service.key,
+            "port": choice.port.name or choice.port.port if choice.port else None}
