@@ -1,4 +1,4 @@
-"""The agent's own HTTP endpoints: health, container logs and exec (kubelet's API).
+"""The agent's own HTTP endpoints: health, container logs, exec and port-forward (kubelet's API).
 
 Only the control plane talks to these (it relays `kubectl logs` and `kubectl exec`), so every
 path but /healthz needs the agent token derived from the cluster secret.
@@ -14,6 +14,8 @@ from aiohttp import web
 
 from agents.cni.routes import RouteTable
 from agents.exec_server import exec_handler
+from agents.netstack import PodNet
+from agents.portforward_server import portforward_handler
 from agents.runtime import PodRuntime
 from agents.toolbox import ExecTarget
 from podnet.auth import token_matches
@@ -121,6 +123,12 @@ def build_agent_app(runtime: PodRuntime, agent_token: str,
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/pods/{namespace}/{name}/log", container_log)
     app.router.add_get("/pods/{namespace}/{name}/exec", exec_handler(lookup))
+
+    def pod_net(namespace: str, name: str) -> PodNet | None:
+        pod = runtime.find(namespace, name)
+        return pod.net if pod is not None else None
+
+    app.router.add_get("/pods/{namespace}/{name}/portforward", portforward_handler(pod_net))
     if extra is not None:
         extra(app)
     return app

@@ -6,9 +6,9 @@ and watch across namespaces (`/api/v1/pods`) and the legacy `/api/v1/watch/...` 
 Discovery (legacy and aggregated), a small OpenAPI v3 stub (enough for kubectl's default
 `--validate`), server-side Tables and `Status` errors follow reference/kubectl.md.
 
-`pods/log` and `pods/exec` are relayed to the node agent that runs the pod, found through the
-`agent_address(node_name)` callable; the control plane authenticates to it with the agent
-token. Everything except /version and the health probes needs a bearer token.
+`pods/log`, `pods/exec` and `pods/portforward` are relayed to the node agent that runs the pod,
+found through the `agent_address(node_name)` callable; the control plane authenticates to it
+with the agent token. Everything except /version and the health probes needs a bearer token.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import yaml
 from aiohttp import web
 from multidict import MultiDict
 
+from controlplane import portforward
 from controlplane.api import PODS, Api, WatchStream
 from controlplane.tables import table
 from podnet import apierrors, protobuf
@@ -63,6 +64,7 @@ _SUBRESOURCE_VERBS: dict[str, tuple[str, tuple[str, ...]]] = {
     "status": ("", ("get", "patch", "update")),
     "log": ("", ("get",)),
     "exec": ("PodExecOptions", ("create", "get")),
+    "portforward": ("PodPortForwardOptions", ("create", "get")),
     "binding": ("Binding", ("create",)),
     "scale": ("Scale", ("get", "patch", "update")),
 }
@@ -387,6 +389,7 @@ class ApiServer:
         self.http: aiohttp.ClientSession | None = None
         self.streams: set[WatchStream] = set()
         self.sockets: set[web.WebSocketResponse] = set()
+        self.forwards: set[portforward.ForwardSession] = set()
 
     # -------------------------------------------------------------- middleware
 
@@ -435,6 +438,8 @@ class ApiServer:
             stream.close()
         for ws in list(self.sockets):
             await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        for session in list(self.forwards):
+            await session.stop()
 
     # -------------------------------------------------------------- dispatch
 
@@ -579,6 +584,8 @@ class ApiServer:
             return await self.pod_log(request, t)
         elif sub == "exec" and t.res is PODS and method in ("GET", "POST"):
             return await self.pod_exec(request, t)
+        elif sub == "portforward" and t.res is PODS and method in ("GET", "POST"):
+            return await self.pod_portforward(request, t)
         raise _method_not_allowed()
 
     async def read_body(self, request: web.Request) -> bytes:
@@ -910,6 +917,25 @@ class ApiServer:
                     await client.close(code=code)
             elif not agent.closed:
                 await agent.close()
+
+
+    async def pod_portforward(self, request: web.Request, t: Target) -> web.StreamResponse:
+        """`kubectl port-forward`: SPDY (plain or WebSocket-tunnelled), one agent WebSocket per
+        forwarded connection (controlplane/portforward.py)."""
+        assert t.name is not None and t.namespace is not None  # pods/NAME/portforward
+        pod = self.api.get(PODS, t.namespace, t.name)
+        phase = (pod.get("status") or {}).get("phase")
+        if phase != "Running":
+            raise apierrors.bad_request("unable to forward port because pod is not running. "
+                                        f"Current status={phase}")
+        host, port, _ = self._locate(pod, None)
+        assert self.http is not None  # set by the cleanup context
+        dial = portforward.agent_dialer(
+            self.http, f"http://{host}:{port}/pods/{t.namespace}/{t.name}", self.agent_token)
+        return await portforward.serve(
+            request, dial, namespace=t.namespace, pod=t.name,
+            uid=str(pod["metadata"].get("uid", "")), sessions=self.forwards,
+            refuse=apierrors.bad_request)
 
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse

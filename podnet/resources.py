@@ -51,7 +51,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("nodes", "Node", namespaced=False, short_names=("no",), subresources=("status",),
              field_selectors=(*_COMMON, "spec.unschedulable")),
     Resource("pods", "Pod", short_names=("po",), categories=("all",),
-             subresources=("status", "log", "exec", "binding"),
+             subresources=("status", "log", "exec", "portforward", "binding"),
              field_selectors=(*_COMMON, "spec.nodeName", "spec.restartPolicy",
                               "spec.schedulerName", "spec.serviceAccountName", "status.phase",
                               "status.podIP", "status.nominatedNodeName")),
