@@ -123,7 +123,6 @@ def validate_dns1035_label(name: str, path: str = "metadata.name") -> list[Field
 
 IMAGE_BUILTINS: frozenset[str] = frozenset({"podnet/echo", "podnet/toolbox", "podnet/pause"})
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_SUPPORTED_IMAGES = [*sorted(IMAGE_BUILTINS), "py:<package.module>:<function>"]
 
 
 def _is_identifier(part: str) -> bool:
@@ -536,15 +535,17 @@ def _check_container(ctx: _Ctx, c: dict[str, Any], path: str, names: set[str]) -
     if not image:
         ctx.err(f"{path}.image", "Required value")
     elif isinstance(image, str):
-        try:
-            parse_image(image)
-        except ValueError as exc:
-            if image.startswith("py:"):
+        # As in Kubernetes the API accepts any reference: whether it can run is the node's
+        # business (ErrImagePull, InvalidImageName), so that `kubectl describe` says why.
+        # podnet's own `py:` references are checked here, where a typo is cheapest to see.
+        if image != image.strip():
+            ctx.err(f"{path}.image", "Invalid value",
+                    "must not have leading or trailing whitespace", image)
+        elif image.startswith("py:"):
+            try:
+                parse_image(image)
+            except ValueError as exc:
                 ctx.err(f"{path}.image", "Invalid value", str(exc), image)
-            else:
-                listed = ", ".join(f'"{s}"' for s in _SUPPORTED_IMAGES)
-                ctx.err(f"{path}.image", "Unsupported value",
-                        f"supported values: {listed} (builtins optionally with :tag)", image)
     port_names: set[str] = set()
     for j, port in enumerate(_l(c.get("ports"))):
         if not isinstance(port, dict):

@@ -172,9 +172,9 @@ def test_deployment_defaults_and_errors() -> None:
         'spec.template.metadata.labels: Invalid value: map[string]string{"app":"web"}: '
         "`selector` does not match template `labels`"]
     bad_template = deployment()
-    bad_template["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx"
+    bad_template["spec"]["template"]["spec"]["containers"][0]["image"] = "py:1bad:fn"
     assert errors("Deployment", bad_template)[0].startswith(
-        'spec.template.spec.containers[0].image: Unsupported value: "nginx"')
+        'spec.template.spec.containers[0].image: Invalid value: "py:1bad:fn"')
     assert errors("ReplicaSet", {**deployment(), "kind": "ReplicaSet",
                                  "spec": {"template": deployment()["spec"]["template"]}}) == [
         "spec.selector: Required value"]

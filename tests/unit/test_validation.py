@@ -180,7 +180,7 @@ def test_pod_spec_errors(spec: dict[str, Any], expected: str) -> None:
 
 def test_container_errors() -> None:
     obj = pod(containers=[
-        {"name": "a", "image": "nginx", "imagePullPolicy": "Sometimes",
+        {"name": "a", "image": "nginx ", "imagePullPolicy": "Sometimes",
          "ports": [{"containerPort": 70000}, {"containerPort": 80, "protocol": "ICMP"},
                    {"name": "http"}, {"containerPort": 81, "name": "Bad--Name"},
                    {"containerPort": 82, "hostPort": 99999}],
@@ -190,8 +190,8 @@ def test_container_errors() -> None:
     ])
     got = messages(validate("Pod", obj))
     expected = [
-        'spec.containers[0].image: Unsupported value: "nginx": supported values: '
-        '"podnet/echo", "podnet/pause", "podnet/toolbox", "py:<package.module>:<function>"',
+        'spec.containers[0].image: Invalid value: "nginx ": must not have leading or trailing '
+        'whitespace',
         "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 "
         "and 65535, inclusive",
         'spec.containers[0].ports[1].protocol: Unsupported value: "ICMP": supported values: '
