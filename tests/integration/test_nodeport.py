@@ -129,7 +129,8 @@ def fetch(host: str, port: int) -> tuple[dict[str, Any], str]:
     try:
         conn.connect()
         assert conn.sock is not None
-        me = "%s:%d" % conn.sock.getsockname()[:2]
+        host_ip, host_port = conn.sock.getsockname()[:2]
+        me = f"{host_ip}:{host_port}"
         conn.request("GET", "/")
         reply: dict[str, Any] = json.loads(conn.getresponse().read())
         return reply, me
