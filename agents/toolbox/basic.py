@@ -96,7 +96,7 @@ async def cat(proc: Proc, argv: list[str]) -> int:
                 proc.stdout.write(chunk)
                 await proc.drain()
             continue
-        path = abspath(name)
+        path = abspath(name, proc.target.cwd)
         if path in files:
             proc.stdout.write(files[path])
         elif path == "/" or any(f.startswith(path.rstrip("/") + "/") for f in files):

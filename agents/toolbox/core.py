@@ -30,6 +30,8 @@ class ExecTarget:
     files: dict[str, str] = field(default_factory=dict)
     # (destination, the rest of the `ip route` line), in the order `ip route` prints them.
     routes: list[tuple[str, str]] = field(default_factory=list)
+    # The working directory relative paths start from (`cd` in the shell changes its own copy).
+    cwd: str = "/"
 
 
 class Output:
@@ -84,6 +86,7 @@ class Proc:
 Command = Callable[[Proc, list[str]], Awaitable[int]]
 
 
-def abspath(path: str) -> str:
-    """A path in the virtual filesystem; relative paths start at `/`, a container's usual cwd."""
-    return posixpath.normpath(posixpath.join("/", path))
+def abspath(path: str, cwd: str = "/") -> str:
+    """A path in the virtual filesystem; relative paths start at `cwd` (`/`, a container's
+    usual working directory, unless the shell changed it)."""
+    return posixpath.normpath(posixpath.join(cwd or "/", path)).replace("//", "/")

@@ -197,7 +197,7 @@ class _Transfer:
         for item in self.opts.data:
             if item.startswith("@"):
                 # curl strips newlines from a file given with -d, as it does for form data.
-                text = self.proc.target.files.get(abspath(item[1:]), "")
+                text = self.proc.target.files.get(abspath(item[1:], self.proc.target.cwd), "")
                 parts.append(text.replace("\r", "").replace("\n", ""))
             else:
                 parts.append(item)
@@ -342,7 +342,8 @@ async def _one(proc: Proc, opts: Options, url_text: str) -> int:
         if not opts.silent or opts.show_error:
             proc.stderr.write(f"curl: ({error.code}) {error.message}\n")
     elif opts.output is not None and opts.output not in ("-", "/dev/null"):
-        proc.target.files[abspath(opts.output)] = transfer.saved.decode("utf-8", "replace")
+        path = abspath(opts.output, proc.target.cwd)
+        proc.target.files[path] = transfer.saved.decode("utf-8", "replace")
     info.exitcode = code
     if opts.write_out is not None:
         text, warnings = curlfmt.write_out(opts.write_out, info)

@@ -8,10 +8,23 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from agents.toolbox import basic, curl, dnstools, ip, nc, ping, wget
+from agents.toolbox import (
+    basic,
+    curl,
+    dnstools,
+    fileutils,
+    ip,
+    nc,
+    ping,
+    printf,
+    shtest,
+    text,
+    wget,
+)
 from agents.toolbox.core import Command
 
-_MODULES: tuple[ModuleType, ...] = (basic, curl, dnstools, ip, nc, ping, wget)
+_MODULES: tuple[ModuleType, ...] = (basic, curl, dnstools, fileutils, ip, nc, ping, printf,
+                                    shtest, text, wget)
 
 
 def _collect(modules: tuple[ModuleType, ...]) -> dict[str, Command]:

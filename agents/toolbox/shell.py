@@ -1,33 +1,106 @@
-"""Dispatching argv to toolbox commands, and a very small `sh`.
+"""`sh`: a POSIX shell subset that behaves and words its errors as dash does, and dispatching argv.
 
-`sh -c SCRIPT` (also `/bin/sh`, `bash`, `ash`, `dash`) runs ONE simple command: words are split
-with POSIX quoting, `$NAME`/`${NAME}` expand from the container's environment, and the builtins
-`exit [N]`, `exec CMD...` and `:` work. Pipes, lists, redirections and substitutions are refused
-with exit 2 rather than half-emulated. `sh` with no `-c` reads such commands line by line from
-stdin (or from a script file), which is what `echo hostname | kubectl exec -i POD -- sh` needs.
+`sh -c SCRIPT [NAME [ARG...]]`, `sh FILE [ARG...]` (FILE from the container's files) and `sh`
+reading commands from stdin (`echo hostname | kubectl exec -i POD -- sh`) run scripts of the
+shape people paste from tutorials. `shparse` turns the text into a tree (no I/O); this module
+evaluates it against the pod: toolbox commands run in the pod's network stack, redirections go
+to the container's virtual files (`ExecTarget.files`).
 
-Errors use dash's wording (`sh: 1: NAME: not found`, exit 127), since that is what the usual
-images' /bin/sh prints.
+Supported:
+- lists `;` newline `&&` `||` `!`, `{ ...; }`, `( ... )` (a subshell: its variable and cwd
+  changes do not leak out), `cmd &` (runs concurrently; `wait`, `$!`), pipelines `a | b`
+  (64 KiB pipe buffers with backpressure; a writer whose reader has gone stops as on SIGPIPE,
+  status 141).
+- `if`/`elif`/`else`, `while`, `until`, `for NAME [in WORDS]`, `case` with glob patterns,
+  `break [N]`, `continue [N]`, functions `name() { ...; }` with `return` and `local`.
+- words: quotes, backslashes, `$NAME ${NAME} $? $$ $# $@ $* $0..$9 ${10} $! $-`, `${#NAME}`,
+  `${NAME:-w} ${NAME-w} ${NAME:=w} ${NAME:?w} ${NAME:+w} ${NAME#p} ${NAME##p} ${NAME%p}
+  ${NAME%%p}`, `$(...)` and backquotes (trailing newlines stripped), `$((...))`, `~`, field
+  splitting on IFS, pathname expansion against the virtual files.
+- assignments, `NAME=v cmd`, here-documents, redirections `< > >> >| 2>&1 >&2 N>&-` into the
+  virtual files (`/dev/null` discards, `/dev/stdout` and `/dev/stderr` are the streams).
+- builtins: `: true false echo printf test [ cd pwd export readonly unset set shift exit exec
+  eval . read wait trap command type local return break continue umask`. `echo` is dash's
+  (only `-n`; backslash escapes always interpreted). `set` takes `-e -x -u -f` and
+  `-o pipefail` (a busybox/bash option dash lacks, accepted because scripts use it).
+- every loop iteration yields to the event loop, so `while true; do ...; done` as a pod's main
+  process never starves the agent and stops as soon as the pod is deleted (the task is
+  cancelled).
+
+Refused with exit 2 and a message rather than half-run: file descriptors above 2, `<>`, `exec`
+with only redirections (a permanent redirection), `getopts`, bash syntax (`[[` is "not found"
+as in dash; `((`, `${x/a/b}`, arrays and `<(...)` are syntax errors). Traps on signals are
+accepted and never fire (nothing sends signals: deleting the pod cancels the shell); an
+`EXIT` trap runs when the shell ends. Background jobs end with the shell that started them.
+
+Limits, so a hostile script cannot take the agent's memory: `$(...)` output 1 MiB, a variable's
+value 1 MiB, 10000 variables, 64 running background jobs, 100 levels of nesting (compound
+commands, functions, subshells, nested `sh`), and the file limits in `vfs`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
+import itertools
 import posixpath
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any
 
+from agents.toolbox import sharith, shexpand, vfs
 from agents.toolbox.core import PATH_DIRS, ExecTarget, Proc, abspath
 from agents.toolbox.registry import COMMANDS
+from agents.toolbox.shparse import (
+    NAME_RE,
+    AndOr,
+    Arith,
+    Brace,
+    Case,
+    CmdSub,
+    Command,
+    For,
+    FuncDef,
+    If,
+    Lit,
+    Loop,
+    Param,
+    Parser,
+    Pipeline,
+    Redir,
+    Redirected,
+    Seq,
+    ShSyntaxError,
+    Simple,
+    Subshell,
+    Word,
+)
 
 SHELLS = frozenset({"sh", "bash", "ash", "dash"})
-_UNSUPPORTED = set("|&;<>()`")
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_NESTING = 100
+MAX_SUBST_BYTES = 1 << 20
+MAX_VALUE_BYTES = 1 << 20
+MAX_VARIABLES = 10_000
+MAX_JOBS = 64
+PIPE_BYTES = 65536
+_nesting: contextvars.ContextVar[int] = contextvars.ContextVar("sh_nesting", default=0)
+_pids = itertools.count(100)
 
 
-class ShellError(Exception):
-    """A script the mini shell cannot run; `code` is the shell's exit status."""
+# ---- control flow ------------------------------------------------------------------------
+# BaseException, not Exception: they pass through toolbox commands that catch Exception.
+
+class _Exit(BaseException):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Fatal(BaseException):
+    """An error that ends the (sub)shell, as expansion and special-builtin errors do in dash."""
 
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
@@ -35,106 +108,851 @@ class ShellError(Exception):
         self.code = code
 
 
-class _Exit(Exception):
+class _LoopControl(BaseException):
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
+
+
+class _Break(_LoopControl):
+    pass
+
+
+class _Continue(_LoopControl):
+    pass
+
+
+class _Return(BaseException):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
 
 
-def _expand(script: str, i: int, env: Mapping[str, str]) -> tuple[str, int]:
-    """Expand the parameter at script[i] == "$"; returns (value, index after it)."""
-    rest = script[i + 1:]
-    if rest.startswith("("):
-        raise ShellError("podnet toolbox sh: command substitution is not supported")
-    if rest.startswith("{"):
-        end = rest.find("}")
-        if end < 0:
-            raise ShellError("Syntax error: Missing '}'")
-        name = rest[1:end]
-        if not _NAME_RE.fullmatch(name):
-            raise ShellError(f"${{{name}}}: Bad substitution")
-        return env.get(name, ""), i + end + 2
-    if rest[:1] == "?":
-        return "0", i + 2
-    m = _NAME_RE.match(rest)
-    if m is None:
-        return "$", i + 1
-    return env.get(m.group(0), ""), i + 1 + m.end()
+class _SigPipe(BaseException):
+    """Written to a pipe whose reader has exited."""
 
 
-def split_words(script: str, env: Mapping[str, str]) -> list[str]:
-    """POSIX-ish word splitting of one simple command (quotes, backslashes, $VAR)."""
-    words: list[str] = []
-    current: list[str] = []
-    started = False  # a word has begun, even if empty so far ('' is a word)
+class RedirectError(Exception):
+    pass
 
-    def flush() -> None:
-        nonlocal current, started
-        if started:
-            words.append("".join(current))
-        current, started = [], False
 
-    i, n = 0, len(script)
-    while i < n:
-        c = script[i]
-        if c in " \t\n":
-            flush()
-            i += 1
-        elif c == "#" and not started:
-            break  # a comment runs to the end of the line
-        elif c == "'":
-            end = script.find("'", i + 1)
-            if end < 0:
-                raise ShellError("Syntax error: Unterminated quoted string")
-            current.append(script[i + 1:end])
-            started, i = True, end + 1
-        elif c == '"':
-            started, i = True, i + 1
+# ---- streams -----------------------------------------------------------------------------
+
+class Sink:
+    """Where a command's output goes."""
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def drain(self) -> None:
+        return None
+
+
+class NullSink(Sink):
+    def write(self, data: bytes) -> None:
+        return None
+
+
+class ForwardSink(Sink):
+    """The session's own stdout or stderr."""
+
+    def __init__(self, write: Callable[[bytes], None],
+                 drain: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._write = write
+        self._drain = drain
+
+    def write(self, data: bytes) -> None:
+        self._write(data)
+
+    async def drain(self) -> None:
+        if self._drain is not None:
+            await self._drain()
+
+
+class CaptureSink(Sink):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        if self.size + len(data) > self.limit:
+            self.chunks.append(data[:self.limit - self.size])
+            self.size = self.limit
+            raise _Fatal(f"command substitution output is over {self.limit} bytes "
+                         "(podnet limit)")
+        self.chunks.append(data)
+        self.size += len(data)
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", "replace")
+
+
+class _PipeTransport(asyncio.ReadTransport):
+    """Lets a StreamReader pause its writer: the pipe's flow control."""
+
+    def __init__(self, room: asyncio.Event) -> None:
+        super().__init__()
+        self._room = room
+
+    def pause_reading(self) -> None:
+        self._room.clear()
+
+    def resume_reading(self) -> None:
+        self._room.set()
+
+
+class PipeSink(Sink):
+    """A pipe: the writer's sink, and `reader` for the next command's stdin."""
+
+    def __init__(self) -> None:
+        self.reader = asyncio.StreamReader(limit=PIPE_BYTES // 2)
+        self._room = asyncio.Event()
+        self._room.set()
+        self.reader.set_transport(_PipeTransport(self._room))
+        self.reader_gone = False
+        self._eof = False
+
+    def write(self, data: bytes) -> None:
+        if self.reader_gone:
+            raise _SigPipe()
+        if data and not self._eof:
+            self.reader.feed_data(data)
+
+    async def drain(self) -> None:
+        await self._room.wait()
+        if self.reader_gone:
+            raise _SigPipe()
+
+    def close_write(self) -> None:
+        if not self._eof:
+            self._eof = True
+            self.reader.feed_eof()
+
+    def close_read(self) -> None:
+        self.reader_gone = True
+        self._room.set()
+
+
+class FileSink(Sink):
+    """`> file` / `>> file`: collected, then stored in the virtual files when the command ends."""
+
+    def __init__(self, files: dict[str, str], path: str, append: bool) -> None:
+        self.files, self.path, self.append = files, path, append
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.full = False
+        if not append:
+            files[path] = ""  # `>` truncates when it opens, as O_TRUNC does
+
+    def write(self, data: bytes) -> None:
+        if self.size + len(data) + len(self.files.get(self.path, "")) > vfs.MAX_FILE_BYTES:
+            self.full = True
+            return
+        self.chunks.append(data)
+        self.size += len(data)
+
+    def close(self) -> str | None:
+        text = b"".join(self.chunks).decode("utf-8", "replace")
+        self.chunks = []
+        self.files[self.path] = self.files.get(self.path, "") + text
+        return "write error: No space left on device" if self.full else None
+
+
+def reader_of(text: str | bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(text.encode() if isinstance(text, str) else text)
+    reader.feed_eof()
+    return reader
+
+
+@dataclass
+class IO:
+    stdin: asyncio.StreamReader | None
+    out: Sink
+    err: Sink
+    tty: bool = False
+
+
+# ---- the shell ---------------------------------------------------------------------------
+
+Builtin = Callable[["Shell", list[str], IO], Awaitable[int]]
+
+
+class Shell:
+    def __init__(self, target: ExecTarget, io: IO, arg0: str, args: list[str]) -> None:
+        self.target = target
+        self.io = io
+        self.arg0 = arg0
+        self.args = list(args)
+        self.vars: dict[str, str] = dict(target.env)
+        self.exported: set[str] = set(target.env)
+        self.readonly: set[str] = set()
+        self.funcs: dict[str, Command] = {}
+        self.opts: dict[str, bool] = {"e": False, "x": False, "u": False, "f": False,
+                                      "pipefail": False}
+        self.cwd = target.cwd
+        self.status = 0
+        self.subst_status = 0
+        self.line = 1
+        self.loops = 0
+        self.condition = 0
+        self.locals: list[dict[str, str | None]] = []
+        self.pid = next(_pids)
+        self.last_job: int | None = None
+        self.jobs: dict[int, asyncio.Task[int]] = {}
+        self.traps: dict[str, str] = {}
+        self.vars.setdefault("IFS", shexpand.DEFAULT_IFS)
+        self.vars.setdefault("PWD", self.cwd)
+        self.vars.setdefault("PPID", "0")
+
+    @property
+    def files(self) -> dict[str, str]:
+        return self.target.files
+
+    def fork(self, io: IO) -> Shell:
+        """A subshell: a copy of the state, sharing the filesystem."""
+        child = Shell.__new__(Shell)
+        child.__dict__.update(self.__dict__)
+        child.io = io
+        child.args = list(self.args)
+        child.vars = dict(self.vars)
+        child.exported = set(self.exported)
+        child.readonly = set(self.readonly)
+        child.funcs = dict(self.funcs)
+        child.opts = dict(self.opts)
+        child.locals = []
+        child.jobs = {}
+        child.traps = {}
+        child.loops = 0
+        return child
+
+    # ---- errors ----
+
+    def report(self, message: str, io: IO | None = None) -> None:
+        (io or self.io).err.write(f"{self.arg0}: {self.line}: {message}\n".encode())
+
+    @contextlib.contextmanager
+    def nested(self) -> Iterator[None]:
+        depth = _nesting.get() + 1
+        if depth > MAX_NESTING:
+            raise _Fatal(f"nested too deeply (podnet limit {MAX_NESTING})")
+        token = _nesting.set(depth)
+        try:
+            yield
+        finally:
+            _nesting.reset(token)
+
+    # ---- variables ----
+
+    def getvar(self, name: str) -> str | None:
+        if name == "LINENO":
+            return str(self.line)
+        return self.vars.get(name)
+
+    def setvar(self, name: str, value: str) -> None:
+        if name in self.readonly:
+            raise _Fatal(f"{name}: is read only")
+        if len(value) > MAX_VALUE_BYTES:
+            raise _Fatal(f"{name}: value is over {MAX_VALUE_BYTES} bytes (podnet limit)")
+        if name not in self.vars and len(self.vars) >= MAX_VARIABLES:
+            raise _Fatal(f"too many variables (podnet limit {MAX_VARIABLES})")
+        self.vars[name] = value
+        if name == "PWD" and value.startswith("/"):
+            self.cwd = value
+
+    def unsetvar(self, name: str) -> None:
+        if name in self.readonly:
+            raise _Fatal(f"{name}: is read only")
+        self.vars.pop(name, None)
+        self.exported.discard(name)
+
+    def environ(self) -> dict[str, str]:
+        return {k: v for k, v in self.vars.items() if k in self.exported}
+
+    def ifs(self) -> str:
+        value = self.vars.get("IFS")
+        return shexpand.DEFAULT_IFS if value is None else value
+
+    def flags(self) -> str:
+        return "".join(f for f in "efux" if self.opts.get(f))
+
+    def param(self, name: str) -> str | None:
+        if name == "?":
+            return str(self.status)
+        if name == "$":
+            return str(self.pid)
+        if name == "#":
+            return str(len(self.args))
+        if name == "!":
+            return None if self.last_job is None else str(self.last_job)
+        if name == "-":
+            return self.flags()
+        if name == "0":
+            return self.arg0
+        if name.isdigit():
+            n = int(name)
+            return self.args[n - 1] if 0 < n <= len(self.args) else None
+        if name in ("@", "*"):
+            return " ".join(self.args)
+        return self.getvar(name)
+
+    # ---- running a script ----
+
+    async def run_script(self, parser: Parser) -> int:
+        """Run a whole script as this shell's life; the status it exits with."""
+        try:
+            return await self.toplevel(self.run_lines(parser))
+        finally:
+            await self.finish()
+
+    async def run_lines(self, parser: Parser) -> int:
+        """Parse and run one line at a time, as dash does (line 1 runs before a syntax error
+        on line 2 is found)."""
+        while True:
+            try:
+                seq = parser.parse_line()
+            except ShSyntaxError as e:
+                self.line = e.line
+                raise _Fatal(e.message) from None
+            if seq is None:
+                return self.status
+            await self.run_seq(seq, self.io)
+
+    async def toplevel(self, body: Coroutine[Any, Any, int]) -> int:
+        """Await `body`, turning how a shell can end (exit, a fatal error...) into a status."""
+        try:
+            self.status = await body
+        except _Exit as e:
+            self.status = e.code
+        except _Fatal as e:
+            if e.message:
+                self.report(e.message)
+            self.status = e.code
+        except _Return as e:
+            self.status = e.code
+        except _LoopControl:
+            pass
+        except _SigPipe:
+            self.status = 141
+        except RecursionError:
+            self.report("nested too deeply")
+            self.status = 2
+        finally:
+            body.close()
+        return self.status
+
+    async def finish(self) -> None:
+        """The shell ends: its EXIT trap runs and its background jobs are stopped."""
+        action = self.traps.pop("EXIT", None)
+        if action:
+            status = self.status
+            await self.toplevel(self.eval_text(action, self.io))
+            self.status = status
+        await self.end_jobs()
+
+    async def end_jobs(self) -> None:
+        running = [t for t in self.jobs.values() if not t.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def eval_text(self, text: str, io: IO) -> int:
+        parser = Parser(text, line_offset=self.line - 1)
+        status = 0
+        with self.nested():
             while True:
-                if i >= n:
-                    raise ShellError("Syntax error: Unterminated quoted string")
-                c = script[i]
-                if c == '"':
-                    i += 1
-                    break
-                if c == "\\" and i + 1 < n and script[i + 1] in '$`"\\':
-                    current.append(script[i + 1])
-                    i += 2
-                elif c == "$":
-                    value, i = _expand(script, i, env)
-                    current.append(value)
-                elif c == "`":
-                    raise ShellError("podnet toolbox sh: command substitution is not supported")
-                else:
-                    current.append(c)
-                    i += 1
-        elif c == "\\":
-            if i + 1 < n and script[i + 1] != "\n":
-                current.append(script[i + 1])
-                started = True
-            i += 2
-        elif c == "$":
-            value, i = _expand(script, i, env)
-            # An unquoted expansion is split into fields on whitespace.
-            fields = value.split()
-            if value[:1].isspace():
-                flush()
-            for k, part in enumerate(fields):
-                if k:
-                    flush()
-                current.append(part)
-                started = True
-            if value[-1:].isspace():
-                flush()
-        elif c in _UNSUPPORTED:
-            raise ShellError(f"podnet toolbox sh runs one simple command; '{c}' is not supported")
-        else:
-            current.append(c)
-            started = True
-            i += 1
-    flush()
-    return words
+                try:
+                    seq = parser.parse_line()
+                except ShSyntaxError as e:
+                    raise _Fatal(e.message) from None
+                if seq is None:
+                    return status
+                status = await self.run_seq(seq, io)
 
+    async def run_child(self, body: Coroutine[Any, Any, int]) -> int:
+        """Run `body` as this forked shell's whole life; its exit ends only it."""
+        try:
+            with self.nested():
+                return await self.toplevel(body)
+        except _Fatal as e:  # from nested(): too deep
+            self.report(e.message)
+            return e.code
+        finally:
+            body.close()
+            await self.end_jobs()
+
+    # ---- lists and pipelines ----
+
+    async def run_seq(self, seq: Seq, io: IO) -> int:
+        status = 0
+        for and_or, background in seq.items:
+            if background:
+                self.start_job(and_or, io)
+                status = 0
+            else:
+                status = await self.run_and_or(and_or, io)
+        self.status = status
+        return status
+
+    async def run_and_or(self, and_or: AndOr, io: IO) -> int:
+        last = len(and_or.rest)
+        status = await self.run_pipeline(and_or.first, io, checked=last == 0)
+        for k, (op, pipeline) in enumerate(and_or.rest, 1):
+            if (op == "&&") == (status == 0):
+                status = await self.run_pipeline(pipeline, io, checked=k == last)
+        return status
+
+    async def run_pipeline(self, pipeline: Pipeline, io: IO, *, checked: bool) -> int:
+        if len(pipeline.cmds) == 1:
+            if pipeline.negate:
+                self.condition += 1
+            try:
+                status = await self.run_command(pipeline.cmds[0], io)
+            finally:
+                if pipeline.negate:
+                    self.condition -= 1
+        else:
+            status = await self._pipe(pipeline, io)
+        if pipeline.negate:
+            status = int(status == 0)
+        self.status = status
+        if status and checked and self.opts["e"] and not self.condition \
+                and not pipeline.negate:
+            raise _Exit(status)
+        return status
+
+    async def _pipe(self, pipeline: Pipeline, io: IO) -> int:
+        n = len(pipeline.cmds)
+        pipes = [PipeSink() for _ in range(n - 1)]
+
+        async def stage(k: int, cmd: Command) -> int:
+            stage_io = IO(pipes[k - 1].reader if k else io.stdin,
+                          pipes[k] if k < n - 1 else io.out, io.err,
+                          io.tty and k == n - 1)
+            child = self.fork(stage_io)
+            try:
+                return await child.run_child(child.run_command(cmd, stage_io))
+            except _SigPipe:
+                return 141
+            finally:
+                if k < n - 1:
+                    pipes[k].close_write()
+                if k:
+                    pipes[k - 1].close_read()
+
+        tasks = [asyncio.create_task(stage(k, cmd), name=f"sh {self.arg0}: pipeline stage {k}")
+                 for k, cmd in enumerate(pipeline.cmds)]
+        try:
+            statuses = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.opts["pipefail"]:
+            return next((s for s in reversed(statuses) if s), 0)
+        return statuses[-1]
+
+    def start_job(self, and_or: AndOr, io: IO) -> None:
+        running = [pid for pid, task in self.jobs.items() if not task.done()]
+        if len(running) >= MAX_JOBS:
+            raise _Fatal(f"Cannot fork (podnet limit: {MAX_JOBS} background jobs)")
+        finished = [pid for pid, task in self.jobs.items() if task.done()]
+        for pid in finished[:-MAX_JOBS]:  # keep the latest statuses for `wait PID`
+            del self.jobs[pid]
+        # Without job control, a background job's stdin is /dev/null.
+        job_io = IO(None, io.out, io.err)
+        child = self.fork(job_io)
+        pid = next(_pids)
+        self.jobs[pid] = asyncio.create_task(child.run_child(child.run_and_or(and_or, job_io)),
+                                             name=f"sh {self.arg0}: job {pid}")
+        self.last_job = pid
+
+    # ---- commands ----
+
+    async def run_command(self, cmd: Command, io: IO) -> int:
+        if isinstance(cmd, Simple):
+            return await self.run_simple(cmd, io)
+        with self.nested():
+            if isinstance(cmd, Brace):
+                return await self.run_seq(cmd.body, io)
+            if isinstance(cmd, Subshell):
+                child = self.fork(io)
+                self.status = await child.run_child(child.run_seq(cmd.body, io))
+                return self.status
+            if isinstance(cmd, If):
+                return await self._if(cmd, io)
+            if isinstance(cmd, Loop):
+                return await self._loop(cmd, io)
+            if isinstance(cmd, For):
+                return await self._for(cmd, io)
+            if isinstance(cmd, Case):
+                return await self._case(cmd, io)
+            if isinstance(cmd, FuncDef):
+                self.funcs[cmd.name] = cmd.body
+                return 0
+            if isinstance(cmd, Redirected):
+                try:
+                    rio, opened = await self.redirect(cmd.redirs, io)
+                except RedirectError as e:
+                    self.report(str(e), io)
+                    return 2
+                try:
+                    return await self.run_command(cmd.cmd, rio)
+                finally:
+                    self._close(opened, io)
+        raise AssertionError(f"unknown command node {cmd!r}")
+
+    async def _condition(self, seq: Seq, io: IO) -> int:
+        self.condition += 1
+        try:
+            return await self.run_seq(seq, io)
+        finally:
+            self.condition -= 1
+
+    async def _if(self, cmd: If, io: IO) -> int:
+        for cond, body in cmd.branches:
+            if await self._condition(cond, io) == 0:
+                return await self.run_seq(body, io)
+        if cmd.orelse is not None:
+            return await self.run_seq(cmd.orelse, io)
+        self.status = 0
+        return 0
+
+    async def _iteration(self, body: Coroutine[Any, Any, int]) -> tuple[int, bool]:
+        """Run one loop body; (status, stop the loop)."""
+        try:
+            return await body, False
+        except _Break as e:
+            if e.count > 1:
+                e.count -= 1
+                raise
+            return 0, True
+        except _Continue as e:
+            if e.count > 1:
+                e.count -= 1
+                raise
+            return 0, False
+        finally:
+            body.close()
+
+    async def _loop(self, cmd: Loop, io: IO) -> int:
+        status = 0
+        self.loops += 1
+        try:
+            while True:
+                # Yield every iteration: a loop of builtins must not starve the event loop,
+                # and cancelling the pod must reach it.
+                await asyncio.sleep(0)
+                cond, stop = await self._iteration(self._condition(cmd.cond, io))
+                if stop or (cond == 0) == cmd.until:
+                    break
+                status, stop = await self._iteration(self.run_seq(cmd.body, io))
+                if stop:
+                    break
+        finally:
+            self.loops -= 1
+        self.status = status
+        return status
+
+    async def _for(self, cmd: For, io: IO) -> int:
+        items = list(self.args) if cmd.words is None else await self.expand_words(cmd.words, io)
+        status = 0
+        self.loops += 1
+        try:
+            for item in items:
+                await asyncio.sleep(0)
+                self.setvar(cmd.var, item)
+                status, stop = await self._iteration(self.run_seq(cmd.body, io))
+                if stop:
+                    break
+        finally:
+            self.loops -= 1
+        self.status = status
+        return status
+
+    async def _case(self, cmd: Case, io: IO) -> int:
+        subject = await self.expand_string(cmd.word, io)
+        for item in cmd.items:
+            for pattern in item.patterns:
+                segs = [s for s in await self.expand_word(pattern, io) if s is not None]
+                if shexpand.pattern_regex(segs).fullmatch(subject):
+                    return await self.run_seq(item.body, io)
+        self.status = 0
+        return 0
+
+    async def run_simple(self, cmd: Simple, io: IO) -> int:
+        self.line = cmd.line
+        self.subst_status = 0
+        words = await self.expand_words(cmd.words, io)
+        if words == ["exec"] and cmd.redirs:
+            raise _Fatal("exec: permanent redirections are not supported by podnet sh")
+        assigns = [(name, await self.expand_string(value, io, tilde=True))
+                   for name, value in cmd.assigns]
+        if self.opts["x"]:
+            shown = [f"{n}={_quote(v)}" for n, v in assigns] + [_quote(w) for w in words]
+            io.err.write(("+ " + " ".join(shown) + "\n").encode())
+        try:
+            rio, opened = await self.redirect(cmd.redirs, io)
+        except RedirectError as e:
+            self.report(str(e), io)
+            return 2
+        try:
+            if not words:
+                for name, value in assigns:
+                    self.setvar(name, value)
+                status = self.subst_status
+            else:
+                status = await self.invoke(words, assigns, rio)
+        finally:
+            self._close(opened, io)
+        await io.out.drain()
+        return status
+
+    def _close(self, opened: list[FileSink], io: IO) -> None:
+        for sink in opened:
+            problem = sink.close()
+            if problem:
+                self.report(problem, io)
+
+    async def invoke(self, words: list[str], assigns: list[tuple[str, str]], io: IO) -> int:
+        from agents.toolbox.shbuiltins import BUILTINS, SPECIAL
+
+        name = words[0]
+        if name in SPECIAL:
+            for var, value in assigns:
+                self.setvar(var, value)
+            return await SPECIAL[name](self, words, io)
+        if name in self.funcs or name in BUILTINS:
+            saved = {var: self.vars.get(var) for var, _ in assigns}
+            for var, value in assigns:
+                self.setvar(var, value)
+            try:
+                if name in self.funcs:
+                    return await self.call(name, words, io)
+                return await BUILTINS[name](self, words, io)
+            finally:
+                for var, old in saved.items():
+                    if old is None:
+                        self.vars.pop(var, None)
+                    else:
+                        self.vars[var] = old
+        env = self.environ()
+        env.update(assigns)
+        return await self.external(words, env, io)
+
+    async def external(self, words: list[str], env: dict[str, str], io: IO) -> int:
+        target = dataclasses.replace(self.target, env=env, cwd=self.cwd)
+        proc = Proc(target, words, stdin=io.stdin, stdout=io.out.write, stderr=io.err.write,
+                    tty=io.tty, drain=io.out.drain)
+        return await dispatch(proc, words, self.line, self.arg0)
+
+    async def call(self, name: str, words: list[str], io: IO) -> int:
+        saved_args = self.args
+        self.args = words[1:]
+        self.locals.append({})
+        try:
+            with self.nested():
+                return await self.run_command(self.funcs[name], io)
+        except _Return as e:
+            self.status = e.code
+            return e.code
+        finally:
+            self.args = saved_args
+            for var, old in self.locals.pop().items():
+                if old is None:
+                    self.vars.pop(var, None)
+                else:
+                    self.vars[var] = old
+
+    # ---- redirections ----
+
+    async def redirect(self, redirs: list[Redir], io: IO) -> tuple[IO, list[FileSink]]:
+        if not redirs:
+            return io, []
+        stdin, out, err = io.stdin, io.out, io.err
+        tty = io.tty
+        sink: Sink
+        opened: list[FileSink] = []
+        try:
+            for r in redirs:
+                if r.fd > 2:
+                    raise _Fatal(f"file descriptor {r.fd} is not supported (podnet sh has 0, 1 "
+                                 "and 2)")
+                if r.op in ("<<", "<<-"):
+                    text = await self.expand_string(r.heredoc or Word(()), io)
+                    if r.fd != 0:
+                        raise _Fatal("a here-document on a descriptor other than 0 is not "
+                                     "supported")
+                    stdin = reader_of(text)
+                    continue
+                target = await self.expand_string(r.target, io, tilde=True)
+                if r.op in (">&", "<&"):
+                    if target == "-":
+                        if r.fd == 0:
+                            stdin = None
+                        elif r.fd == 1:
+                            out = NullSink()
+                        else:
+                            err = NullSink()
+                        continue
+                    if target not in ("0", "1", "2"):
+                        raise _Fatal("Syntax error: Bad fd number")
+                    if (r.fd == 0) != (target == "0"):
+                        raise _Fatal(f"redirecting descriptor {r.fd} to {target} is not "
+                                     "supported")
+                    if r.fd == 0:
+                        continue
+                    sink = out if target == "1" else err
+                elif r.op == "<":
+                    path = vfs.resolve(self.cwd, target)
+                    if path in ("/dev/null", "/dev/zero"):
+                        stdin = reader_of(b"")
+                    elif path == "/dev/stdin":
+                        pass
+                    elif path in self.files:
+                        stdin = reader_of(self.files[path])
+                    else:
+                        missing = "Is a directory" if vfs.is_dir(self.files, path) \
+                            else "No such file"
+                        raise RedirectError(f"cannot open {target}: {missing}")
+                    continue
+                elif r.op == "<>":
+                    raise _Fatal("<> is not supported")
+                else:
+                    path = vfs.resolve(self.cwd, target)
+                    if path == "/dev/null":
+                        sink = NullSink()
+                    elif path == "/dev/stdout":
+                        sink = out
+                    elif path == "/dev/stderr":
+                        sink = err
+                    else:
+                        why = vfs.can_create(self.files, path)
+                        if why:
+                            raise RedirectError(f"cannot create {target}: {why}")
+                        sink = FileSink(self.files, path, append=r.op == ">>")
+                        opened.append(sink)
+                if r.fd == 1:
+                    out = sink
+                    tty = False
+                elif r.fd == 2:
+                    err = sink
+                else:
+                    raise _Fatal("redirecting output to descriptor 0 is not supported")
+        except BaseException:
+            for sink in opened:
+                sink.close()
+            raise
+        return IO(stdin, out, err, tty), opened
+
+    # ---- expansion ----
+
+    async def expand_words(self, words: list[Word], io: IO) -> list[str]:
+        out: list[str] = []
+        ifs = self.ifs()
+        for word in words:
+            for field in shexpand.split_fields(await self.expand_word(word, io), ifs):
+                if not self.opts["f"] and shexpand.has_pattern(field):
+                    matches = shexpand.glob(field, self.files, self.cwd)
+                    if matches:
+                        out.extend(matches)
+                        continue
+                out.append("".join(text for text, _ in field))
+        if sum(len(w) for w in out) > 4 * MAX_VALUE_BYTES:
+            raise _Fatal("arguments are over 4 MiB (podnet limit)")
+        return out
+
+    async def expand_string(self, word: Word, io: IO, *, tilde: bool = False) -> str:
+        segs = await self.expand_word(word, io, tilde=tilde)
+        return "".join(" " if s is None else s[0] for s in segs)
+
+    async def expand_word(self, word: Word, io: IO, *,
+                          tilde: bool = True) -> list[shexpand.Seg | None]:
+        segs: list[shexpand.Seg | None] = []
+        for k, part in enumerate(word.parts):
+            if isinstance(part, Lit):
+                text = part.text
+                if k == 0 and tilde and not part.quoted and text.startswith("~"):
+                    head, slash, rest = text.partition("/")
+                    if head == "~":
+                        text = (self.vars.get("HOME") or "/root") + slash + rest
+                segs.append((text, part.quoted))
+            elif isinstance(part, Param):
+                segs.extend(await self.expand_param(part, io))
+            elif isinstance(part, CmdSub):
+                segs.append((await self.substitute(part.body, io), part.quoted))
+            elif isinstance(part, Arith):
+                segs.append((str(await self.arith(part.expr, io)), part.quoted))
+        return segs
+
+    async def arith(self, expr: Word, io: IO) -> int:
+        text = await self.expand_string(expr, io)
+        try:
+            return sharith.evaluate(text, lambda name: self.param(name) or "", self.setvar)
+        except sharith.ArithError as e:
+            raise _Fatal(f'arithmetic expression: {e}: "{text.strip()}"') from None
+
+    async def substitute(self, body: Seq, io: IO) -> str:
+        capture = CaptureSink(MAX_SUBST_BYTES)
+        sub_io = IO(io.stdin, capture, io.err)
+        child = self.fork(sub_io)
+        self.subst_status = await child.run_child(child.run_seq(body, sub_io))
+        self.status = self.subst_status
+        return capture.text().rstrip("\n")
+
+    async def expand_param(self, p: Param, io: IO) -> list[shexpand.Seg | None]:
+        name = p.name
+        if name in ("@", "*") and p.op is None and not p.length:
+            if p.quoted and name == "*":
+                sep = self.ifs()[:1]
+                return [(sep.join(self.args), True)]
+            segs: list[shexpand.Seg | None] = []
+            for k, arg in enumerate(self.args):
+                if k:
+                    segs.append(None if p.quoted else (" ", False))
+                segs.append((arg, p.quoted))
+            return segs
+        value = self.param(name)
+        if p.length:
+            if value is None and self.opts["u"]:
+                raise _Fatal(f"{name}: parameter not set")
+            return [(str(len(value or "")), p.quoted)]
+        if p.op is None:
+            if value is None and self.opts["u"] and name not in "@*#?-$!":
+                raise _Fatal(f"{name}: parameter not set")
+            return [(value or "", p.quoted)]
+        op = p.op.lstrip(":")
+        missing = value is None or (p.op.startswith(":") and value == "")
+        word = p.arg or Word(())
+        if op == "-":
+            return await self.expand_word(word, io) if missing else [(value or "", p.quoted)]
+        if op == "+":
+            return [("", p.quoted)] if missing else await self.expand_word(word, io)
+        if op == "=":
+            if missing:
+                if not NAME_RE.fullmatch(name):
+                    raise _Fatal(f"{name}: bad variable name")
+                value = await self.expand_string(word, io)
+                self.setvar(name, value)
+            return [(value or "", p.quoted)]
+        if op == "?":
+            if missing:
+                message = await self.expand_string(word, io)
+                raise _Fatal(f"{name}: {message or 'parameter not set'}")
+            return [(value or "", p.quoted)]
+        pattern = [s for s in await self.expand_word(word, io) if s is not None]
+        return [(shexpand.strip(value or "", pattern, p.op), p.quoted)]
+
+
+def _quote(word: str) -> str:
+    if word and re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", word):
+        return word
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+# ---- dispatch and the `sh` command ---------------------------------------------------------
 
 def command_name(word: str) -> str | None:
     """`curl` or `/usr/bin/curl` -> "curl"; a path outside PATH_DIRS -> None."""
@@ -146,79 +964,121 @@ def command_name(word: str) -> str | None:
     return posixpath.basename(path)
 
 
-async def dispatch(proc: Proc, argv: list[str], line: int = 1) -> int:
+async def dispatch(proc: Proc, argv: list[str], line: int = 1, arg0: str = "sh") -> int:
     """Run argv as its command does; 127 with dash's message when there is none."""
     if not argv:
         return 0
     name = command_name(argv[0])
     if name in SHELLS:
-        return await _sh(proc, argv)
+        return await sh(proc, argv)
     command = COMMANDS.get(name) if name is not None else None
     if command is None:
-        proc.stderr.write(f"sh: {line}: {argv[0]}: not found\n")
+        if "/" in argv[0] and abspath(argv[0], proc.target.cwd) in proc.target.files:
+            return await sh(proc, ["sh", *argv])  # a script file: run it with sh
+        proc.stderr.write(f"{arg0}: {line}: {argv[0]}: not found\n")
         return 127
     return await command(proc, argv)
 
 
-async def _simple(proc: Proc, script: str, line: int) -> int:
-    """One line of shell: word-split it, then builtins or a command."""
-    try:
-        words = split_words(script, proc.target.env)
-    except ShellError as e:
-        proc.stderr.write(f"sh: {line}: {e.message}\n")
-        return e.code
-    while words and words[0] == "exec":
-        words = words[1:]
-    if not words or words[0] == ":":
-        return 0
-    if words[0] == "exit":
-        code = 0
-        if len(words) > 1:
-            if not words[1].isdigit():
-                proc.stderr.write(f"sh: {line}: exit: Illegal number: {words[1]}\n")
-                raise _Exit(2)
-            code = int(words[1]) & 0xFF
-        raise _Exit(code)
-    return await dispatch(proc, words, line)
-
-
-async def _run_lines(proc: Proc, next_line: Callable[[], Awaitable[str | None]]) -> int:
-    status, number = 0, 0
-    try:
-        while (text := await next_line()) is not None:
-            number += 1
-            status = await _simple(proc, text, number)
-    except _Exit as e:
-        return e.code
-    return status
-
-
-def _lines_of(text: str) -> Callable[[], Awaitable[str | None]]:
-    lines = iter(text.split("\n"))
-
-    async def next_line() -> str | None:
-        return next(lines, None)
-
-    return next_line
-
-
-async def _sh(proc: Proc, argv: list[str]) -> int:
+async def sh(proc: Proc, argv: list[str]) -> int:
+    """`sh [-eux] [-c SCRIPT [NAME [ARG...]] | FILE [ARG...]]`; no script: commands from stdin."""
+    name = argv[0]
     args = argv[1:]
-    # Options before the script: -c takes the script; -e, -x, -u ... are accepted and ignored.
-    while args and args[0].startswith("-") and args[0] not in ("-", "--"):
+    options: dict[str, bool] = {}
+    script: str | None = None
+    command_mode = False
+    while args and args[0][:1] in ("-", "+") and args[0] not in ("-", "--", "+"):
         flags = args.pop(0)
-        if "c" in flags:
+        on = flags[0] == "-"
+        if flags[1:] == "o" or flags[1:] == "-o":
             if not args:
-                proc.stderr.write(f"{argv[0]}: 0: -c requires an argument\n")
+                proc.stderr.write(f"{name}: 0: -o requires an argument\n")
                 return 2
-            return await _run_lines(proc, _lines_of(args[0]))
-    if args and args[0] not in ("-", "--"):
-        path = abspath(args[0])
-        if path not in proc.target.files:
-            proc.stderr.write(f"{argv[0]}: 0: cannot open {args[0]}: No such file\n")
+            options[args.pop(0)] = on
+            continue
+        for flag in flags[1:]:
+            if flag == "c":
+                command_mode = True
+            elif flag in "euxf":
+                options[flag] = on
+            elif flag not in "ilsv":
+                proc.stderr.write(f"{name}: 0: Illegal option -{flag}\n")
+                return 2
+    if args and args[0] in ("-", "--"):
+        args.pop(0)
+    arg0 = name
+    if command_mode:
+        if not args:
+            proc.stderr.write(f"{name}: 0: -c requires an argument\n")
             return 2
-        return await _run_lines(proc, _lines_of(proc.target.files[path]))
-    return await _run_lines(proc, lambda: _stdin_line(proc))
+        script = args.pop(0)
+        if args:
+            arg0 = args.pop(0)
+    elif args:
+        path = abspath(args[0], proc.target.cwd)
+        if path not in proc.target.files:
+            proc.stderr.write(f"{name}: 0: cannot open {args[0]}: No such file\n")
+            return 2
+        script = proc.target.files[path]
+        arg0 = args.pop(0)
+    io = IO(proc.stdin, ForwardSink(proc.stdout.write, proc.drain),
+            ForwardSink(proc.stderr.write), proc.tty)
+    shell = Shell(proc.target, io, arg0, args)
+    for option, on in options.items():
+        if option not in shell.opts:
+            proc.stderr.write(f"{name}: 0: Illegal option -o {option}\n")
+            return 2
+        shell.opts[option] = on
+    token = _nesting.set(_nesting.get() + 1)
+    try:
+        if _nesting.get() > MAX_NESTING:
+            proc.stderr.write(f"{name}: 0: nested too deeply (podnet limit {MAX_NESTING})\n")
+            return 2
+        if script is not None:
+            return await shell.run_script(Parser(script))
+        return await _read_eval(shell, proc)
+    finally:
+        _nesting.reset(token)
+
+
+async def _read_eval(shell: Shell, proc: Proc) -> int:
+    """Commands from stdin, run as each is complete. On a terminal the shell is interactive:
+    it prompts, and an error ends only the command, not the shell."""
+    interactive = proc.tty
+    pending = ""
+    lines_done = 0
+    try:
+        while True:
+            if interactive:
+                proc.stdout.write("> " if pending else "$ ")
+            line = await _stdin_line(proc)
+            if line is None and not pending.strip():
+                return shell.status
+            pending += line or ""
+            if line is not None:
+                try:
+                    Parser(pending).parse_program()
+                except ShSyntaxError as e:
+                    if e.incomplete:
+                        continue
+            text, pending = pending, ""
+            try:
+                await shell.run_lines(Parser(text, line_offset=lines_done))
+            except _Fatal as e:
+                shell.report(e.message)
+                shell.status = e.code
+                if not interactive:
+                    return shell.status
+            except (_Return, _LoopControl):
+                pass
+            if line is None:
+                return shell.status
+            lines_done += text.count("\n")
+    except _Exit as e:
+        shell.status = e.code
+        return e.code
+    finally:
+        await shell.finish()
 
 
 async def _stdin_line(proc: Proc) -> str | None:

@@ -167,7 +167,7 @@ class _Download:
         files = self.proc.target.files
         # GNU wget never overwrites: it picks name.1, name.2, ...
         candidate, n = name, 0
-        while abspath(candidate) in files:
+        while abspath(candidate, self.proc.target.cwd) in files:
             n += 1
             candidate = f"{name}.{n}"
         return candidate
@@ -266,7 +266,8 @@ class _Download:
         if self.to_stdout:
             self.log(f"{_stamp()} ({speed}) - written to stdout [{total}]\n\n")
         else:
-            self.proc.target.files[abspath(name)] = self.saved.decode("utf-8", "replace")
+            path = abspath(name, self.proc.target.cwd)
+            self.proc.target.files[path] = self.saved.decode("utf-8", "replace")
             self.log(f"{_stamp()} ({speed}) - '{name}' saved [{total}]\n\n")
 
     async def run(self, text: str) -> None:
