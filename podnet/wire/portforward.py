@@ -252,12 +252,15 @@ class PortForwardSession:
         self._recv_session_window -= size
         stream = self._streams.get(frame.stream_id)
         if stream is None:
+            if frame.stream_id > self._last_id:
+                # The spec makes this a stream error, but no client gets here by mistake: it
+                # is what bytes that are not SPDY at all look like (b"GET " is stream
+                # 0x47455420). Say so and stop, rather than swallow megabytes as "data".
+                raise spdy.ProtocolError(f"data for stream {frame.stream_id}, which was never "
+                                         "opened (is the client speaking SPDY/3.1?)")
             # Data still in flight for a stream we closed is expected; give its window back.
             self._session_unacked += size
             self._ack_session()
-            if frame.stream_id > self._last_id:
-                raise spdy.StreamError(frame.stream_id, RstStatus.INVALID_STREAM,
-                                       f"data for stream {frame.stream_id}, never opened")
             return
         if not stream.remote_open:
             raise spdy.StreamError(frame.stream_id, RstStatus.STREAM_ALREADY_CLOSED,
