@@ -111,6 +111,19 @@ def test_nginx_deployment_reached_from_busybox(cluster: RunningCluster,
     assert f'{bb_ip} - - [' in logs and '"GET / HTTP/1.1" 200 615' in logs
 
 
+def test_nginx_serves_what_exec_wrote_into_its_html_dir(
+        cluster: RunningCluster, pods: dict[str, dict[str, Any]]) -> None:
+    # The StatefulSet tutorial's step: write the hostname into index.html, then fetch it.
+    web = _web_pod(cluster)
+    name = web["metadata"]["name"]
+    wrote = cluster.kubectl("exec", name, "--", "sh", "-c",
+                            'echo "$(hostname)" > /usr/share/nginx/html/index.html')
+    assert wrote.returncode == 0, wrote.stderr
+    page = cluster.kubectl("exec", "bb", "--", "wget", "-qO-",
+                           f"http://{web['status']['podIP']}/")
+    assert page.stdout == f"{name}\n"
+
+
 def test_busybox_command_exit_code_is_the_containers(cluster: RunningCluster,
                                                      pods: dict[str, dict[str, Any]]) -> None:
     def terminated() -> dict[str, Any] | None:
