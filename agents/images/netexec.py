@@ -221,7 +221,7 @@ def _go_error(text: str, status: int) -> web.Response:
 
 
 def build_app(ctx: ContainerContext, stop: asyncio.Future[int], ready: Callable[[], bool],
-              ) -> web.Application:
+              override: str = "") -> web.Application:
     started = time.monotonic()
     hostname = ctx.pod.hostname or ctx.pod.name
 
@@ -322,6 +322,9 @@ def build_app(ctx: ContainerContext, stop: asyncio.Future[int], ready: Callable[
         "/hostName": hostname_, "/redirect": redirect, "/shell": shell_, "/shutdown": shutdown}
 
     async def route(request: web.Request) -> web.StreamResponse:
+        # --http-override: every request is answered as a GET of that path and query.
+        if override:
+            request = request.clone(method="GET", rel_url=override)
         # Go's ServeMux: exact paths, and "/" for everything else.
         return await routes.get(request.path, root)(request)
 
@@ -363,27 +366,33 @@ class _UdpServer(asyncio.DatagramProtocol):
 
 
 async def netexec(ctx: ContainerContext, flags: Mapping[str, bool | int | str]) -> int:
-    if flags["tls-cert-file"]:
-        printf(ctx, "netexec: TLS is not emulated by podnet")
-        return 1
+    for flag, what in (("tls-cert-file", "TLS"), ("sctp-port", "SCTP")):
+        if flags[flag] not in ("", -1):
+            printf(ctx, f"netexec --{flag}: {what} is not emulated by podnet")
+            return 1
     stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     udp_port = int(flags["udp-port"])
-    transport: asyncio.DatagramTransport | None = None
-    if udp_port != -1:
+    transports: list[asyncio.DatagramTransport] = []
+    addresses = [a for a in str(flags["udp-listen-addresses"]).split(",") if a] or [""]
+    for address in addresses if udp_port != -1 else []:
         try:
             transport, _ = await ctx.net.create_datagram_endpoint(
-                lambda: _UdpServer(ctx), local_addr=("0.0.0.0", udp_port))
+                lambda: _UdpServer(ctx), local_addr=(address or "0.0.0.0", udp_port))
         except OSError as e:
-            printf(ctx, f"Error occurred: failed to create listener for UDP address :{udp_port}"
-                        f":listen udp :{udp_port}: bind: {e.strerror or e}")
+            printf(ctx, f"Error occurred: failed to create listener for UDP address "
+                        f"{address}:{udp_port}:listen udp {address}:{udp_port}: bind: "
+                        f"{e.strerror or e}")
+            for transport in transports:
+                transport.close()
             return 1
-        printf(ctx, f"Started UDP server on port  {udp_port}")
+        transports.append(transport)
+        printf(ctx, f"Started UDP server on port {address} {udp_port}")
     try:
-        app = build_app(ctx, stop, lambda: transport is not None)
+        app = build_app(ctx, stop, lambda: bool(transports), str(flags["http-override"]))
         http_port = int(flags["http-port"])
         printf(ctx, f"Started HTTP server on port {http_port}")
         ctx.log.info("netexec.listening", http_port=http_port, udp_port=udp_port)
         return await serve(ctx, app, [http_port], stop=stop)
     finally:
-        if transport is not None:
+        for transport in transports:
             transport.close()

@@ -53,7 +53,7 @@ async def net() -> AsyncIterator[Net]:
     node = NodeNetwork("node-3", "10.244.3.0/24")
     pods = [node.attach(ip, pod=name, namespace="demo", hostname=name)
             for ip, name in ((SERVER_IP, "web-0"), (CLIENT_IP, "client"), (OTHER_IP, "peer"))]
-    n = Net(node, *pods)
+    n = Net(node, pods[0], pods[1], pods[2])
     yield n
     for task in n.tasks:
         task.cancel()
@@ -396,3 +396,28 @@ async def test_a_coroutines_return_value_is_its_exit_code(net: Net, returned: ob
 
     ctx, _ = container(net.server, "x")
     assert await _run_image(image, ctx) == code
+
+
+class _Reply(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self.got.done():
+            self.got.set_result(data)
+
+
+async def test_netexec_udp_server_and_http_override(net: Net) -> None:
+    ctx, _ = container(net.server, "registry.k8s.io/e2e-test-images/agnhost:2.52",
+                       args=["netexec", "--http-override=/echo?msg=fixed", "--udp-port", "9000"])
+    start(net, ctx)
+    await listening(net.server, 8080)
+    assert (await http(net.client, SERVER_IP, 8080, "/hostname")).body == b"fixed"
+    transport, proto = await net.client.create_datagram_endpoint(
+        _Reply, remote_addr=(SERVER_IP, 9000))
+    transport.sendto(b"hostname\n")
+    assert await proto.got == b"web-0"
+    transport.close()
+    ctx, out = container(net.other, "registry.k8s.io/e2e-test-images/agnhost:2.52",
+                         args=["netexec", "--sctp-port=9999"])
+    assert await start(net, ctx) == 1 and "SCTP is not emulated" in out.text
