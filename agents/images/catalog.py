@@ -66,11 +66,14 @@ _DNSUTILS = _shell_image("a shell with dig and nslookup", ("bash",))
 
 CATALOG: dict[str, Emulated] = {
     "library/nginx": _NGINX,
+    "e2e-test-images/nginx": _NGINX,
     "nginx-slim": _NGINX_SLIM,
     "google_containers/nginx-slim": _NGINX_SLIM,
     "library/httpd": _HTTPD,
+    "e2e-test-images/httpd": _HTTPD,
     "library/busybox": _BUSYBOX,
     "e2e-test-images/busybox": _BUSYBOX,
+    "busybox": _BUSYBOX,                    # registry.k8s.io/busybox
     "google-containers/busybox": _BUSYBOX,
     "library/alpine": _shell_image("a shell (/bin/sh) and the toolbox", ("/bin/sh",)),
     "library/debian": _DEBIAN,

@@ -57,6 +57,8 @@ def test_garbage_references_are_refused(text: str, why: str) -> None:
     "registry.k8s.io/serve_hostname", "registry.k8s.io/pause:3.9", "k8s.gcr.io/pause",
     "gcr.io/google_containers/pause", f"busybox@{DIGEST}",
     "public.ecr.aws/docker/library/nginx:1.25", "podnet/echo", "podnet/toolbox:v1",
+    "registry.k8s.io/busybox", "registry.k8s.io/e2e-test-images/httpd:2.4.38-4",
+    "k8s.gcr.io/echoserver:1.4", "gcr.io/kubernetes-e2e-test-images/dnsutils:1.3",
 ])
 def test_tutorial_images_resolve(image: str) -> None:
     assert callable(resolve_image(image))
