@@ -26,7 +26,7 @@ import structlog
 from agents import probes, resolver
 from agents.containerlog import ContainerLog
 from agents.hostlocal import HostLocalIpam, PoolExhausted
-from agents.images import ContainerContext, ImageError, PodInfo, resolve_image
+from agents.images import ContainerContext, ImageError, PodInfo, StartError, resolve_image
 from agents.images.entrypoint import expand
 from agents.netstack import NodeNetwork, PodNet
 from agents.podfiles import hosts_file, resolv_conf
@@ -325,6 +325,9 @@ class RunningPod:
                 # Only `run` was cancelled: the liveness probe killed it, as kubelet would.
                 exit_code, reason, message = 137, "Error", "Liveness probe failed"
                 self.logs[name].write("killed: liveness probe failed\n")
+            except StartError as e:  # no such executable in the image: runc's answer
+                exit_code, reason, message = 128, "StartError", str(e)
+                clog.warning("container.start_error", error=message)
             except Exception as e:  # a user's container crashed: that is its exit status
                 exit_code, reason, message = 1, "Error", f"{type(e).__name__}: {e}"
                 self.logs[name].write(f"{message}\n")

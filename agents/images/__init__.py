@@ -65,6 +65,11 @@ class ContainerContext:
 Image = Callable[[ContainerContext], Awaitable[int | None]]
 
 
+class StartError(Exception):
+    """The container's executable does not exist in its image: the runtime reports it as
+    runc does (terminated, reason StartError, exit code 128), and does not run the image."""
+
+
 class ImageError(Exception):
     """An image that cannot be run; `reason` is what the container's waiting state says
     (ErrImagePull, or InvalidImageName for a reference that does not parse)."""

@@ -14,14 +14,14 @@ import posixpath
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from agents.images import ContainerContext
+from agents.images import ContainerContext, StartError
 from agents.images.entrypoint import container_argv
 from agents.toolbox import run_command
 
 # `async def program(ctx, argv) -> exit code`; argv[0] is how the program was named.
 Program = Callable[[ContainerContext, list[str]], Awaitable[int | None]]
 
-EXIT_NOT_FOUND = 128    # a container whose executable does not exist: runc's StartError
+EXIT_NOT_FOUND = 128    # runc's status when it cannot start the process
 
 
 class LogWriter:
@@ -61,16 +61,16 @@ class Emulated:
 async def run_program(image: Emulated, ctx: ContainerContext, argv: list[str]) -> int:
     """Run argv in `image`: one of its programs, else the toolbox, else runc's error."""
     if not argv:
-        ctx.stdout.write("error: no command specified\n")
-        return EXIT_NOT_FOUND
+        raise StartError("failed to create containerd task: no command specified: unknown")
     program = image.programs.get(posixpath.basename(argv[0]))
     if program is not None:
         code = await program(ctx, argv)
         return 0 if code is None else code
     if image.shell:
         return await run_tool(ctx, argv)
-    ctx.stdout.write(f'exec: "{argv[0]}": executable file not found in $PATH\n')
-    return EXIT_NOT_FOUND
+    raise StartError("failed to create containerd task: failed to create shim task: OCI runtime "
+                     "create failed: runc create failed: unable to start container process: "
+                     f'exec: "{argv[0]}": executable file not found in $PATH: unknown')
 
 
 def runner(image: Emulated) -> Callable[[ContainerContext], Awaitable[int]]:

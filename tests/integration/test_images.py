@@ -68,6 +68,16 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: noshell}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: whoami
+    image: traefik/whoami
+    command: [sh, -c, "echo hi"]
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: redis}
 spec:
   containers:
@@ -137,6 +147,20 @@ def test_busybox_command_exit_code_is_the_containers(cluster: RunningCluster,
     assert cluster.kubectl("logs", "exits").stdout == "hi\n"
     listed = cluster.kubectl("get", "pod", "exits").stdout
     assert "Error" in listed and "0/1" in listed
+
+
+def test_a_command_the_image_lacks_is_a_start_error(cluster: RunningCluster,
+                                                    pods: dict[str, dict[str, Any]]) -> None:
+    def terminated() -> dict[str, Any] | None:
+        statuses = ((cluster.pod("noshell") or {}).get("status") or {}).get(
+            "containerStatuses") or [{}]
+        state: dict[str, Any] | None = statuses[0].get("state", {}).get("terminated")
+        return state
+
+    state = wait_for(terminated, 20, what="the shell-less pod terminated")
+    assert (state["exitCode"], state["reason"]) == (128, "StartError")
+    assert 'exec: "sh": executable file not found in $PATH' in state["message"]
+    assert "StartError" in cluster.kubectl("get", "pod", "noshell").stdout
 
 
 def test_agnhost_netexec_hostname_clientip_and_dial(cluster: RunningCluster,
