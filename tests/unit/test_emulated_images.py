@@ -232,7 +232,7 @@ async def test_sleep_idles_until_cancelled(net: Net) -> None:
 
 
 async def test_an_image_without_a_shell_cannot_run_one(net: Net) -> None:
-    ctx, out = container(net.server, "traefik/whoami", command=["sh", "-c", "echo hi"])
+    ctx, _ = container(net.server, "traefik/whoami", command=["sh", "-c", "echo hi"])
     with pytest.raises(StartError, match='exec: "sh": executable file not found in \\$PATH'):
         await start(net, ctx)
 
