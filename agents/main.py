@@ -191,6 +191,9 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
                                                route_table=routes), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
+        # Tunnels end before the server stops: the server waits for its open handlers, and
+        # a peer's inbound tunnel would otherwise hold it until that peer gives up on us.
+        stack.push_async_callback(tunnels.close)
         await web.SockSite(runner, sock).start()
         await gossip.start()
         stack.push_async_callback(gossip.close)

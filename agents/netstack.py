@@ -1205,6 +1205,11 @@ class NodeNetwork:
         self.pod_cidr = ipaddress.IPv4Network(pod_cidr)
         self.cluster_cidr = ipaddress.IPv4Network(cluster_cidr)
         self.remote: RemoteDelivery | None = None
+        # This node's own side of the pod network (a bridge's address: the first of the
+        # podCIDR). Datagrams to it go to `host_datagrams` when set: the replies of the UDP
+        # flows the node's NodePort listeners translated to it (agents/nodeports.py).
+        self.gateway = str(self.pod_cidr.network_address + 1)
+        self.host_datagrams: Callable[[Address, Address, bytes], None] | None = None
         self._pods: dict[str, PodNet] = {}
         # Flow ids: unique across the cluster's processes without coordination, and cheap
         # (a counter); the prefix tells which process started the flow.
@@ -1220,6 +1225,8 @@ class NodeNetwork:
             return "pod-local"
         if ip in self._pods:
             return "node-local"
+        if ip == self.gateway and self.host_datagrams is not None:
+            return "node-gateway"
         if self.remote is not None and not self.is_local(ip):
             return "tunnel"
         return "none"
@@ -1267,6 +1274,9 @@ class NodeNetwork:
         """Hand a datagram to the UDP socket at `dst`; raises EHOSTUNREACH/ECONNREFUSED."""
         net = self._pods.get(dst[0])
         if net is None:
+            if dst[0] == self.gateway and self.host_datagrams is not None:
+                self.host_datagrams(src, dst, data)
+                return
             raise unreachable()
         net._deliver_datagram(src, dst, data)
 
@@ -1290,6 +1300,8 @@ class NodeNetwork:
         net = self._pods.get(dst[0])
         if net is not None:
             net._deliver_datagram(src, dst, data)
+        elif dst[0] == self.gateway and self.host_datagrams is not None:
+            self.host_datagrams(src, dst, data)
         elif self.remote is not None and not self.is_local(dst[0]):
             self.remote.send_datagram(src, dst, data, flow)
         else:

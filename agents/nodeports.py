@@ -38,12 +38,21 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
+from aiohttp import web, web_request
 
 from agents.netstack import Address, NodeNetwork, StreamPeer
 from podnet.client import ApiClient
 from podnet.informer import Informer
 from podnet.resources import BY_KIND
-from podnet.services.servicemap import EPHEMERAL, Choice, Endpoint, ServiceMap
+from podnet.services.servicemap import (
+    EPHEMERAL,
+    Choice,
+    Endpoint,
+    Service,
+    ServiceMap,
+    UdpFlow,
+    UdpFlows,
+)
 from podnet.tunnelnet import errname, reset
 
 if TYPE_CHECKING:
@@ -53,7 +62,8 @@ SERVICES, SLICES = BY_KIND["Service"], BY_KIND["EndpointSlice"]
 RETRY_SHARED_S = 5.0        # how often a port held by a co-located agent is tried again
 COALESCE_S = 0.01           # a burst of Service/slice events becomes one reconcile
 
-PortKey = tuple[int, str]   # (nodePort, protocol)
+PortKey = tuple[int, str]   # (nodePort, protocol); protocol HEALTH: a health check port
+HEALTH = "HEALTH"
 
 
 def _fmt(address: Address) -> str:
@@ -205,6 +215,29 @@ class HostStream(asyncio.Protocol):
             self.transport.resume_reading()
 
 
+class UdpNodePort(asyncio.DatagramProtocol):
+    """The real UDP socket of one NodePort: datagrams in go to `NodePorts.udp_in`."""
+
+    def __init__(self, owner: NodePorts, key: PortKey) -> None:
+        self.owner = owner
+        self.key = key
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            self.owner.udp_in(self, data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        pass        # an ICMP error for an earlier reply: nothing to do, as for any UDP server
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class NodePorts:
     """This node's NodePort listeners, kept in step with the cluster's Services."""
 
@@ -225,7 +258,10 @@ class NodePorts:
         self.services = Informer(api, SERVICES, on_list=self._changed_list,
                                  on_event=self._changed)
         self.slices = Informer(api, SLICES, on_list=self._changed_list, on_event=self._changed)
-        self.listeners: dict[PortKey, asyncio.Server] = {}
+        # TCP: asyncio servers; UDP: `UdpNodePort`s; health checks: aiohttp runners.
+        self.listeners: dict[PortKey, Any] = {}
+        self.udp = UdpFlows()
+        network.host_datagrams = self.host_datagram
         self.shared: dict[PortKey, str] = {}        # ports this host's other agent serves
         self._tasks: set[asyncio.Task[Any]] = set()
         self._snat_used: set[int] = set()
@@ -262,7 +298,9 @@ class NodePorts:
 
     async def close(self) -> None:
         for key in list(self.listeners):
-            self._close_listener(key, "agent stopping")
+            await self._close_listener(key, "agent stopping")
+        if self.network.host_datagrams == self.host_datagram:
+            self.network.host_datagrams = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -271,19 +309,41 @@ class NodePorts:
     async def reconcile(self) -> None:
         self.map.rebuild(self.services.items.values(), self.slices.items.values())
         wanted = {key: svc for key, (svc, _) in self.map.node_ports().items()
-                  if key[1] == "TCP"}
+                  if key[1] in ("TCP", "UDP")}
+        for svc in self.map.services():
+            if svc.health_check_node_port is not None:
+                wanted.setdefault((svc.health_check_node_port, HEALTH), svc)
         for key in [k for k in self.listeners if k not in wanted]:
-            self._close_listener(key, "service gone")
+            await self._close_listener(key, "service gone")
         self.shared = {k: v for k, v in self.shared.items() if k in wanted}
         for key, svc in wanted.items():
             if key not in self.listeners:
-                await self._open_listener(key, svc.key)
+                await self._open_listener(key, svc)
 
-    async def _open_listener(self, key: PortKey, service: str) -> None:
+    async def _listen(self, key: PortKey, svc: Service) -> Any:
         loop = asyncio.get_running_loop()
+        if key[1] == "UDP":
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: UdpNodePort(self, key), local_addr=(self.host, key[0]))
+            return protocol
+        if key[1] == HEALTH:
+            runner = web.ServerRunner(web.Server(self._health_handler(svc.namespace,
+                                                                      svc.name)),
+                                      access_log=None)
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, self.host, key[0], reuse_address=True).start()
+            except BaseException:
+                await runner.cleanup()
+                raise
+            return runner
+        return await loop.create_server(lambda: HostStream(self, key), self.host, key[0],
+                                        reuse_address=True)
+
+    async def _open_listener(self, key: PortKey, svc: Service) -> None:
+        service = svc.key
         try:
-            server = await loop.create_server(lambda: HostStream(self, key), self.host, key[0],
-                                              reuse_address=True)
+            server = await self._listen(key, svc)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 if key not in self.shared:
@@ -299,13 +359,18 @@ class NodePorts:
             self.log.info("nodeport.taken_over", service=service, address=self.where(key))
         self.listeners[key] = server
         self.log.info("nodeport.listening", service=service, address=self.where(key),
-                      proto=key[1].lower())
+                      proto="http health check" if key[1] == HEALTH else key[1].lower())
 
-    def _close_listener(self, key: PortKey, reason: str) -> None:
+    async def _close_listener(self, key: PortKey, reason: str) -> None:
         server = self.listeners.pop(key, None)
-        if server is not None:
+        if server is None:
+            return
+        if isinstance(server, web.BaseRunner):
+            await server.cleanup()
+        else:
             server.close()
-            self.log.info("nodeport.closed", address=self.where(key), reason=reason)
+        self.log.info("nodeport.closed", address=self.where(key), reason=reason,
+                      proto="http health check" if key[1] == HEALTH else key[1].lower())
 
     def where(self, key: PortKey) -> str:
         return f"{self.host}:{key[0]}"
@@ -392,6 +457,95 @@ class NodePorts:
                           proto="tcp", route="node-local", verdict="local")
             return self.network.accept_stream(src, dst, stream, stream.flow)
         return await self.tunnels.open_stream(src, dst, stream, stream.flow)
+
+    # -- the health check port (LoadBalancer + Local), as kube-proxy serves it
+
+    def _health_handler(self, namespace: str, name: str) -> Any:
+        """A cloud load balancer probes every node here and sends traffic only to nodes
+        that answer 200: those with a ready endpoint of the Service (503 otherwise)."""
+
+        async def handle(request: web_request.BaseRequest) -> web.StreamResponse:
+            local = self.local_endpoints(namespace, name)
+            body = {"service": {"namespace": namespace, "name": name},
+                    "localEndpoints": local, "serviceProxyHealthy": True}
+            return web.json_response(body, status=200 if local else 503,
+                                     headers={"X-Content-Type-Options": "nosniff",
+                                              "X-Load-Balancing-Endpoints": str(local)})
+
+        return handle
+
+    def local_endpoints(self, namespace: str, name: str) -> int:
+        svc = next((s for s in self.map.services()
+                    if s.namespace == namespace and s.name == name), None)
+        if svc is None:
+            return 0
+        found = {e.address for port in svc.ports
+                 for e in self.map.ready_endpoints(svc, port) if self.is_local(e)}
+        return len({ip for ip, _ in found})
+
+    # -- UDP: one flow per client address, translated to this node's gateway
+
+    def udp_in(self, listener: UdpNodePort, data: bytes, client: Address) -> None:
+        """A datagram from outside to a UDP NodePort. Its flow's source is this node's
+        gateway and a port of its own, whatever the policy: the endpoint's reply has to come
+        back here to be returned (an outside address is not routable in the emulated
+        network), so for UDP even Local cannot keep the client's address."""
+        key = listener.key
+        service = (self.gateway, key[0])
+        flow = self.udp.outbound(client, service)
+        if flow is not None and not self._still_ready(key, flow):
+            self.udp.drop(client, service)      # its endpoint left: like a conntrack flush
+            flow = None
+        if flow is None:
+            flow = self._new_udp_flow(listener, client, service)
+            if flow is None:
+                return
+        flow.via = (listener, flow.via[1])
+        src, dst, flow_id = flow.proxy, flow.endpoint.address, flow.via[1]
+        try:
+            if self.network.is_local(dst[0]):
+                self.network.deliver_datagram(src, dst, data)
+            else:
+                self.tunnels.send_datagram(src, dst, data, flow_id)
+        except OSError:
+            pass        # no socket there, or no route: UDP drops it
+
+    def _new_udp_flow(self, listener: UdpNodePort, client: Address,
+                      service: Address) -> UdpFlow | None:
+        key = listener.key
+        flow_id = self.network.new_flow()
+        choice = self.map.choose_node_port(key[0], "UDP", client[0], (), self.is_local)
+        where = {"flow": flow_id, "src": _fmt(client), "dst": self.where(key), "proto": "udp",
+                 "node_port": key[0], **_service(choice)}
+        if choice.endpoint is None:
+            # Dropped, as UDP to nowhere is; debug, so a flood of them is not a log flood.
+            self.log.debug("proxy.udp_flow", **where, reason=choice.reason, verdict="dropped")
+            return None
+        flow = self.udp.add(client, service, choice.endpoint, via=(listener, flow_id))
+        if flow is None:
+            self.log.warning("proxy.udp_flow", **where, reason="no free source port",
+                             verdict="dropped")
+            return None
+        assert choice.service is not None
+        self.log.info("proxy.udp_flow", **where, endpoint=_fmt(choice.endpoint.address),
+                      pod=choice.endpoint.pod, endpoint_node=choice.endpoint.node,
+                      policy="Local" if choice.service.external_local else "Cluster",
+                      snat=_fmt(flow.proxy), reason=choice.reason, verdict="forwarded")
+        return flow
+
+    def _still_ready(self, key: PortKey, flow: UdpFlow) -> bool:
+        found = self.map.node_port(key[0], "UDP")
+        return found is not None and flow.endpoint in self.map.ready_endpoints(*found)
+
+    def host_datagram(self, src: Address, dst: Address, data: bytes) -> None:
+        """A datagram to this node's gateway: an endpoint answering a translated flow is
+        returned to the outside client from the NodePort; anything else is dropped."""
+        flow = self.udp.reply(src, dst)
+        if flow is None:
+            return
+        listener: UdpNodePort = flow.via[0]
+        if listener.transport is not None and not listener.transport.is_closing():
+            listener.transport.sendto(data, flow.client)
 
 
 def _service(choice: Choice) -> dict[str, Any]:

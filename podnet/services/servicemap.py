@@ -279,6 +279,9 @@ class ServiceMap:
     def services(self) -> list[Service]:
         return list(dict.fromkeys(self._by_ip.values()))
 
+    def node_port(self, node_port: int, protocol: str) -> tuple[Service, ServicePort] | None:
+        return self._by_node_port.get((node_port, protocol))
+
     def node_ports(self) -> dict[tuple[int, str], tuple[Service, ServicePort]]:
         """(nodePort, protocol) -> its Service and Service port, for every NodePort."""
         return dict(self._by_node_port)

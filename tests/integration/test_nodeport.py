@@ -265,6 +265,61 @@ def test_load_balancer_stays_pending_and_says_why(cluster: RunningCluster) -> No
     # Underneath it is a NodePort Service: node-3 serves it (Local: its own echo-3).
     reply = wait_for(lambda: served(NODE3_HOST, port), 15, what="node-3 serving lb")
     assert reply["pod"] == "echo-3"
+    # What a cloud load balancer would probe: node-3 has a local endpoint, so 200.
+    health = f"http://{NODE3_HOST}:{spec['healthCheckNodePort']}/healthz"
+    with urllib.request.urlopen(health, timeout=5) as resp:
+        assert resp.status == 200
+        assert json.loads(resp.read()) == {"service": {"namespace": "default", "name": "lb"},
+                                           "localEndpoints": 1, "serviceProxyHealthy": True}
+
+
+UDP = "".join(textwrap.dedent(f"""\
+    apiVersion: v1
+    kind: Pod
+    metadata: {{name: udp-{n}, labels: {{app: udp}}}}
+    spec:
+      nodeName: node-{n}
+      containers: [{{name: u, image: "py:podapps:udp_echo"}}]
+    ---
+    """) for n in (1, 3)) + textwrap.dedent("""\
+    apiVersion: v1
+    kind: Service
+    metadata: {name: udp}
+    spec:
+      type: NodePort
+      selector: {app: udp}
+      ports: [{port: 53, protocol: UDP, targetPort: 9000}]
+    """)
+
+
+def udp_ask(host: str, port: int, payload: bytes) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1)
+        s.sendto(payload, (host, port))
+        try:
+            return s.recv(2048)
+        except TimeoutError:
+            return None
+
+
+def test_udp_node_port_is_served_and_answered(cluster: RunningCluster) -> None:
+    assert apply(cluster, UDP).returncode == 0
+    for n in (1, 3):
+        cluster.running_pod(f"udp-{n}")
+    port = node_port_of(cluster, "udp")
+    assert cluster.kubectl("get", "svc", "udp", "--no-headers").stdout.split()[4] == \
+        f"53:{port}/UDP"
+    wait_for(lambda: udp_ask(NODE3_HOST, port, b"hi"), 15,
+             what="an answer through the UDP node port")
+    # Each client socket is a flow of its own, balanced over both nodes' endpoints; every
+    # endpoint saw node-3's gateway (translated, so that the answer comes back through it).
+    for i in range(4):
+        reply = udp_ask(NODE3_HOST, port, b"q%d" % i)
+        assert reply is not None
+        assert reply.decode().startswith(f"echo:q{i} from {gateway(cluster, 'node-3')}:")
+    nodes = {e.get("endpoint_node") for e in agent_log(cluster, "node-3")
+             if e.get("event") == "proxy.udp_flow" and e.get("service") == "default/udp"}
+    assert nodes == {"node-1", "node-3"}
 
 
 def agent_log(cluster: RunningCluster, node: str) -> list[dict[str, Any]]:
