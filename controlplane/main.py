@@ -21,13 +21,16 @@ from aiohttp import web
 from controlplane.api import Api
 from controlplane.apiserver import build_app
 from controlplane.controllers import NodeLifecycle, Scheduler
+from controlplane.daemonsets import DaemonSetController
 from controlplane.dns.server import DnsServer
 from controlplane.endpoints import EndpointsController
+from controlplane.jobs import JobAdmission, JobController
 from controlplane.loadbalancers import LoadBalancerNotice
 from controlplane.nodeipam import NodeIpam
 from controlplane.nodeportipam import NodePortIpam
 from controlplane.proxy import ClusterIPProxy, serve_tunnels
 from controlplane.serviceipam import ServiceIpam, ensure_system_services
+from controlplane.statefulsets import StatefulSetController
 from controlplane.store import Store
 from controlplane.workloads import (
     DeploymentController,
@@ -107,6 +110,7 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                                    lambda: store.scan(NODES)))
         service_ipam = ServiceIpam(s.service_cidr, lambda: store.scan(BY_KIND["Service"]))
         api.add_admission(service_ipam)
+        api.add_admission(JobAdmission())
         api.add_admission(NodePortIpam(parse_range(s.service_node_port_range),
                                        lambda: store.scan(BY_KIND["Service"])))
         api.bootstrap()
@@ -160,6 +164,9 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                  asyncio.create_task(LoadBalancerNotice(api).run(), name="loadbalancers"),
                  asyncio.create_task(ReplicaSetController(api).run(), name="replicasets"),
                  asyncio.create_task(DeploymentController(api).run(), name="deployments"),
+                 asyncio.create_task(StatefulSetController(api).run(), name="statefulsets"),
+                 asyncio.create_task(DaemonSetController(api).run(), name="daemonsets"),
+                 asyncio.create_task(JobController(api).run(), name="jobs"),
                  asyncio.create_task(GarbageCollector(api).run(), name="garbage-collector"),
                  asyncio.create_task(PodEviction(api, s.pod_eviction_timeout_s).run(),
                                      name="pod-eviction")]

@@ -1,8 +1,10 @@
 """Scheduling decisions, as plain functions (no I/O): which node should a pod run on?
 
-Filters like kube-scheduler's: the node must be Ready, schedulable, match `spec.nodeSelector`
-and, when set, `spec.nodeName`. Scoring spreads: the node with the fewest pods wins, ties
-broken by name so decisions are reproducible.
+Filters like kube-scheduler's: the node must be Ready, schedulable (or the pod tolerates
+`node.kubernetes.io/unschedulable`, as DaemonSet pods do), match `spec.nodeSelector` and the
+required node affinity (`matchExpressions` on labels, `matchFields` on `metadata.name`: how a
+DaemonSet pins its pods) and, when set, `spec.nodeName`. Scoring spreads: the node with the
+fewest pods wins, ties broken by name so decisions are reproducible.
 """
 
 from __future__ import annotations
@@ -34,6 +36,70 @@ def allocatable_pods(node: Mapping[str, Any]) -> int | None:
         return None
 
 
+_UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+
+def tolerates_unschedulable(spec: Mapping[str, Any]) -> bool:
+    for tol in spec.get("tolerations") or []:
+        if not isinstance(tol, Mapping) or tol.get("effect") not in (None, "", "NoSchedule"):
+            continue
+        if tol.get("operator") == "Exists" and tol.get("key") in (None, "",
+                                                                  _UNSCHEDULABLE_TAINT):
+            return True
+        if tol.get("key") == _UNSCHEDULABLE_TAINT:
+            return True
+    return False
+
+
+def _requirement_matches(req: Any, values_of: Mapping[str, str]) -> bool:
+    if not isinstance(req, Mapping):
+        return False
+    key, op = req.get("key"), req.get("operator")
+    values = [str(v) for v in req.get("values") or []]
+    present = key in values_of
+    value = values_of.get(str(key), "")
+    if op == "In":
+        return present and value in values
+    if op == "NotIn":
+        return not present or value not in values
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt") and present and len(values) == 1:
+        try:
+            have, bound = int(value), int(values[0])
+        except ValueError:
+            return False
+        return have > bound if op == "Gt" else have < bound
+    return False
+
+
+def node_affinity_matches(spec: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """The pod's requiredDuringSchedulingIgnoredDuringExecution node affinity: any one term
+    (all of its expressions and fields) must match; no terms means any node."""
+    affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {}) \
+        if isinstance(spec.get("affinity"), Mapping) else {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") \
+        if isinstance(affinity, Mapping) else None
+    if not isinstance(required, Mapping):
+        return True
+    terms = [t for t in required.get("nodeSelectorTerms") or [] if isinstance(t, Mapping)]
+    if not terms:
+        return True
+    meta = node.get("metadata") or {}
+    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    fields = {"metadata.name": str(meta.get("name") or "")}
+    for term in terms:
+        exprs, flds = term.get("matchExpressions") or [], term.get("matchFields") or []
+        if not exprs and not flds:
+            continue  # an empty term matches nothing, as in Kubernetes
+        if all(_requirement_matches(e, labels) for e in exprs) and \
+                all(_requirement_matches(f, fields) for f in flds):
+            return True
+    return False
+
+
 def choose_node(pod: Mapping[str, Any], nodes: list[Mapping[str, Any]],
                 load: Mapping[str, int]) -> Decision:
     spec = pod.get("spec") or {}
@@ -46,9 +112,11 @@ def choose_node(pod: Mapping[str, Any], nodes: list[Mapping[str, Any]],
         capacity = allocatable_pods(node)
         if not node_ready(node):
             not_ready += 1
-        elif (node.get("spec") or {}).get("unschedulable"):
+        elif (node.get("spec") or {}).get("unschedulable") and \
+                not tolerates_unschedulable(spec):
             unschedulable += 1
-        elif any(labels.get(k) != v for k, v in selector.items()):
+        elif any(labels.get(k) != v for k, v in selector.items()) or \
+                not node_affinity_matches(spec, node):
             mismatched += 1
         elif capacity is not None and load.get(name, 0) >= capacity:
             full += 1

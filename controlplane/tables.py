@@ -492,6 +492,101 @@ def _replicaset_row(rs: dict[str, Any], now: datetime) -> list[Any]:
     ]
 
 
+# --- statefulsets, daemonsets, jobs ----------------------------------------------------------
+
+STATEFULSET_COLUMNS = [
+    _NAME,
+    _col("Ready", "Number of the pod with ready state"),
+    _AGE,
+    *_template_columns()[:2],
+]
+
+
+def _statefulset_row(sts: dict[str, Any], now: datetime) -> list[Any]:
+    spec, status = _d(sts.get("spec")), _d(sts.get("status"))
+    return [_name(sts), f"{_i(status.get('readyReplicas'))}/{_replicas(spec)}", _age(sts, now),
+            *_template_cells(sts)[:2]]
+
+
+DAEMONSET_COLUMNS = [
+    _NAME,
+    _col("Desired", "The total number of nodes that should be running the daemon pod.",
+         type_="integer"),
+    _col("Current", "The number of nodes that are running at least 1 daemon pod and are "
+         "supposed to run the daemon pod.", type_="integer"),
+    _col("Ready", "The number of nodes that should be running the daemon pod and have one or "
+         "more of the daemon pod running and ready.", type_="integer"),
+    _col("Up-to-date", "The total number of nodes that are running updated daemon pod",
+         type_="integer"),
+    _col("Available", "The number of nodes that should be running the daemon pod and have one "
+         "or more of the daemon pod running and available (ready for at least "
+         "spec.minReadySeconds)", type_="integer"),
+    _col("Node Selector", "NodeSelector is a selector which must be true for the pod to fit "
+         "on a node."),
+    _AGE,
+    *_template_columns(),
+]
+
+
+def _daemonset_row(ds: dict[str, Any], now: datetime) -> list[Any]:
+    spec, status = _d(ds.get("spec")), _d(ds.get("status"))
+    selector = _d(_d(_d(spec.get("template")).get("spec")).get("nodeSelector"))
+    selector_text = ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"
+    return [
+        _name(ds), _i(status.get("desiredNumberScheduled")),
+        _i(status.get("currentNumberScheduled")), _i(status.get("numberReady")),
+        _i(status.get("updatedNumberScheduled")), _i(status.get("numberAvailable")),
+        selector_text, _age(ds, now), *_template_cells(ds),
+    ]
+
+
+JOB_COLUMNS = [
+    _NAME,
+    _col("Status", "Status of the job."),
+    _col("Completions", "The number of pods which reached phase Succeeded."),
+    _col("Duration", "Time required to complete the job."),
+    _AGE,
+    *_template_columns(),
+]
+
+
+def _has_condition(obj: dict[str, Any], kind: str) -> bool:
+    return any(_d(c).get("type") == kind and _d(c).get("status") == "True"
+               for c in _l(_d(obj.get("status")).get("conditions")))
+
+
+def _job_row(job: dict[str, Any], now: datetime) -> list[Any]:
+    spec, status = _d(job.get("spec")), _d(job.get("status"))
+    succeeded = _i(status.get("succeeded"))
+    if "completions" in spec and spec["completions"] is not None:
+        completions = f"{succeeded}/{_i(spec['completions'])}"
+    elif _i(spec.get("parallelism")) > 1:
+        completions = f"{succeeded}/1 of {_i(spec['parallelism'])}"
+    else:
+        completions = f"{succeeded}/1"
+    started = _parse_time(status.get("startTime"))
+    finished = _parse_time(status.get("completionTime"))
+    duration = ""
+    if started is not None:
+        duration = format_age(((finished or now) - started).total_seconds())
+    # kubectl's precedence: terminal conditions first, then deletion, then the interim ones.
+    if _has_condition(job, "Complete"):
+        state = "Complete"
+    elif _has_condition(job, "Failed"):
+        state = "Failed"
+    elif _meta(job).get("deletionTimestamp"):
+        state = "Terminating"
+    elif _has_condition(job, "Suspended"):
+        state = "Suspended"
+    elif _has_condition(job, "FailureTarget"):
+        state = "FailureTarget"
+    elif _has_condition(job, "SuccessCriteriaMet"):
+        state = "SuccessCriteriaMet"
+    else:
+        state = "Running"
+    return [_name(job), state, completions, duration, _age(job, now), *_template_cells(job)]
+
+
 # --- fallback and dispatch -------------------------------------------------------------------
 
 GENERIC_COLUMNS = [_NAME, _AGE]
@@ -513,6 +608,9 @@ PRINTERS: dict[str, tuple[list[Column], Renderer]] = {
     "EndpointSlice": (ENDPOINTSLICE_COLUMNS, _endpointslice_row),
     "Deployment": (DEPLOYMENT_COLUMNS, _deployment_row),
     "ReplicaSet": (REPLICASET_COLUMNS, _replicaset_row),
+    "StatefulSet": (STATEFULSET_COLUMNS, _statefulset_row),
+    "DaemonSet": (DAEMONSET_COLUMNS, _daemonset_row),
+    "Job": (JOB_COLUMNS, _job_row),
 }
 
 # Accept plurals and lower-case names too, so callers can pass what the URL had.

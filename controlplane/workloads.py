@@ -666,6 +666,9 @@ class DeploymentController(_Writer):
 _OWNER_KINDS: dict[tuple[str, str], Resource] = {
     ("apps/v1", "Deployment"): DEPLOYMENTS,
     ("apps/v1", "ReplicaSet"): REPLICA_SETS,
+    ("apps/v1", "StatefulSet"): BY_KIND["StatefulSet"],
+    ("apps/v1", "DaemonSet"): BY_KIND["DaemonSet"],
+    ("batch/v1", "Job"): BY_KIND["Job"],
     ("v1", "Service"): SERVICES,
     ("v1", "Pod"): PODS,
 }
@@ -692,7 +695,8 @@ class GarbageCollector(_Writer):
     """Background cascading deletion through ownerReferences."""
 
     name = "garbage-collector"
-    watches = (DEPLOYMENTS, REPLICA_SETS, SERVICES, PODS, ENDPOINT_SLICES)
+    watches = (DEPLOYMENTS, REPLICA_SETS, SERVICES, PODS, ENDPOINT_SLICES,
+               BY_KIND["StatefulSet"], BY_KIND["DaemonSet"], BY_KIND["Job"])
 
     async def reconcile(self) -> None:
         # Owners first, then dependents: a ReplicaSet deleted in this pass makes its pods
@@ -711,11 +715,23 @@ class GarbageCollector(_Writer):
             await asyncio.gather(*work)
 
 
+def _daemon_pod(pod: Obj) -> bool:
+    return any(isinstance(r, Mapping) and r.get("controller") is True
+               and r.get("kind") == "DaemonSet"
+               for r in _l(_d(pod.get("metadata")).get("ownerReferences")))
+
+
 def pods_to_evict(pods: Iterable[Obj], lost_since: Mapping[str, float], now: float,
-                  timeout_s: float) -> list[Obj]:
-    """Pods bound to nodes that have been lost (not Ready, or gone) for over `timeout_s`."""
+                  timeout_s: float, existing: Iterable[str] = ()) -> list[Obj]:
+    """Pods bound to nodes that have been lost (not Ready, or gone) for over `timeout_s`.
+
+    DaemonSet pods on a node that still exists stay: Kubernetes gives them tolerations for
+    the not-ready and unreachable taints, so they wait for their node to come back (the
+    DaemonSet controller removes them if the Node is deleted)."""
     due = {node for node, since in lost_since.items() if now - since >= timeout_s}
-    return [p for p in pods if _d(p.get("spec")).get("nodeName") in due]
+    present = set(existing)
+    return [p for p in pods if _d(p.get("spec")).get("nodeName") in due
+            and not (_daemon_pod(p) and _d(p.get("spec")).get("nodeName") in present)]
 
 
 class PodEviction(_Writer):
@@ -745,7 +761,7 @@ class PodEviction(_Writer):
         lost |= {str(p["spec"]["nodeName"]) for p in pods
                  if _d(p.get("spec")).get("nodeName") and p["spec"]["nodeName"] not in nodes}
         self.lost_since = {name: self.lost_since.get(name, now) for name in lost}
-        doomed = pods_to_evict(pods, self.lost_since, now, self.timeout_s)
+        doomed = pods_to_evict(pods, self.lost_since, now, self.timeout_s, nodes)
         work = [self._evict(dict(p)) for p in doomed]
         if work:
             await asyncio.gather(*work)

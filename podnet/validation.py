@@ -1447,6 +1447,14 @@ KINDS: dict[str, KindRules] = {
 FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")
 
 
+def _workload_rules(kind: str) -> KindRules | None:
+    """StatefulSet, DaemonSet and Job rules (podnet/api/workload_rules.py). They build on the
+    helpers here, so they are imported on first use rather than at import time (no cycle)."""
+    from podnet.api.workload_rules import WORKLOAD_KINDS
+
+    return WORKLOAD_KINDS.get(kind)
+
+
 def validate(kind: str, obj: dict[str, Any], *, old: dict[str, Any] | None = None,
              field_validation: str = "Warn") -> Validated:
     """Shape-check, default and validate `obj` (a create, or an update when `old` is given).
@@ -1463,7 +1471,7 @@ def validate(kind: str, obj: dict[str, Any], *, old: dict[str, Any] | None = Non
         ctx.err("<root>", "Invalid value", f"expected object, got {_json_type(obj)}",
                 _shown(obj))
         return Validated({}, ctx.errors, ctx.warnings)
-    rules = KINDS.get(kind)
+    rules = KINDS.get(kind) or _workload_rules(kind)
     if rules is None:
         rules = KindRules(GENERIC)
     work = _conform(ctx, copy.deepcopy(obj), rules.schema, "")

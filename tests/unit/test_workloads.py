@@ -148,7 +148,7 @@ def test_orphans_are_objects_whose_known_owners_are_all_gone() -> None:
     objs = [owned("alive", ("apps/v1", "ReplicaSet", "rs-1")),
             owned("orphan", ("apps/v1", "ReplicaSet", "rs-gone")),
             owned("half", ("apps/v1", "ReplicaSet", "rs-gone"), ("apps/v1", "Deployment", "d")),
-            owned("unknown-kind", ("batch/v1", "Job", "j")),
+            owned("unknown-kind", ("batch/v1", "CronJob", "cj")),
             {"metadata": {"name": "free"}}]
     uids: dict[Resource, set[str]] = defaultdict(set, {REPLICA_SETS: {"rs-1"},
                                                         DEPLOYMENTS: {"d"}})

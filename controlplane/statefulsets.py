@@ -1,0 +1,302 @@
+"""The StatefulSet controller: pods with stable names, created and removed in order.
+
+A StatefulSet `web` with `replicas: 3` owns pods `web-0`, `web-1`, `web-2` (ordinals from
+`spec.ordinals.start`, default 0). Each pod carries `spec.hostname=<pod>` and
+`spec.subdomain=<serviceName>`, so behind the headless Service named by `serviceName` the
+cluster DNS answers `web-0.nginx.default.svc.cluster.local` (the endpoints controller copies
+the hostname into the EndpointSlice). Labels: `statefulset.kubernetes.io/pod-name`,
+`apps.kubernetes.io/pod-index` and `controller-revision-hash` (`<sts>-<template hash>`).
+
+`podManagementPolicy: OrderedReady` (the default) creates one pod at a time in ordinal order,
+each only once every lower one is Running and Ready, and removes them from the highest
+ordinal down, one at a time, only while the rest are healthy. `Parallel` creates and removes
+all at once. A deleted pod comes back with the same name. `updateStrategy: RollingUpdate`
+replaces pods whose revision is not the template's, from the highest ordinal down to
+`partition`, one at a time and only while every pod is Running and Ready; `OnDelete` leaves
+that to the user.
+
+podnet has no storage: `volumeClaimTemplates` are accepted (tutorials carry them) and no
+PersistentVolumeClaim is made; a Warning Event on the StatefulSet says so.
+
+A pod's revision is only its label here (no ControllerRevision objects are stored), so a pod
+below `partition` that is deleted during a partitioned update comes back at the new revision.
+
+`statefulset_plan` and `statefulset_status` are pure functions, unit tested without a store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from controlplane import events
+from controlplane.api import Api
+from controlplane.workloads import (
+    Obj,
+    _d,
+    _int,
+    _l,
+    _owned_by,
+    _Writer,
+    controller_uid,
+    owner_ref,
+    pod_active,
+    pod_available,
+    pod_ready,
+    template_hash,
+)
+from podnet.apierrors import ApiError
+from podnet.resources import BY_KIND
+
+PODS = BY_KIND["Pod"]
+STATEFUL_SETS = BY_KIND["StatefulSet"]
+
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+REVISION_LABEL = "controller-revision-hash"
+
+
+def revision_name(sts: Obj) -> str:
+    """`<sts>-<hash of the pod template>`: the update revision, as pods are labelled."""
+    name = str(_d(sts.get("metadata")).get("name"))
+    return f"{name}-{template_hash(_d(_d(sts.get('spec')).get('template')))}"
+
+
+def ordinal_of(sts_name: str, pod: Obj) -> int | None:
+    """The ordinal in a pod's name `<sts>-<n>`, or None for a pod not named that way."""
+    name = str(_d(pod.get("metadata")).get("name") or "")
+    m = re.fullmatch(re.escape(sts_name) + r"-(0|[1-9][0-9]*)", name)
+    return int(m.group(1)) if m else None
+
+
+def pod_revision(pod: Obj) -> str:
+    return str(_d(_d(pod.get("metadata")).get("labels")).get(REVISION_LABEL) or "")
+
+
+def _running_and_ready(pod: Obj) -> bool:
+    return (_d(pod.get("status")).get("phase") == "Running" and pod_ready(pod)
+            and not _d(pod.get("metadata")).get("deletionTimestamp"))
+
+
+def _terminating(pod: Obj) -> bool:
+    return bool(_d(pod.get("metadata")).get("deletionTimestamp"))
+
+
+def _finished(pod: Obj) -> bool:
+    return _d(pod.get("status")).get("phase") in ("Succeeded", "Failed")
+
+
+@dataclass
+class Plan:
+    """What one pass does: pods to create (by ordinal) and to delete (by name), in order."""
+
+    create: list[int] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    waiting: str = ""       # why an ordered pass stopped (logged at debug level)
+
+
+def wanted_ordinals(sts: Obj) -> range:
+    spec = _d(sts.get("spec"))
+    start = max(0, _int(_d(spec.get("ordinals")).get("start")))
+    return range(start, start + max(0, _int(spec.get("replicas"), 1)))
+
+
+def statefulset_plan(sts: Obj, pods: Sequence[Obj]) -> Plan:
+    """The next steps for `sts` given its pods (those it controls)."""
+    meta, spec = _d(sts.get("metadata")), _d(sts.get("spec"))
+    name = str(meta.get("name"))
+    ordered = spec.get("podManagementPolicy", "OrderedReady") != "Parallel"
+    wanted = wanted_ordinals(sts)
+    by_ordinal: dict[int, Obj] = {}
+    strays: list[Obj] = []
+    for pod in pods:
+        n = ordinal_of(name, pod)
+        if n is None or n in by_ordinal:
+            strays.append(pod)  # not one of ours by name, or a duplicate: remove it
+        else:
+            by_ordinal[n] = pod
+    plan = Plan(delete=[str(_d(p.get("metadata")).get("name")) for p in strays
+                        if not _terminating(p)])
+    # A finished pod (a container that exited under restartPolicy Never/OnFailure) is
+    # replaced by a fresh one of the same name, as Kubernetes does.
+    for n in wanted:
+        done = by_ordinal.get(n)
+        if done is not None and _finished(done) and not _terminating(done):
+            plan.delete.append(str(_d(done.get("metadata")).get("name")))
+            if ordered:
+                plan.waiting = f"recreating failed pod {name}-{n}"
+                return plan
+    # 1. Create the missing ordinals (lowest first).
+    for n in wanted:
+        have = by_ordinal.get(n)
+        if have is None:
+            plan.create.append(n)
+            if ordered:
+                plan.waiting = f"waiting for {name}-{n} to be Running and Ready"
+                return plan
+        elif ordered and not _running_and_ready(have):
+            plan.waiting = f"waiting for {name}-{n} to be Running and Ready"
+            return plan
+    # 2. Remove the condemned ordinals (highest first).
+    condemned = sorted((n for n in by_ordinal if n not in wanted), reverse=True)
+    if condemned:
+        if not ordered:
+            plan.delete.extend(f"{name}-{n}" for n in condemned
+                               if not _terminating(by_ordinal[n]))
+            return plan
+        if any(_terminating(by_ordinal[n]) for n in condemned):
+            plan.waiting = "waiting for a condemned pod to terminate"
+            return plan
+        if not all(_running_and_ready(by_ordinal[n]) for n in wanted if n in by_ordinal):
+            plan.waiting = "waiting for the remaining pods to be healthy before scaling down"
+            return plan
+        plan.delete.append(f"{name}-{condemned[0]}")
+        return plan
+    # 3. Rolling update: highest ordinal first, down to the partition, one pod at a time.
+    strategy = _d(spec.get("updateStrategy"))
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return plan
+    partition = _int(_d(strategy.get("rollingUpdate")).get("partition"))
+    update = revision_name(sts)
+    if any(_terminating(p) for p in by_ordinal.values()):
+        return plan
+    if not all(_running_and_ready(by_ordinal[n]) for n in wanted if n in by_ordinal):
+        return plan
+    for n in sorted(wanted, reverse=True):
+        if n - wanted.start < partition:
+            break
+        old_pod = by_ordinal.get(n)
+        if old_pod is not None and pod_revision(old_pod) != update:
+            plan.delete.append(f"{name}-{n}")
+            plan.waiting = f"updating {name}-{n} to revision {update}"
+            break
+    return plan
+
+
+def statefulset_status(sts: Obj, pods: Sequence[Obj], now: datetime) -> dict[str, Any]:
+    meta, spec = _d(sts.get("metadata")), _d(sts.get("spec"))
+    old = _d(sts.get("status"))
+    update = revision_name(sts)
+    current = str(old.get("currentRevision") or update)
+    active = [p for p in pods if pod_active(p)]
+    min_ready = _int(spec.get("minReadySeconds"))
+    status: dict[str, Any] = {
+        "observedGeneration": _int(meta.get("generation"), 1),
+        "replicas": len(active),
+        "readyReplicas": sum(1 for p in active if pod_ready(p)),
+        "currentReplicas": sum(1 for p in active if pod_revision(p) == current),
+        "updatedReplicas": sum(1 for p in active if pod_revision(p) == update),
+        "availableReplicas": sum(1 for p in active if pod_available(p, min_ready, now)),
+        "currentRevision": current,
+        "updateRevision": update,
+        "collisionCount": _int(old.get("collisionCount")),
+    }
+    # The update is complete once every pod runs the new revision and is ready: the new
+    # revision becomes the current one (Kubernetes' completeRollingUpdate).
+    replicas = max(0, _int(spec.get("replicas"), 1))
+    if (_d(spec.get("updateStrategy")).get("type", "RollingUpdate") == "RollingUpdate"
+            and status["updatedReplicas"] == status["replicas"] == replicas
+            and status["readyReplicas"] == replicas):
+        status["currentRevision"] = update
+        status["currentReplicas"] = status["updatedReplicas"]
+    return status
+
+
+def pod_for_ordinal(sts: Obj, ordinal: int) -> dict[str, Any]:
+    meta, spec = _d(sts.get("metadata")), _d(sts.get("spec"))
+    name = f"{meta.get('name')}-{ordinal}"
+    template = copy.deepcopy(dict(_d(spec.get("template"))))
+    tmeta = _d(template.get("metadata"))
+    labels = {**dict(_d(tmeta.get("labels"))), POD_NAME_LABEL: name,
+              POD_INDEX_LABEL: str(ordinal), REVISION_LABEL: revision_name(sts)}
+    pod_meta: dict[str, Any] = {"name": name, "namespace": meta.get("namespace"),
+                                "labels": labels,
+                                "ownerReferences": [owner_ref(sts, "StatefulSet", "apps/v1")]}
+    if tmeta.get("annotations"):
+        pod_meta["annotations"] = dict(_d(tmeta["annotations"]))
+    pod_spec = dict(_d(template.get("spec")))
+    pod_spec["hostname"] = name
+    if spec.get("serviceName"):
+        pod_spec["subdomain"] = spec["serviceName"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
+
+
+def claim_names(sts: Obj) -> list[str]:
+    return [str(_d(_d(c).get("metadata")).get("name") or "?")
+            for c in _l(_d(sts.get("spec")).get("volumeClaimTemplates"))]
+
+
+class StatefulSetController(_Writer):
+    name = "statefulset-controller"
+    watches = (PODS, STATEFUL_SETS)
+
+    def __init__(self, api: Api) -> None:
+        super().__init__(api)
+        self._storage_noted: set[str] = set()  # StatefulSet uids told "no storage"
+
+    async def reconcile(self) -> None:
+        pods_by_owner = _owned_by(self.store.scan(PODS))
+        now = datetime.now(UTC)
+        work = []
+        for sts in self.store.scan(STATEFUL_SETS):
+            if sts["metadata"].get("deletionTimestamp"):
+                continue
+            uid = str(sts["metadata"].get("uid"))
+            work.append(self._guarded(sts, pods_by_owner.get(uid, []), now))
+        if work:
+            await asyncio.gather(*work)
+
+    async def _guarded(self, sts: Obj, pods: list[Obj], now: datetime) -> None:
+        try:
+            await self._sync(sts, pods, now)
+        except Exception:  # a malformed StatefulSet: skip it, keep the others going
+            self.log.exception("statefulset.sync_failed", name=sts["metadata"].get("name"))
+
+    async def _sync(self, sts: Obj, pods: list[Obj], now: datetime) -> None:
+        meta = sts["metadata"]
+        ns, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid"))
+        sts_obj = dict(sts)
+        if claim_names(sts) and uid not in self._storage_noted:
+            self._storage_noted.add(uid)
+            await events.record(
+                self.api, sts_obj, "Warning", "NoStorage",
+                "podnet has no storage: volumeClaimTemplates "
+                f"({', '.join(claim_names(sts))}) get no PersistentVolumeClaims; "
+                "pods run without those volumes", self.name)
+        plan = statefulset_plan(sts, pods)
+        if plan.waiting:
+            self.log.debug("statefulset.waiting", namespace=ns, name=name, why=plan.waiting)
+        for ordinal in plan.create:
+            body = pod_for_ordinal(sts, ordinal)
+            try:
+                await self.api.create(PODS, ns, body, field_validation="Ignore")
+            except ApiError as e:
+                self._failed("create", PODS, ns, body["metadata"]["name"], e)
+                await events.record(self.api, sts_obj, "Warning", "FailedCreate",
+                                    f"create Pod {body['metadata']['name']} in StatefulSet "
+                                    f"{name} failed error: {e}", self.name)
+                continue
+            await events.record(self.api, sts_obj, "Normal", "SuccessfulCreate",
+                                f"create Pod {body['metadata']['name']} in StatefulSet {name} "
+                                "successful", self.name)
+        for pod_name in plan.delete:
+            pod = next((p for p in pods if p["metadata"].get("name") == pod_name), None)
+            if await self._delete(PODS, ns, pod_name,
+                                  str(pod["metadata"].get("uid")) if pod else None):
+                await events.record(self.api, sts_obj, "Normal", "SuccessfulDelete",
+                                    f"delete Pod {pod_name} in StatefulSet {name} successful",
+                                    self.name)
+        if plan.create or plan.delete:
+            pods = [p for p in self.store.scan(PODS)
+                    if p["metadata"].get("namespace") == ns and controller_uid(p) == uid]
+        status = statefulset_status(sts, pods, now)
+        old: Mapping[str, Any] = _d(sts.get("status"))
+        if {k: v for k, v in old.items() if k != "conditions"} != status:
+            patch = {**{k: None for k in old if k not in status and k != "conditions"},
+                     **status}
+            await self._patch(STATEFUL_SETS, ns, name, {"status": patch}, subresource="status")
