@@ -17,9 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from harness import KUBECTL, RunningCluster, wait_for
 from podapps.bulk import pattern
+
+from podnet.wire import portforward, spdy
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
@@ -145,7 +148,8 @@ def test_requests_reach_the_pod_from_its_own_localhost(
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         paths = [body["path"] for body in pool.map(pf.get, [f"/par/{i}" for i in range(16)])]
     assert paths == [f"/par/{i}" for i in range(16)]
-    assert sum("Handling connection for" in line for line in pf.out) == 21
+    wait_for(lambda: sum("Handling connection for" in line for line in pf.out) == 21, 10,
+             what="kubectl to report 21 connections")
 
 
 def test_service_form_forwards_to_a_backing_pod_and_its_target_port(
@@ -178,7 +182,11 @@ def bulk_up(port: int, data: bytes) -> str:
 @pytest.mark.parametrize("websockets", ["true", "false"])
 def test_two_megabytes_each_way_across_nodes(
         pods: RunningCluster, forward: list[PortForward], websockets: str) -> None:
-    opened_before = len(log_events(pods, "controlplane", "portforward.session"))
+    def opened() -> list[dict[str, Any]]:
+        return [r for r in log_events(pods, "controlplane", "portforward.session")
+                if r.get("verdict") == "opened"]
+
+    opened_before = len(opened())
     pf = PortForward(pods, "pod/bulk", "0:9000",
                      env={"KUBECTL_PORT_FORWARD_WEBSOCKETS": websockets})
     forward.append(pf)
@@ -189,8 +197,8 @@ def test_two_megabytes_each_way_across_nodes(
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda _: bulk_down(pf.port, 300_000), range(3)))
     assert results == [pattern(300_000)] * 3
-    sessions = log_events(pods, "controlplane", "portforward.session")[opened_before:]
-    assert sessions[0]["pod"] == "bulk" and sessions[0]["verdict"] == "opened"
+    sessions = opened()[opened_before:]
+    assert sessions[0]["pod"] == "bulk"
     assert sessions[0]["protocol"] == ("websocket" if websockets == "true" else "spdy")
 
 
@@ -254,7 +262,8 @@ def test_kubectl_1_28_over_plain_spdy(pods: RunningCluster, forward: list[PortFo
     pf = PortForward(pods, "pod/echo", "0:8080", kubectl=_old_kubectl() or "")
     forward.append(pf)
     assert [pf.get(f"/old/{i}")["path"] for i in range(3)] == [f"/old/{i}" for i in range(3)]
-    sessions = log_events(pods, "controlplane", "portforward.session")
+    sessions = [r for r in log_events(pods, "controlplane", "portforward.session")
+                if r.get("verdict") == "opened"]
     assert sessions[-1]["protocol"] == "spdy"
 
 
@@ -262,3 +271,29 @@ def test_kubectl_is_told_when_the_pod_is_missing(pods: RunningCluster) -> None:
     result = pods.kubectl("port-forward", "pod/nope", "0:80", timeout_s=30)
     assert result.returncode == 1
     assert 'pods "nope" not found' in result.stderr
+
+
+async def test_clients_that_do_not_speak_the_protocol_get_clear_errors(
+        pods: RunningCluster) -> None:
+    url = pods.info["api"] + "/api/v1/namespaces/default/pods/echo/portforward"
+    auth = {"Authorization": f"Bearer {pods.token}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pods.ssl)) as http:
+        async with http.get(url, headers=auth) as resp:          # no upgrade at all
+            assert resp.status == 400
+            assert "WebSocket upgrade" in (await resp.json())["message"]
+        async with http.post(url, headers={**auth, "Connection": "Upgrade",
+                                           "Upgrade": "SPDY/3.1"}) as resp:
+            assert resp.status == 400
+            assert "X-Stream-Protocol-Version" in (await resp.json())["message"]
+        # The right upgrade, then bytes that are not SPDY: a GOAWAY saying so, then the end.
+        async with http.ws_connect(url, headers=auth,
+                                   protocols=(portforward.WEBSOCKET_PROTOCOL,)) as ws:
+            assert ws.protocol == portforward.WEBSOCKET_PROTOCOL
+            await ws.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            msg = await ws.receive(timeout=10)
+            assert msg.type == aiohttp.WSMsgType.BINARY
+            assert spdy.FrameDecoder().feed(msg.data) == [
+                spdy.GoAway(0, spdy.GoAwayStatus.PROTOCOL_ERROR)]
+            assert (await ws.receive(timeout=10)).type in (aiohttp.WSMsgType.CLOSE,
+                                                           aiohttp.WSMsgType.CLOSED)
+    assert pods.kubectl("get", "pod", "echo").returncode == 0    # the server carries on
