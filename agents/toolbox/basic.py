@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+from agents.toolbox import vfs
 from agents.toolbox.core import Command, Proc, abspath
 
 
@@ -99,7 +100,7 @@ async def cat(proc: Proc, argv: list[str]) -> int:
         path = abspath(name, proc.target.cwd)
         if path in files:
             proc.stdout.write(files[path])
-        elif path == "/" or any(f.startswith(path.rstrip("/") + "/") for f in files):
+        elif vfs.is_dir(files, path):
             proc.stderr.write(f"cat: {name}: Is a directory\n")
             status = 1
         else:

@@ -23,6 +23,10 @@ class ArithError(Exception):
     pass
 
 
+class IllegalNumber(ArithError):
+    """A variable whose value is not a number (dash words it without the expression)."""
+
+
 def _wrap(value: int) -> int:
     value &= (1 << 64) - 1
     return value - (1 << 64) if value >= 1 << 63 else value
@@ -94,7 +98,7 @@ class _Evaluator:
         try:
             return _wrap(int(text, 0) if not re.fullmatch(r"0\d+", text) else int(text, 8))
         except ValueError:
-            raise ArithError(f"Illegal number: {text}") from None
+            raise IllegalNumber(f"Illegal number: {text}") from None
 
     def run(self, evaluate: bool = True) -> int:
         value = self.expr(evaluate)

@@ -403,7 +403,7 @@ async def command(sh: Shell, argv: list[str], io: IO) -> int:
         for name in args[1:]:
             kind = _kind(sh, name)
             if kind is None:
-                status = 127 if verbose else 1
+                status = 127
                 if verbose:
                     _write(io, f"{name}: not found\n")
                 continue

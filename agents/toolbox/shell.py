@@ -46,7 +46,6 @@ import contextvars
 import dataclasses
 import itertools
 import posixpath
-import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -346,8 +345,6 @@ class Shell:
     # ---- variables ----
 
     def getvar(self, name: str) -> str | None:
-        if name == "LINENO":
-            return str(self.line)
         return self.vars.get(name)
 
     def setvar(self, name: str, value: str) -> None:
@@ -497,14 +494,25 @@ class Shell:
         return status
 
     async def run_and_or(self, and_or: AndOr, io: IO) -> int:
-        last = len(and_or.rest)
-        status = await self.run_pipeline(and_or.first, io, checked=last == 0)
-        for k, (op, pipeline) in enumerate(and_or.rest, 1):
-            if (op == "&&") == (status == 0):
-                status = await self.run_pipeline(pipeline, io, checked=k == last)
+        """`a && b || c`: everything but the last pipeline is a condition, so `set -e` does
+        not apply inside it (not even inside a function called there)."""
+        pipelines = [and_or.first] + [p for _, p in and_or.rest]
+        ops = [""] + [op for op, _ in and_or.rest]
+        status = 0
+        for k, (op, pipeline) in enumerate(zip(ops, pipelines, strict=True)):
+            if k and (op == "&&") != (status == 0):
+                continue
+            last = k == len(pipelines) - 1
+            if not last:
+                self.condition += 1
+            try:
+                status = await self.run_pipeline(pipeline, io)
+            finally:
+                if not last:
+                    self.condition -= 1
         return status
 
-    async def run_pipeline(self, pipeline: Pipeline, io: IO, *, checked: bool) -> int:
+    async def run_pipeline(self, pipeline: Pipeline, io: IO) -> int:
         if len(pipeline.cmds) == 1:
             if pipeline.negate:
                 self.condition += 1
@@ -518,8 +526,7 @@ class Shell:
         if pipeline.negate:
             status = int(status == 0)
         self.status = status
-        if status and checked and self.opts["e"] and not self.condition \
-                and not pipeline.negate:
+        if status and self.opts["e"] and not self.condition and not pipeline.negate:
             raise _Exit(status)
         return status
 
@@ -565,8 +572,11 @@ class Shell:
         job_io = IO(None, io.out, io.err)
         child = self.fork(job_io)
         pid = next(_pids)
-        self.jobs[pid] = asyncio.create_task(child.run_child(child.run_and_or(and_or, job_io)),
-                                             name=f"sh {self.arg0}: job {pid}")
+
+        async def job() -> int:
+            return await child.run_child(child.run_and_or(and_or, job_io))
+
+        self.jobs[pid] = asyncio.create_task(job(), name=f"sh {self.arg0}: job {pid}")
         self.last_job = pid
 
     # ---- commands ----
@@ -691,7 +701,7 @@ class Shell:
         assigns = [(name, await self.expand_string(value, io, tilde=True))
                    for name, value in cmd.assigns]
         if self.opts["x"]:
-            shown = [f"{n}={_quote(v)}" for n, v in assigns] + [_quote(w) for w in words]
+            shown = [f"{n}={v}" for n, v in assigns] + words  # dash does not quote them
             io.err.write(("+ " + " ".join(shown) + "\n").encode())
         try:
             rio, opened = await self.redirect(cmd.redirs, io)
@@ -706,15 +716,19 @@ class Shell:
             else:
                 status = await self.invoke(words, assigns, rio)
         finally:
-            self._close(opened, io)
+            failed = self._close(opened, io)
         await io.out.drain()
-        return status
+        return 1 if failed and not status else status
 
-    def _close(self, opened: list[FileSink], io: IO) -> None:
+    def _close(self, opened: list[FileSink], io: IO) -> bool:
+        """Store what went to files; true when a write failed (the disk was full)."""
+        failed = False
         for sink in opened:
             problem = sink.close()
             if problem:
                 self.report(problem, io)
+                failed = True
+        return failed
 
     async def invoke(self, words: list[str], assigns: list[tuple[str, str]], io: IO) -> int:
         from agents.toolbox.shbuiltins import BUILTINS, SPECIAL
@@ -891,8 +905,10 @@ class Shell:
         text = await self.expand_string(expr, io)
         try:
             return sharith.evaluate(text, lambda name: self.param(name) or "", self.setvar)
+        except sharith.IllegalNumber as e:
+            raise _Fatal(str(e)) from None
         except sharith.ArithError as e:
-            raise _Fatal(f'arithmetic expression: {e}: "{text.strip()}"') from None
+            raise _Fatal(f'arithmetic expression: {e}: "{text}"') from None
 
     async def substitute(self, body: Seq, io: IO) -> str:
         capture = CaptureSink(MAX_SUBST_BYTES)
@@ -939,17 +955,12 @@ class Shell:
             return [(value or "", p.quoted)]
         if op == "?":
             if missing:
-                message = await self.expand_string(word, io)
-                raise _Fatal(f"{name}: {message or 'parameter not set'}")
+                message = await self.expand_string(word, io) or (
+                    "parameter not set or null" if p.op.startswith(":") else "parameter not set")
+                raise _Fatal(f"{name}: {message}")
             return [(value or "", p.quoted)]
         pattern = [s for s in await self.expand_word(word, io) if s is not None]
         return [(shexpand.strip(value or "", pattern, p.op), p.quoted)]
-
-
-def _quote(word: str) -> str:
-    if word and re.fullmatch(r"[A-Za-z0-9_@%+=:,./-]+", word):
-        return word
-    return "'" + word.replace("'", "'\\''") + "'"
 
 
 # ---- dispatch and the `sh` command ---------------------------------------------------------

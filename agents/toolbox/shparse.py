@@ -523,8 +523,7 @@ class Parser:
             lines: list[str] = []
             while True:
                 if self.i >= len(src):
-                    raise self.error(f'end of file unexpected (expecting "{doc.delimiter}")',
-                                     incomplete=True)
+                    break  # as in dash, the end of the script also ends the document
                 end = src.find("\n", self.i)
                 end = len(src) if end < 0 else end
                 line = src[self.i:end]
@@ -533,7 +532,7 @@ class Parser:
                     line = line.lstrip("\t")
                 if line == doc.delimiter:
                     break
-                lines.append(line + "\n")
+                lines.append(line + ("\n" if end < len(src) else ""))
             text = "".join(lines)
             if doc.expand:
                 sub = Parser(text, self.depth + 1)
@@ -636,10 +635,13 @@ class Parser:
             raise self.unexpected(tok, word)
         return tok
 
-    def _body(self, *ends: str) -> Seq:
+    def _body(self, *ends: str, closer: str | None = None) -> Seq:
+        """A non-empty list up to one of `ends`; `closer` is what dash says it expected when
+        the script ends first."""
         seq = self.parse_list(stop_words=frozenset(ends))
         if not seq.items:
-            raise self.unexpected(self.peek())
+            tok = self.peek()
+            raise self.unexpected(tok, (closer or ends[-1]) if tok.kind == "eof" else None)
         return seq
 
     def _command(self) -> Command:
@@ -668,8 +670,6 @@ class Parser:
                 cmd = Brace(body)
             elif tok.kind == "op" and tok.value == "(":
                 self.next()
-                if self.peek().kind == "op" and self.peek().value == "(":
-                    raise self.error('"(" unexpected (podnet sh does not run bash\'s "((")')
                 body = self.parse_list(stop_ops={")"})
                 close = self.next()
                 if close.kind != "op" or close.value != ")":
@@ -774,7 +774,7 @@ class Parser:
                 words.append(t.word)
             t = self.next()
             if t.kind not in ("newline",) and not (t.kind == "op" and t.value == ";"):
-                raise self.unexpected(t, "do")
+                raise self.unexpected(t, None if t.kind == "eof" else "do")
         elif self.peek().kind == "op" and self.peek().value == ";":
             self.next()
         self._skip_newlines()
@@ -802,7 +802,7 @@ class Parser:
             patterns: list[Word] = []
             while True:
                 if tok.kind != "word" or tok.word is None:
-                    raise self.unexpected(tok, ")" if patterns else None)
+                    raise self.unexpected(tok, ")")
                 patterns.append(tok.word)
                 tok = self.next()
                 if tok.kind == "op" and tok.value == "|":
@@ -819,7 +819,7 @@ class Parser:
             elif tok.reserved() == "esac":
                 continue
             else:
-                raise self.unexpected(tok, "esac" if tok.kind == "eof" else ";;")
+                raise self.unexpected(tok, ";;")
 
 
 def _assignment(word: Word) -> tuple[str, Word] | None:

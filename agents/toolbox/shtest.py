@@ -55,7 +55,8 @@ class _Test:
             return False
         value = self.or_()
         if self.more():
-            raise TestError(f"{self.args[self.k]}: unexpected operator")
+            # dash names the last word it understood, not the one it tripped over.
+            raise TestError(f"{self.args[self.k - 1]}: unexpected operator")
         return value
 
     def or_(self) -> bool:
@@ -83,7 +84,9 @@ class _Test:
     def primary(self) -> bool:
         word = self.take()
         nxt = self.peek()
-        if nxt in _BINARY and self.k + 1 < len(self.args):
+        if nxt in _BINARY:
+            if self.k + 1 >= len(self.args):
+                raise TestError(f"{nxt}: argument expected")
             self.k += 1
             return self.binary(word, nxt, self.take())
         if word == "(" and self.more():

@@ -294,9 +294,10 @@ async def head(proc: Proc, argv: list[str]) -> int:
 @_run("tail")
 async def tail(proc: Proc, argv: list[str]) -> int:
     """tail [-n N | -n +N | -N] [FILE...] (no -f: the files do not grow under a reader)"""
-    opts, operands = _options(argv, "#qv", "nc", {"--lines": "n"})
+    opts, operands = _options(argv, "#qvfF", "nc", {"--lines": "n"})
     if "f" in opts or "F" in opts:
-        raise UsageError("-f is not supported by podnet's tail")
+        raise UsageError("-f is not supported by podnet's tail (files do not grow under a "
+                         "reader here)")
     arg = (opts.get("n") or opts.get("#") or ["10"])[-1]
     from_start = arg.startswith("+")
     count = _count_arg("tail", arg.lstrip("+"))

@@ -1,0 +1,698 @@
+"""The toolbox `sh`: scripts run against an ExecTarget, compared with what dash does.
+
+`DASH_CASES` were recorded from dash 0.5.12 (`sh -c SCRIPT sh 'a b' c`, HOME=/root); when dash
+is installed the table is also re-checked against it, so an expectation can never drift from
+the real shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from agents.netstack import NodeNetwork, PodNet
+from agents.toolbox import ExecTarget, run_command, vfs
+
+CLIENT_IP, SERVER_IP = "10.244.1.5", "10.244.1.6"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+DASH_CASES: list[tuple[str, int, str, str]] = [
+    ('echo ${a b}',
+     2, '',
+     'sh: 1: Bad substitution\n'),
+    ('if true; then echo',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting "fi")\n'),
+    ('echo $((1/0))',
+     2, '',
+     'sh: 1: arithmetic expression: division by zero: "1/0"\n'),
+    ('echo $((1 +))',
+     2, '',
+     'sh: 1: arithmetic expression: expecting primary: "1 +"\n'),
+    ('[ a == a ]',
+     2, '',
+     'sh: 1: [: a: unexpected operator\n'),
+    ('[ abc -eq 1 ]; echo $?',
+     0, '2\n',
+     'sh: 1: [: Illegal number: abc\n'),
+    ('x=${y?}',
+     2, '',
+     'sh: 1: y: parameter not set\n'),
+    ('x=${y:?boom}',
+     2, '',
+     'sh: 1: y: boom\n'),
+    ('cd /nope; echo $?',
+     0, '2\n',
+     "sh: 1: cd: can't cd to /nope\n"),
+    ('exit abc',
+     2, '',
+     'sh: 1: exit: Illegal number: abc\n'),
+    ('shift 3',
+     2, '',
+     "sh: 1: shift: can't shift that many\n"),
+    ('read',
+     2, '',
+     'sh: 1: read: arg count\n'),
+    ('echo `echo a',
+     2, '',
+     'sh: 1: Syntax error: EOF in backquote substitution\n'),
+    ('for 1 in a; do :; done',
+     2, '',
+     'sh: 1: Syntax error: Bad for loop variable\n'),
+    ('case x in',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting ")")\n'),
+    ('echo )',
+     2, '',
+     'sh: 1: Syntax error: ")" unexpected\n'),
+    ('{ echo',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting "}")\n'),
+    ('while true; do',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting "done")\n'),
+    ('echo "a',
+     2, '',
+     'sh: 1: Syntax error: Unterminated quoted string\n'),
+    ('set -u; echo $zz',
+     2, '',
+     'sh: 1: zz: parameter not set\n'),
+    ('echo "$1" "$2" $# "$@" "$*" $0',
+     0, 'a b c 2 a b c a b c sh\n',
+     ''),
+    ('for x in "$@"; do echo "[$x]"; done; for x in $@; do echo "<$x>"; done',
+     0, '[a b]\n[c]\n<a>\n<b>\n<c>\n',
+     ''),
+    ('set -- ; for x in "$@"; do echo "[$x]"; done; echo "n=$#"',
+     0, 'n=0\n',
+     ''),
+    ('a="x  y"; echo $a; echo "$a"; b=; echo ${b:-def} ${b-set} ${c-unset} ${#a}',
+     0, 'x y\nx  y\ndef unset 4\n',
+     ''),
+    ('v=hello.tar.gz; echo ${v%.*} ${v%%.*} ${v#*.} ${v##*.}',
+     0, 'hello.tar hello tar.gz gz\n',
+     ''),
+    ('echo ${u:=assigned} $u; echo ${u:+alt} ${nope:+alt}x',
+     0, 'assigned assigned\nalt x\n',
+     ''),
+    ('IFS=:; x=a:b::c; for i in $x; do echo "[$i]"; done',
+     0, '[a]\n[b]\n[]\n[c]\n',
+     ''),
+    ('echo $(( 2 + 3 * 4 )) $(( (2+3)*4 )) $(( 7 % 3 )) $(( -7 / 2 )) $(( 1 '
+     '< 2 )) $(( 3 == 3 && 0 )) $(( 1 ? 5 : 6 )) $(( 0x10 + 010 ))',
+     0, '14 20 1 -3 1 0 5 24\n',
+     ''),
+    ('i=5; echo $((i += 2)) $i $(( i * i ))',
+     0, '7 7 49\n',
+     ''),
+    ('echo a; false; echo $?; true && echo t || echo f; false && echo t || e'
+     'cho f; ! true; echo $?',
+     0, 'a\n1\nt\nf\n1\n',
+     ''),
+    ('set -e; false || true; echo survived; ! false; echo still; false; echo never',
+     1, 'survived\nstill\n',
+     ''),
+    ('set -e; if false; then :; fi; while false; do :; done; echo ok; f() { '
+     'false; echo in-f; }; f || echo handled',
+     0, 'ok\nin-f\n',
+     ''),
+    ('x=1; (x=2; echo in $x); echo out $x; { x=3; }; echo brace $x',
+     0, 'in 2\nout 1\nbrace 3\n',
+     ''),
+    ('for i in 1 2 3; do for j in a b; do [ $j = b ] && continue 2; echo $i$j; done; done',
+     0, '1a\n2a\n3a\n',
+     ''),
+    ('i=0; while :; do i=$((i+1)); [ $i -ge 5 ] && break; done; echo $i; unt'
+     'il [ $i -le 0 ]; do i=$((i-1)); done; echo $i',
+     0, '5\n0\n',
+     ''),
+    ('case "hello" in h*o) echo glob;; *) echo other;; esac; case x in a|x) '
+     "echo alt;; esac; case '*' in \\*) echo star;; esac; case abc in [a-c]bc"
+     ') echo br;; esac',
+     0, 'glob\nalt\nstar\nbr\n',
+     ''),
+    ('echo \'single $x\' "double \\$x \\" \\\\ \\a" \\t\\$',
+     0, 'single $x double $x " \\ \x07 t$\n',
+     ''),
+    ("echo -n no-newline; echo; echo -e 'a\\tb'; echo 'a\\nb'; echo 'x\\cy'; echo z",
+     0, 'no-newline\n-e a\tb\na\nb\nxz\n',
+     ''),
+    ("printf '%s|%d|%5s|%-3s|%03d|%x|%%\\n' str 42 r l 7 255; printf '%s\\n' a"
+     " b c; printf 'no newline'; printf '\\n%d\\n' abc",
+     1, 'str|42|    r|l  |007|ff|%\na\nb\nc\nno newline\n0\n',
+     'sh: 1: printf: abc: expected numeric value\n'),
+    ('x=$(echo hi; echo there); echo "$x"; y=`echo back`; echo $y; echo "$(e'
+     'cho "nested $(echo deep)")"',
+     0, 'hi\nthere\nback\nnested deep\n',
+     ''),
+    ("echo $(printf 'a\\n\\n\\n'); z=$(false); echo $?",
+     0, 'a\n1\n',
+     ''),
+    ('f() { echo "args:$#:$1"; return 4; }; f x y; echo $?; g() { local v=in'
+     '; echo $v; }; v=out; g; echo $v',
+     0, 'args:2:x\n4\nin\nout\n',
+     ''),
+    ("echo a | { read x; echo got $x; }; printf 'one two three\\n' | { read a"
+     ' b; echo "$a|$b"; }',
+     0, 'got a\none|two three\n',
+     ''),
+    ('echo err 1>&2; echo out 2>&1; ls_missing 2>/dev/null; echo $?',
+     0, 'out\n127\n',
+     'err\n'),
+    ('nope; echo $?',
+     0, '127\n',
+     'sh: 1: nope: not found\n'),
+    ('echo $(( 1 + ))\necho never',
+     2, '',
+     'sh: 1: arithmetic expression: expecting primary: " 1 + "\n'),
+    ('echo first\nif then',
+     2, 'first\n',
+     'sh: 2: Syntax error: "then" unexpected\n'),
+    ('test -z ""; echo $?; test -n ""; echo $?; [ 1 -lt 2 ] && [ b \\> a ]; e'
+     'cho $?; [ ! -z x -a -n y ]; echo $?; [ "(" = "(" ]; echo $?',
+     0, '0\n1\n0\n0\n0\n',
+     ''),
+    ('[ 1 = 1 -o 1 = 2 ]; echo $?; [ -f /etc/passwd_nope ]; echo $?; [ ]; ec'
+     'ho $?; [ x ]; echo $?; [ 1 -eq 1; echo $?',
+     0, '0\n1\n1\n0\n2\n',
+     'sh: 1: [: missing ]\n'),
+    ('x=5; echo ${x}abc $xabc end; echo "${x}"\'${x}\'',
+     0, '5abc end\n5${x}\n',
+     ''),
+    ('a=1 b=2; echo $a $b; c=3 true; echo "c=$c"',
+     0, '1 2\nc=\n',
+     ''),
+    ('exit 7',
+     7, '',
+     ''),
+    ('(exit 3); echo $?; (exit 300); echo $?',
+     0, '3\n44\n',
+     ''),
+    ('eval \'echo eval $1\'; eval "x=9"; echo $x',
+     0, 'eval a b\n9\n',
+     ''),
+    ("trap 'echo bye' EXIT; echo main",
+     0, 'main\nbye\n',
+     ''),
+    ("trap 'echo bye' EXIT; exit 3",
+     3, 'bye\n',
+     ''),
+    ('echo "$(( 5 > 3 ))" $(( 2 << 3 )) $(( ~0 )) $(( !5 ))',
+     0, '1 16 -1 0\n',
+     ''),
+    ('readonly r=1; r=2; echo never',
+     2, '',
+     'sh: 1: r: is read only\n'),
+    ('unset x; x=1; unset x; echo "[${x-unset}]"',
+     0, '[unset]\n',
+     ''),
+    ('cat <<EOF\nline $1\n  \\$HOME "q"\nEOF\ncat <<\'EOF\'\nraw $1\nEOF\ncat <<-EOF\n\t'
+     'tabbed\n\tEOF',
+     0, 'line a b\n  $HOME "q"\nraw $1\ntabbed\n',
+     ''),
+    ('echo a && { echo b; false; } || echo c',
+     0, 'a\nb\nc\n',
+     ''),
+    ('true | false; echo $?; false | true; echo $?; ! true | false; echo $?',
+     0, '1\n0\n0\n',
+     ''),
+    ('echo "${#}" "${1}" ${10-none}',
+     0, '2 a b none\n',
+     ''),
+    ('for i in a b; do echo $i; done > /dev/null; echo after',
+     0, 'after\n',
+     ''),
+    ('x=abc; case $x in (abc) echo paren;; esac',
+     0, 'paren\n',
+     ''),
+    ('f() {\n  echo multi\n}\nf',
+     0, 'multi\n',
+     ''),
+    ('echo $((08))',
+     2, '',
+     'sh: 1: arithmetic expression: expecting EOF: "08"\n'),
+    ('break; echo after-break',
+     0, 'after-break\n',
+     ''),
+    ('echo "a" \\\n  "b"',
+     0, 'a b\n',
+     ''),
+    ('echo \'it\'\'s\'; echo "a"\'b\'c',
+     0, 'its\nabc\n',
+     ''),
+    ("x='a b'; set -- $x; echo $#",
+     0, '2\n',
+     ''),
+    ('set -- 1 2 3; shift; echo "$@"; shift 2; echo "$#"',
+     0, '2 3\n0\n',
+     ''),
+    ('echo ${x:-a b} "${x:-a b}"; for w in ${x:-a b}; do echo "[$w]"; done',
+     0, 'a b a b\n[a]\n[b]\n',
+     ''),
+    ('echo $((3/2)) $((-3/2)) $((-3%2))',
+     0, '1 -1 -1\n',
+     ''),
+    ('read -r a <<EOF\n  spaced  out  \nEOF\necho "[$a]"',
+     0, '[spaced  out]\n',
+     ''),
+    ('echo $(( x = 3, 4 ))',
+     2, '',
+     'sh: 1: arithmetic expression: expecting EOF: " x = 3, 4 "\n'),
+    ('x=1\necho $LINENO',
+     0, '\n',
+     ''),
+    ("printf '%5.2f|%e\\n' 3.14159 1000",
+     0, ' 3.14|1.000000e+03\n',
+     ''),
+    ('echo "${x:-"quoted default"}"',
+     0, 'quoted default\n',
+     ''),
+    ('ec() { echo "$@"; }; ec a "b c"',
+     0, 'a b c\n',
+     ''),
+    ('f() { return; }; false; f; echo $?',
+     0, '1\n',
+     ''),
+    ('while',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting "do")\n'),
+    ('while true',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting "do")\n'),
+    ('if',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting "then")\n'),
+    ('if true; then',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting "fi")\n'),
+    ('if true; then echo; else',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting "fi")\n'),
+    ('for x in a b',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected\n'),
+    ('for x',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting "do")\n'),
+    ('case x in a) echo',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting ";;")\n'),
+    ('case x in a) echo;;',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting ")")\n'),
+    ('{',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting "}")\n'),
+    ('(',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting ")")\n'),
+    ('( echo',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting ")")\n'),
+    ('echo $(',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting ")")\n'),
+    ('echo $( echo',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected (expecting ")")\n'),
+    ('f()',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected\n'),
+    ('echo ${x',
+     2, '',
+     "sh: 1: Syntax error: Missing '}'\n"),
+    ('echo $((1+2',
+     2, '',
+     "sh: 1: Syntax error: Missing '))'\n"),
+    ('cat <<EOF\nabc',
+     0, 'abc',
+     ''),
+    ('echo a |',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected\n'),
+    ('echo a &&',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected\n'),
+    ('a=(1 2)',
+     2, '',
+     'sh: 1: Syntax error: "(" unexpected\n'),
+    ('[[ a = a ]]',
+     127, '',
+     'sh: 1: [[: not found\n'),
+    ('echo ${x/a/b}',
+     2, '',
+     'sh: 1: Bad substitution\n'),
+    ('((x=1))',
+     0, '',
+     ''),
+    ('echo hi >',
+     2, '',
+     'sh: 1: Syntax error: end of file unexpected\n'),
+    ('then',
+     2, '',
+     'sh: 1: Syntax error: "then" unexpected\n'),
+    ('fi',
+     2, '',
+     'sh: 1: Syntax error: "fi" unexpected\n'),
+    ('done',
+     2, '',
+     'sh: 1: Syntax error: "done" unexpected\n'),
+    ('echo a;;',
+     2, '',
+     'sh: 1: Syntax error: ";;" unexpected\n'),
+    (';',
+     2, '',
+     'sh: 1: Syntax error: ";" unexpected\n'),
+    ('echo a & ; echo b',
+     2, '',
+     'sh: 1: Syntax error: ";" unexpected\n'),
+    ('echo a ;; echo b',
+     2, '',
+     'sh: 1: Syntax error: ";;" unexpected\n'),
+    ('echo $((1 2))',
+     2, '',
+     'sh: 1: arithmetic expression: expecting EOF: "1 2"\n'),
+    ('x=$((y+1)); echo $x; y=abc; echo $((y+1))',
+     2, '1\n',
+     'sh: 1: Illegal number: abc\n'),
+    ('echo $((1 << 70)) $((9223372036854775807 + 1))',
+     0, '64 -9223372036854775808\n',
+     ''),
+    ('set -o errexit; false; echo no',
+     1, '',
+     ''),
+    ('set -x; echo traced "a b"; x=1',
+     0, 'traced a b\n',
+     '+ echo traced a b\n+ x=1\n'),
+    ('set -f; echo /e*; set +f',
+     0, '/e*\n',
+     ''),
+    ('echo *.nothing',
+     0, '*.nothing\n',
+     ''),
+    ('local x',
+     2, '',
+     'sh: 1: local: not in a function\n'),
+    ('x=1; readonly x; x=2',
+     2, '',
+     'sh: 1: x: is read only\n'),
+    ('f() { echo $1; }; f "$@"',
+     0, 'a b\n',
+     ''),
+    ('echo "$@" "$*"',
+     0, 'a b c a b c\n',
+     ''),
+    ('IFS=; set -- a b; echo "$*"',
+     0, 'ab\n',
+     ''),
+    ('echo ${#1}',
+     0, '3\n',
+     ''),
+    (': ${x?is required}',
+     2, '',
+     'sh: 1: x: is required\n'),
+    ('echo "${x:?}"',
+     2, '',
+     'sh: 1: x: parameter not set or null\n'),
+    ('echo one\nexit 4\necho two',
+     4, 'one\n',
+     ''),
+    ('echo `echo \\`echo nested\\``',
+     0, 'nested\n',
+     ''),
+    ('echo "a\\"b" \'c\\d\' e\\ f',
+     0, 'a"b c\\d e f\n',
+     ''),
+    ("echo $'a'",
+     0, '$a\n',
+     ''),
+    ('x="a\nb"; echo "$x" | while read l; do echo "<$l>"; done',
+     0, '<a>\n<b>\n',
+     ''),
+    ('printf "%b\\n" \'a\\tb\\c\' zz; printf "%c%c\\n" hello world; printf \'%i\\n\' '
+     "0x1f; printf '%s %s\\n' only",
+     0, 'a\tbhw\n31\nonly \n',
+     ''),
+    ('echo $HOME/$PATH',
+     0, '/root//bin\n',
+     ''),
+    ('a=b=c; echo $a',
+     0, 'b=c\n',
+     ''),
+    ('echo a#b #c',
+     0, 'a#b\n',
+     ''),
+    ('echo \'#\' "#"',
+     0, '# #\n',
+     ''),
+    ('echo ${#x} ${x:-} x',
+     0, '0 x\n',
+     ''),
+    ('test 5 -gt 3 -a 2 -lt 1; echo $?',
+     0, '1\n',
+     ''),
+    ('test \\( 1 -eq 1 \\); echo $?',
+     0, '0\n',
+     ''),
+]
+
+
+async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n")
+        await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _resolve(name: str) -> list[str]:
+    return [SERVER_IP] if name == "web" else []
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[NodeNetwork]:
+    network = NodeNetwork("node-1", "10.244.1.0/24")
+    yield network
+    for pod in network.pods():
+        network.detach(pod.ip)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    # Every shell, pipeline stage and background job has ended with its test.
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+@pytest.fixture
+async def target(node: NodeNetwork) -> AsyncIterator[ExecTarget]:
+    server = node.attach(SERVER_IP, pod="web-0", namespace="default", hostname="web-0")
+    listener = await server.start_server(_http, None, 80)
+    net: PodNet = node.attach(CLIENT_IP, pod="client", namespace="default", hostname="client")
+    net.resolver = _resolve
+    yield ExecTarget(net=net, pod="client", namespace="default", node="node-1",
+                     pod_ip=CLIENT_IP, hostname="client",
+                     env={"HOME": "/root", "PATH": "/bin", "GREETING": "hi there"},
+                     files={"/etc/hostname": "client\n", "/etc/hosts": "127.0.0.1 localhost\n"})
+    listener.close()
+
+
+async def sh(target: ExecTarget, script: str, *args: str, stdin: bytes | None = None,
+             tty: bool = False) -> Result:
+    out, err = bytearray(), bytearray()
+    reader = None
+    if stdin is not None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(stdin)
+        reader.feed_eof()
+    argv = ["sh", "-c", script, *args] if script else ["sh"]
+    code = await run_command(target, argv, reader, out.extend, err.extend, tty=tty)
+    return Result(code, out.decode(), err.decode())
+
+
+@pytest.mark.parametrize(("script", "code", "out", "err"), DASH_CASES,
+                         ids=[f"dash{k}" for k in range(len(DASH_CASES))])
+async def test_behaves_as_dash(target: ExecTarget, script: str, code: int, out: str,
+                               err: str) -> None:
+    assert await sh(target, script, "sh", "a b", "c") == Result(code, out, err)
+
+
+@pytest.mark.skipif(shutil.which("dash") is None, reason="dash is not installed")
+def test_the_table_is_what_dash_does() -> None:
+    for script, code, out, err in DASH_CASES:
+        real = subprocess.run(["dash", "-c", script, "sh", "a b", "c"], capture_output=True,
+                              text=True, env={"HOME": "/root", "PATH": "/bin"}, cwd="/",
+                              check=False)
+        assert (real.returncode, real.stdout, real.stderr) == (code, out, err), script
+
+
+async def test_the_issue_script(target: ExecTarget) -> None:
+    script = ('for i in 1 2 3; do echo $i $(hostname); done | wc -l; x=$(echo hi); '
+              '[ "$x" = hi ] && echo ok > /tmp/f; cat /tmp/f')
+    assert await sh(target, script) == Result(0, "3\nok\n", "")
+    assert target.files["/tmp/f"] == "ok\n"
+
+
+async def test_redirections_use_the_containers_files(target: ExecTarget) -> None:
+    result = await sh(target, "echo hi > /tmp/x; echo more >> /tmp/x; cat /tmp/x; "
+                              "wc -l < /tmp/x; echo gone > /dev/null; cat /etc/hostname")
+    assert result == Result(0, "hi\nmore\n2\nclient\n", "")
+    assert target.files["/tmp/x"] == "hi\nmore\n"
+    assert await sh(target, "echo x > /nope/f; echo $?; cat < /nope") == Result(
+        2, "2\n", "sh: 1: cannot create /nope/f: Directory nonexistent\n"
+                  "sh: 1: cannot open /nope: No such file\n")
+    assert await sh(target, "{ echo out; echo err >&2; } > /tmp/both 2>&1; cat /tmp/both") \
+        == Result(0, "out\nerr\n", "")
+    assert await sh(target, "echo a 2>/dev/null >&2") == Result(0, "", "")
+
+
+async def test_a_file_cannot_grow_without_bound(target: ExecTarget) -> None:
+    result = await sh(target, 'x=$(printf "%100000s" ""); i=0; '
+                              'while [ $i -lt 100 ]; do echo "$x" >> /tmp/log || break; '
+                              'i=$((i+1)); done; echo $i')
+    assert result == Result(0, "41\n", "sh: 1: write error: No space left on device\n")
+    assert len(target.files["/tmp/log"]) <= vfs.MAX_FILE_BYTES
+
+
+async def test_cd_and_relative_paths(target: ExecTarget) -> None:
+    result = await sh(target, "cd /tmp && echo hi > f && cat /tmp/f && cat f && pwd; "
+                              "(cd /etc; pwd); pwd; mkdir -p /data/d; cd /data/d; touch g; ls")
+    assert result == Result(0, "hi\nhi\n/tmp\n/etc\n/tmp\ng\n", "")
+
+
+async def test_environment_of_commands(target: ExecTarget) -> None:
+    script = ("X=1; env | grep ^X=; export X; env | grep ^X=; Y=2 printenv Y; "
+              "echo \"[$Y]\"; unset GREETING; printenv GREETING; echo $?")
+    assert await sh(target, script) == Result(0, "X=1\n2\n[]\n1\n", "")
+
+
+async def test_arguments_and_nested_shells(target: ExecTarget) -> None:
+    assert await sh(target, 'echo "$0|$1|$#"', "name", "one") == Result(0, "name|one|1\n", "")
+    assert await sh(target, "sh -c 'exit 3'; echo $?; bash -c 'echo $0' nested") == Result(
+        0, "3\nnested\n", "")
+    target.files["/tmp/s.sh"] = "#!/bin/sh\necho script $1\nexit 5\n"
+    assert await sh(target, "sh /tmp/s.sh a; echo $?; /tmp/s.sh b") == Result(
+        5, "script a\n5\nscript b\n", "")
+    assert await sh(target, "env X=7 sh -c 'echo $X'") == Result(0, "7\n", "")
+
+
+async def test_pipeline_reader_ending_stops_the_writer(target: ExecTarget) -> None:
+    assert await sh(target, "while true; do echo y; done | head -n 2; echo $?") == Result(
+        0, "y\ny\n0\n", "")
+    assert await sh(target, "seq 1000000 | grep -q 5 && echo found") == Result(
+        0, "found\n", "")
+    result = await sh(target, "while :; do echo y; done | (read a; echo $a); echo ${PIPESTATUS:-x}")
+    assert result == Result(0, "y\nx\n", "")
+
+
+async def test_pipefail_is_accepted(target: ExecTarget) -> None:
+    assert await sh(target, "set -o pipefail; false | true; echo $?") == Result(0, "1\n", "")
+
+
+async def test_background_jobs_run_concurrently(target: ExecTarget) -> None:
+    # `sleep infinity` would block a shell that ran it in the foreground.
+    result = await sh(target, "sleep infinity & echo started; kill $!; wait $!; echo $?")
+    assert result == Result(0, "started\n143\n", "")
+    assert await sh(target, "(sleep 0; echo job) & wait; echo after") == Result(
+        0, "job\nafter\n", "")
+    # A job still running when the shell exits is stopped with it.
+    assert await sh(target, "sleep infinity & exit 4") == Result(4, "", "")
+
+
+async def test_read_from_stdin(target: ExecTarget) -> None:
+    # As in every sh, a last line without its newline ends the loop (read returns 1).
+    result = await sh(target, 'while read -r line; do echo "<$line>"; done; echo "end $line"',
+                      stdin=b"a b\n c\\d \nlast")
+    assert result == Result(0, "<a b>\n<c\\d>\nend last\n", "")
+
+
+async def test_commands_from_stdin(target: ExecTarget) -> None:
+    script = b"i=0\nwhile [ $i -lt 2 ]; do\n  echo $i\n  i=$((i+1))\ndone\nexit 6\necho never\n"
+    assert await sh(target, "", stdin=script) == Result(6, "0\n1\n", "")
+    assert await sh(target, "", stdin=b"echo a\nif then\necho b\n") == Result(
+        2, "a\n", 'sh: 2: Syntax error: "then" unexpected\n')
+
+
+async def test_interactive_session_keeps_going_after_errors(target: ExecTarget) -> None:
+    result = await sh(target, "", stdin=b"nope\nfi\nif true\nthen echo yes\nfi\nexit 1\n",
+                      tty=True)
+    assert result.code == 1
+    assert result.out == "$ $ $ > > yes\n$ "
+    assert result.err == 'sh: 1: nope: not found\nsh: 2: Syntax error: "fi" unexpected\n'
+
+
+async def test_xtrace(target: ExecTarget) -> None:
+    assert await sh(target, "set -x; x=1; echo $x") == Result(0, "1\n", "+ x=1\n+ echo 1\n")
+
+
+async def test_glob(target: ExecTarget) -> None:
+    assert await sh(target, "for f in /etc/host*; do echo $f; done; echo /nomatch*") == Result(
+        0, "/etc/hostname\n/etc/hosts\n/nomatch*\n", "")
+
+
+@pytest.mark.parametrize(("script", "message"), [
+    ("exec 3>&1", "sh: 1: exec: permanent redirections are not supported by podnet sh\n"),
+    ("echo hi 3>/dev/null", "sh: 1: file descriptor 3 is not supported (podnet sh has 0, 1 "
+                            "and 2)\n"),
+    ("getopts a b", "sh: 1: getopts: not supported by podnet sh\n"),
+    ("cat <>/tmp/x", "sh: 1: <> is not supported\n"),
+])
+async def test_refused_clearly(target: ExecTarget, script: str, message: str) -> None:
+    assert await sh(target, script + "; echo never") == Result(2, "", message)
+
+
+async def test_limits_end_hostile_scripts(target: ExecTarget) -> None:
+    result = await sh(target, "x=$(while :; do echo aaaaaaaaaaaaaaaaaaaaaaaa; done); "
+                              "echo ${#x} $?")
+    assert result.code == 0 and result.out == "1048576 2\n"
+    assert "command substitution output is over 1048576 bytes (podnet limit)" in result.err
+    result = await sh(target, "x=a; while :; do x=$x$x; done")
+    assert result.code == 2 and "x: value is over 1048576 bytes (podnet limit)" in result.err
+    result = await sh(target, "f() { f; }; f")
+    assert result.code == 2 and "nested too deeply" in result.err
+    result = await sh(target, "while :; do sleep infinity & done")
+    assert result.code == 2 and "Cannot fork (podnet limit: 64 background jobs)" in result.err
+    result = await sh(target, "echo 'sh /tmp/me' > /tmp/me; sh /tmp/me")
+    assert result.code == 2 and "nested too deeply" in result.err
+
+
+async def test_a_busy_loop_does_not_starve_the_event_loop(target: ExecTarget) -> None:
+    shell = asyncio.create_task(sh(target, "while :; do :; done"))
+    for _ in range(200):
+        await asyncio.sleep(0)  # would never come back if the loop did not yield
+    assert not shell.done()
+    shell.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await shell
+
+
+async def test_a_polling_main_process_runs_until_cancelled(target: ExecTarget) -> None:
+    seen = asyncio.Event()
+    out = bytearray()
+
+    def collect(data: bytes) -> None:
+        out.extend(data)
+        if out.count(b"hello\n") >= 3:
+            seen.set()
+
+    script = "while true; do wget -qO- http://web; sleep 0.01; done"
+    shell = asyncio.create_task(run_command(target, ["sh", "-c", script], None, collect,
+                                            collect), name="main process")
+    await asyncio.wait_for(seen.wait(), 30)
+    shell.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await shell
+    assert re.fullmatch(rb"(hello\n)+", bytes(out))
