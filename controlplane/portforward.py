@@ -368,8 +368,7 @@ class ForwardSession:
                        f"uid {self.uid}: {e}")
             log.info("portforward.connection", **fields, verdict="failed", reason=str(e))
             with contextlib.suppress(ConnectionError):
-                await self._send(pair, pair.error, message.encode())
-                await self._finish(pair)
+                await self._report(pair, message)
         except asyncio.CancelledError:
             # The client reset a stream, or the session is ending. The error stream ends
             # cleanly: kubectl takes a reset error stream for a broken session and quits.
@@ -379,11 +378,21 @@ class ForwardSession:
                 await self._flush()
         except ConnectionError:
             pass    # the client went away; the session is ending
+        except Exception as e:  # a bug: say so where kubectl shows it, keep the session
+            log.exception("portforward.relay_failed", **fields, error=repr(e))
+            with contextlib.suppress(Exception):
+                await self._report(pair, f"internal error: {e!r}")
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
             self._drop(pair)
+
+    async def _report(self, pair: _Pair, message: str) -> None:
+        """Put an error on the error stream (kubectl prints it) and end the pair. Never waits
+        for window: an error text is short, and a stuck peer must not hold the task."""
+        self.spdy.send(pair.error, message.encode())
+        await self._finish(pair)
 
     async def _finish(self, pair: _Pair) -> None:
         # Data stream first: kubectl reads the error stream to its end only after that.
