@@ -16,9 +16,21 @@ backend sees e.g. 10.244.1.1:40123, never the outside client. `Local`: only endp
 node, and the source is kept, so the backend sees the real client (127.0.0.1:54321 from this
 machine); a node with no local endpoint drops the connection.
 
-A connection no endpoint can take is reset (the handshake was already accepted by the real
-socket; kube-proxy would reject it before that: either way the client fails at once). A
-deleted Service's listener is closed, so the port refuses connections again.
+A connection no endpoint can take is reset. kube-proxy's rules act before the handshake
+(no endpoints at all: REJECT, so ECONNREFUSED; Local with no endpoint on this node: DROP, so a
+timeout); here the real socket has accepted it already, so the client sees a reset at once,
+and the flow log says why (`reason: no ready endpoints` / `no local endpoints`). A deleted
+Service's listener is closed, so the port refuses connections again.
+
+UDP NodePorts get a real UDP socket; each client address is a flow (`UdpFlows`, the proxy's
+conntrack: 30 s idle) sent from this node's gateway and a port of its own, whatever the
+policy, since the endpoint's answer must come back through this node (`NodeNetwork` hands
+datagrams for the gateway to `host_datagram`) to be returned from the NodePort. So for UDP,
+Local still only uses local endpoints but the backend sees the gateway, not the client.
+
+A LoadBalancer Service with `externalTrafficPolicy: Local` also has a `healthCheckNodePort`;
+like kube-proxy, every node answers HTTP there: 200 while it has a ready local endpoint of
+the Service, 503 otherwise, with `{"service": ..., "localEndpoints": N}`.
 
 Several agents on one host (`podnet up`: every agent listens on 127.0.0.1) cannot all bind
 the same port: the first one serves it, and the others log `nodeport.shared` and try again
@@ -102,6 +114,9 @@ class HostStream(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("?", 0)
         self.flow = self.owner.network.new_flow()
+        # Logged first, so `podnet logs --flow` heads the trace with the outside client.
+        self.owner.log.info("nodeport.accepted", flow=self.flow, src=_fmt(self.client),
+                            dst=self.owner.where(self.key), proto="tcp")
         self.owner.spawn(self.owner.connect(self), f"nodeport {self.flow}")
 
     def data_received(self, data: bytes) -> None:
