@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.typedefs import Handler
 
 from agents.netstack import LOOPBACK, PodNet, current_flow
@@ -48,25 +48,43 @@ def _go_error(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def portforward_handler(lookup: Lookup) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
+class PortForwardEndpoint:
+    """The handler, and the open connections it must hang up when the agent stops (aiohttp
+    would otherwise wait for each WebSocket handler until its shutdown timeout)."""
+
+    def __init__(self, lookup: Lookup) -> None:
+        self.lookup = lookup
+        self.sockets: set[web.WebSocketResponse] = set()
+
+    async def handler(self, request: web.Request) -> web.StreamResponse:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         text = request.query.get("port", "")
         if not text.isdigit() or not 0 < int(text) < 65536:
             return _status(400, "BadRequest", f"invalid port {text!r}: must be 1..65535")
         port = int(text)
-        net = lookup(namespace, name)
+        net = self.lookup(namespace, name)
         if net is None:
             return _status(404, "NotFound", f'pod "{name}" is not running on this node')
         ws = web.WebSocketResponse(autoping=True)
         if not ws.can_prepare(request).ok:
             return _status(400, "BadRequest", "port-forward needs a WebSocket upgrade")
         await ws.prepare(request)
-        with structlog.contextvars.bound_contextvars(pod=name, namespace=namespace):
-            await _forward(ws, net, port)
+        self.sockets.add(ws)
+        try:
+            with structlog.contextvars.bound_contextvars(pod=name, namespace=namespace):
+                await _forward(ws, net, port)
+        finally:
+            self.sockets.discard(ws)
         return ws
 
-    return handler
+    async def on_shutdown(self, _: web.Application) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"agent stopping")
+
+
+def portforward_handler(lookup: Lookup) -> Handler:
+    """The bare handler (for apps that never shut down with connections open)."""
+    return PortForwardEndpoint(lookup).handler
 
 
 async def _forward(ws: web.WebSocketResponse, net: PodNet, port: int) -> None:

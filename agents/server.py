@@ -15,7 +15,7 @@ from aiohttp import web
 from agents.cni.routes import RouteTable
 from agents.exec_server import exec_handler
 from agents.netstack import PodNet
-from agents.portforward_server import portforward_handler
+from agents.portforward_server import PortForwardEndpoint
 from agents.runtime import PodRuntime
 from agents.toolbox import ExecTarget
 from podnet.auth import token_matches
@@ -128,7 +128,9 @@ def build_agent_app(runtime: PodRuntime, agent_token: str,
         pod = runtime.find(namespace, name)
         return pod.net if pod is not None else None
 
-    app.router.add_get("/pods/{namespace}/{name}/portforward", portforward_handler(pod_net))
+    forwards = PortForwardEndpoint(pod_net)
+    app.router.add_get("/pods/{namespace}/{name}/portforward", forwards.handler)
+    app.on_shutdown.append(forwards.on_shutdown)
     if extra is not None:
         extra(app)
     return app

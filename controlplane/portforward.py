@@ -203,6 +203,8 @@ class AgentConnection:
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                         aiohttp.WSMsgType.CLOSED) and self.ws.close_code in (None, 1000):
             return b""
+        if self.ws.close_code == aiohttp.WSCloseCode.GOING_AWAY:
+            raise ForwardError("the agent of the pod's node is stopping")
         raise ForwardError(f"lost the connection to the pod's agent "
                            f"(close code {self.ws.close_code})")
 

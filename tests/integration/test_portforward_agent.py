@@ -12,13 +12,16 @@ import pytest
 from aiohttp import web
 
 from agents.netstack import NodeNetwork, PodNet
-from agents.portforward_server import portforward_handler
+from agents.portforward_server import PortForwardEndpoint
 
 POD_IP = "10.244.1.5"
 
 
+Agent = tuple[str, PodNet, list[bytes], web.AppRunner]
+
+
 @pytest.fixture
-async def agent() -> AsyncIterator[tuple[str, PodNet, list[bytes]]]:
+async def agent() -> AsyncIterator[Agent]:
     node = NodeNetwork("node-1", "10.244.1.0/24")
     net = node.attach(POD_IP, pod="web", namespace="default", hostname="web")
     seen: list[bytes] = []
@@ -33,18 +36,21 @@ async def agent() -> AsyncIterator[tuple[str, PodNet, list[bytes]]]:
 
     server = await net.start_server(handle, "127.0.0.1", 8080)   # localhost only, on purpose
     app = web.Application()
-    app.router.add_get("/pods/{namespace}/{name}/portforward", portforward_handler(
-        lambda ns, name: net if (ns, name) == ("default", "web") else None))
+    endpoint = PortForwardEndpoint(
+        lambda ns, name: net if (ns, name) == ("default", "web") else None)
+    app.router.add_get("/pods/{namespace}/{name}/portforward", endpoint.handler)
+    app.on_shutdown.append(endpoint.on_shutdown)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
-        yield f"http://{host}:{port}/pods/default/web/portforward", net, seen
+        yield f"http://{host}:{port}/pods/default/web/portforward", net, seen, runner
     finally:
         server.close()
-        await runner.cleanup()
+        # aiohttp waits up to 60 s for open handlers; ours hang up at once.
+        await asyncio.wait_for(runner.cleanup(), 10)
         node.detach(POD_IP)
         for _ in range(50):
             await asyncio.sleep(0)
@@ -52,8 +58,8 @@ async def agent() -> AsyncIterator[tuple[str, PodNet, list[bytes]]]:
 
 
 async def test_bytes_reach_the_pods_localhost_with_half_close(
-        agent: tuple[str, PodNet, list[bytes]]) -> None:
-    url, _, seen = agent
+        agent: Agent) -> None:
+    url, _, seen, _ = agent
     async with aiohttp.ClientSession() as http, http.ws_connect(url + "?port=8080") as ws:
         hello = json.loads((await ws.receive()).data)
         assert hello["connected"] is True and hello["flow"]
@@ -65,8 +71,8 @@ async def test_bytes_reach_the_pods_localhost_with_half_close(
     assert seen == [b"127.0.0.1"]
 
 
-async def test_refused_port_in_kubelets_words(agent: tuple[str, PodNet, list[bytes]]) -> None:
-    url, _, _ = agent
+async def test_refused_port_in_kubelets_words(agent: Agent) -> None:
+    url, _, _, _ = agent
     async with aiohttp.ClientSession() as http, http.ws_connect(url + "?port=81") as ws:
         hello = json.loads((await ws.receive()).data)
         assert hello == {"error": "failed to connect to localhost:81 inside the pod's network "
@@ -75,8 +81,8 @@ async def test_refused_port_in_kubelets_words(agent: tuple[str, PodNet, list[byt
 
 
 async def test_hanging_up_ends_the_pod_connection(
-        agent: tuple[str, PodNet, list[bytes]]) -> None:
-    url, net, _ = agent
+        agent: Agent) -> None:
+    url, net, _, _ = agent
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(url + "?port=8080") as ws:
             assert json.loads((await ws.receive()).data)["connected"]
@@ -94,12 +100,23 @@ async def test_hanging_up_ends_the_pod_connection(
     ("?port=http", 400, "invalid port 'http'"),
     ("", 400, "invalid port ''"),
 ])
-async def test_bad_requests(agent: tuple[str, PodNet, list[bytes]], query: str, status: int,
+async def test_bad_requests(agent: Agent, query: str, status: int,
                             message: str) -> None:
-    url, _, _ = agent
+    url, _, _, _ = agent
     async with aiohttp.ClientSession() as http, http.get(url + query) as resp:
         assert resp.status == status
         assert message in (await resp.json())["message"]
     async with aiohttp.ClientSession() as http, http.get(
             url.replace("/web/", "/other/") + "?port=80") as resp:
         assert resp.status == 404
+
+
+async def test_an_open_connection_is_hung_up_when_the_agent_stops(agent: Agent) -> None:
+    url, _, _, runner = agent
+    async with aiohttp.ClientSession() as http, http.ws_connect(url + "?port=8080") as ws:
+        assert json.loads((await ws.receive()).data)["connected"]
+        # aiohttp would wait up to 60 s for this handler; the endpoint hangs up at once.
+        await asyncio.wait_for(runner.cleanup(), 10)
+        msg = await ws.receive()
+        assert msg.type == aiohttp.WSMsgType.CLOSE
+        assert msg.data == aiohttp.WSCloseCode.GOING_AWAY
