@@ -144,6 +144,33 @@ def served(host: str, port: int) -> dict[str, Any] | None:
     return None
 
 
+def test_node_ports_are_kept_across_a_restart(tmp_path: Path) -> None:
+    """First in this module, before the shared cluster holds ports on 127.0.0.1."""
+    state = tmp_path / "restart"
+    first = start_cluster(state, 1)
+    try:
+        assert apply(first, service("keep")).returncode == 0
+        port = node_port_of(first, "keep")
+    finally:
+        stop_cluster(first)
+
+    def listening() -> int:     # the log file is the same across both runs: count events
+        return sum(1 for e in agent_log(first, "node-1") if e.get("event") ==
+                   "nodeport.listening" and e.get("address") == f"127.0.0.1:{port}")
+
+    before = listening()
+    second = start_cluster(state, 1)
+    try:
+        assert node_port_of(second, "keep") == port      # read back from the store
+        out = apply(second, service("thief", node_port=port))
+        assert "provided port is already allocated" in out.stderr
+        # And served again by the new agent (no endpoints: accepted, then reset).
+        wait_for(lambda: listening() > before, 15,
+                 what="node-1 listening on the kept port after the restart")
+    finally:
+        stop_cluster(second)
+
+
 def test_nodeport_is_allocated_and_listed(cluster: RunningCluster) -> None:
     assert apply(cluster, service("auto")).returncode == 0
     port = node_port_of(cluster, "auto")
