@@ -77,6 +77,7 @@ from agents.toolbox.shparse import (
     Subshell,
     Word,
 )
+from agents.toolbox.tty import Terminal
 
 SHELLS = frozenset({"sh", "bash", "ash", "dash"})
 MAX_NESTING = 100
@@ -1053,16 +1054,36 @@ async def sh(proc: Proc, argv: list[str]) -> int:
 
 
 async def _read_eval(shell: Shell, proc: Proc) -> int:
-    """Commands from stdin, run as each is complete. On a terminal the shell is interactive:
-    it prompts, and an error ends only the command, not the shell."""
-    interactive = proc.tty
+    """Commands from stdin, run as each is complete.
+
+    On a terminal (`kubectl exec -it POD -- sh`) the shell is interactive: a `Terminal` cooks
+    the raw keystrokes, the shell prompts (`$PS1`, else dash's `# `), Ctrl-C cancels the
+    command in the foreground, and an error ends only the command, not the shell.
+    """
+    terminal: Terminal | None = None
+    pump: asyncio.Task[None] | None = None
+    if proc.tty and proc.stdin is not None:
+        terminal = Terminal(proc.stdin, proc.stdout.write)
+        pump = asyncio.create_task(terminal.pump(), name=f"sh {shell.arg0}: terminal")
+
+        def cooked(data: bytes) -> None:
+            proc.stdout.write(Terminal.output(data))
+
+        shell.io = IO(terminal.cooked, ForwardSink(cooked, proc.drain), ForwardSink(cooked),
+                      tty=True)
+    stdin = shell.io.stdin
     pending = ""
     lines_done = 0
     try:
         while True:
-            if interactive:
-                proc.stdout.write("> " if pending else "$ ")
-            line = await _stdin_line(proc)
+            if terminal is not None:
+                prompt = shell.vars.get("PS2", "> ") if pending else shell.vars.get("PS1", "# ")
+                shell.io.out.write(prompt.encode())
+                terminal.interrupt = _at_prompt(terminal)
+            line = await _stdin_line(stdin)
+            if line is not None and line.endswith("\x03\n"):
+                pending = ""  # Ctrl-C at the prompt drops what was typed so far
+                continue
             if line is None and not pending.strip():
                 return shell.status
             pending += line or ""
@@ -1074,11 +1095,12 @@ async def _read_eval(shell: Shell, proc: Proc) -> int:
                         continue
             text, pending = pending, ""
             try:
-                await shell.run_lines(Parser(text, line_offset=lines_done))
+                await _foreground(shell, terminal, shell.run_lines(
+                    Parser(text, line_offset=lines_done)))
             except _Fatal as e:
                 shell.report(e.message)
                 shell.status = e.code
-                if not interactive:
+                if terminal is None:
                     return shell.status
             except (_Return, _LoopControl):
                 pass
@@ -1090,17 +1112,50 @@ async def _read_eval(shell: Shell, proc: Proc) -> int:
         return e.code
     finally:
         await shell.finish()
+        if pump is not None:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
 
 
-async def _stdin_line(proc: Proc) -> str | None:
-    if proc.stdin is None:
+def _at_prompt(terminal: Terminal) -> Callable[[], None]:
+    def interrupt() -> None:
+        terminal.cooked.feed_data(b"\x03\n")  # a line the prompt loop knows as "dropped"
+    return interrupt
+
+
+async def _foreground(shell: Shell, terminal: Terminal | None,
+                      body: Coroutine[Any, Any, int]) -> None:
+    """Run a command line; on a terminal, Ctrl-C cancels it (status 130, as after SIGINT)."""
+    if terminal is None:
+        await body
+        return
+    task = asyncio.create_task(body, name=f"sh {shell.arg0}: foreground")
+
+    def interrupt() -> None:
+        task.cancel()
+
+    terminal.interrupt = interrupt
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    if task.cancelled():
+        shell.status = 130
+        return
+    task.result()
+
+
+async def _stdin_line(stdin: asyncio.StreamReader | None) -> str | None:
+    if stdin is None:
         return None
     try:
-        data = await proc.stdin.readuntil(b"\n")
+        data = await stdin.readuntil(b"\n")
     except asyncio.IncompleteReadError as e:
         data = e.partial
     except asyncio.LimitOverrunError:
-        data = await proc.stdin.read(65536)
+        data = await stdin.read(65536)
     return data.decode("utf-8", "replace") if data else None
 
 

@@ -626,12 +626,38 @@ async def test_commands_from_stdin(target: ExecTarget) -> None:
         2, "a\n", 'sh: 2: Syntax error: "then" unexpected\n')
 
 
-async def test_interactive_session_keeps_going_after_errors(target: ExecTarget) -> None:
-    result = await sh(target, "", stdin=b"nope\nfi\nif true\nthen echo yes\nfi\nexit 1\n",
-                      tty=True)
-    assert result.code == 1
-    assert result.out == "$ $ $ > > yes\n$ "
-    assert result.err == 'sh: 1: nope: not found\nsh: 2: Syntax error: "fi" unexpected\n'
+async def test_an_interactive_terminal_session(target: ExecTarget) -> None:
+    """`kubectl exec -it POD -- sh`: raw keystrokes in, a pty's cooked behaviour out."""
+    keys = asyncio.StreamReader()
+    out = bytearray()
+    shell = asyncio.create_task(run_command(target, ["sh"], keys, out.extend, out.extend,
+                                            tty=True))
+
+    async def typed(data: bytes) -> None:
+        keys.feed_data(data)
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    await typed(b"echo hi\r")                 # Enter is CR; input is echoed
+    await typed(b"ecx\x7fho a\x1b[Ab\r")      # Backspace erases; an arrow key is ignored
+    await typed(b"sleep infinity\r")
+    await typed(b"\x03")                      # Ctrl-C interrupts the foreground command
+    await typed(b"echo $?\r")
+    await typed(b"if true\r")                 # an incomplete command asks for more
+    await typed(b"then echo multi; fi\r")
+    await typed(b"half\x03")                  # Ctrl-C at the prompt drops the line
+    await typed(b"nope\r")                    # an error does not end an interactive shell
+    await typed(b"exit 3\r")
+    assert await shell == 3
+    assert bytes(out) == (
+        b"# echo hi\r\nhi\r\n"
+        b"# ecx\x08 \x08ho ab\r\nab\r\n"
+        b"# sleep infinity\r\n^C\r\n"
+        b"# echo $?\r\n130\r\n"
+        b"# if true\r\n> then echo multi; fi\r\nmulti\r\n"
+        b"# half^C\r\n"
+        b"# nope\r\nsh: 7: nope: not found\r\n"
+        b"# exit 3\r\n")
 
 
 async def test_xtrace(target: ExecTarget) -> None:
