@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 from typing import Any
 
 CHUNK = 64 * 1024
 
 
 def pattern(size: int) -> bytes:
-    """Deterministic, non-repeating-looking bytes, so a reordered chunk is caught."""
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(counter.to_bytes(8, "big")).digest()
-        counter += 1
-    return bytes(out[:size])
+    """Deterministic bytes that do not repeat, so a lost or reordered chunk is caught."""
+    return random.Random(size).randbytes(size)
 
 
 async def serve(ctx: Any) -> None:
