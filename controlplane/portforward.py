@@ -340,7 +340,11 @@ class ForwardSession:
                         stream=event.stream_id, reason=event.reason)
 
     async def _wait_for_room(self) -> None:
-        """Stop reading from the client while some connection's inbox is full."""
+        """Stop reading from the client while some connection's inbox is full.
+
+        This cannot deadlock against our own window waits: a peer that does flow control
+        stays within our 64 KiB window, below the inbox limit, so we never stop reading its
+        WINDOW_UPDATEs; and a peer that does not (kubectl) is never waited on for window."""
         while any(p.inbox_bytes > INBOX_LIMIT_BYTES for p in self._pairs.values()):
             self._drained.clear()
             await self._drained.wait()
@@ -424,7 +428,7 @@ class ForwardSession:
                 pair.inbox_ready.clear()
                 await pair.inbox_ready.wait()
             chunk = pair.inbox.popleft()
-            if chunk is _EOF or not chunk:
+            if not chunk:   # _EOF: the client half-closed
                 await conn.send_eof()
                 return
             await conn.send(chunk)
