@@ -128,10 +128,6 @@ class _Return(BaseException):
         self.code = code
 
 
-class _SigPipe(BaseException):
-    """Written to a pipe whose reader has exited."""
-
-
 class RedirectError(Exception):
     pass
 
@@ -203,7 +199,12 @@ class _PipeTransport(asyncio.ReadTransport):
 
 
 class PipeSink(Sink):
-    """A pipe: the writer's sink, and `reader` for the next command's stdin."""
+    """A pipe: the writer's sink, and `reader` for the next command's stdin.
+
+    Writing after the reader has exited is SIGPIPE: the data is dropped and `on_broken` ends
+    the writing pipeline stage (whatever task of it wrote, e.g. one of ping's probes), which
+    then exits with 141 as a process killed by SIGPIPE does.
+    """
 
     def __init__(self) -> None:
         self.reader = asyncio.StreamReader(limit=PIPE_BYTES // 2)
@@ -211,18 +212,26 @@ class PipeSink(Sink):
         self._room.set()
         self.reader.set_transport(_PipeTransport(self._room))
         self.reader_gone = False
+        self.broken = False
+        self.on_broken: Callable[[], None] = lambda: None
         self._eof = False
+
+    def _sigpipe(self) -> None:
+        if not self.broken:
+            self.broken = True
+            self.on_broken()
 
     def write(self, data: bytes) -> None:
         if self.reader_gone:
-            raise _SigPipe()
-        if data and not self._eof:
+            self._sigpipe()
+        elif data and not self._eof:
             self.reader.feed_data(data)
 
     async def drain(self) -> None:
         await self._room.wait()
         if self.reader_gone:
-            raise _SigPipe()
+            self._sigpipe()
+            await asyncio.sleep(0)  # where the stage's cancellation lands
 
     def close_write(self) -> None:
         if not self._eof:
@@ -257,6 +266,14 @@ class FileSink(Sink):
         self.chunks = []
         self.files[self.path] = self.files.get(self.path, "") + text
         return "write error: No space left on device" if self.full else None
+
+
+def _canceller(task: asyncio.Task[int]) -> Callable[[], None]:
+    # Scheduled, not immediate: the writer may be this very task, and a task cancelled
+    # while it runs would turn a status it returns before its next await into a cancellation.
+    def cancel() -> None:
+        asyncio.get_running_loop().call_soon(task.cancel)
+    return cancel
 
 
 def reader_of(text: str | bytes) -> asyncio.StreamReader:
@@ -431,8 +448,6 @@ class Shell:
             self.status = e.code
         except _LoopControl:
             pass
-        except _SigPipe:
-            self.status = 141
         except RecursionError:
             self.report("nested too deeply")
             self.status = 2
@@ -542,8 +557,13 @@ class Shell:
             child = self.fork(stage_io)
             try:
                 return await child.run_child(child.run_command(cmd, stage_io))
-            except _SigPipe:
-                return 141
+            except asyncio.CancelledError:
+                if k < n - 1 and pipes[k].broken:
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()
+                    return 141
+                raise
             finally:
                 if k < n - 1:
                     pipes[k].close_write()
@@ -552,6 +572,8 @@ class Shell:
 
         tasks = [asyncio.create_task(stage(k, cmd), name=f"sh {self.arg0}: pipeline stage {k}")
                  for k, cmd in enumerate(pipeline.cmds)]
+        for pipe, task in zip(pipes, tasks, strict=False):
+            pipe.on_broken = _canceller(task)
         try:
             statuses = await asyncio.gather(*tasks)
         finally:

@@ -58,7 +58,15 @@ def split_fields(segs: Iterable[Seg | None], ifs: str) -> list[list[Seg]]:
 
 
 def has_pattern(segs: Iterable[Seg]) -> bool:
-    return any(not quoted and re.search(r"[*?\[]", text) for text, quoted in segs)
+    """Whether pathname expansion applies: an unquoted `*`, `?` or a closed `[...]` (a lone
+    `[`, as in `[ -f x ]`, is an ordinary character)."""
+    return any(not quoted and ("*" in text or "?" in text or _has_bracket(text))
+               for text, quoted in segs)
+
+
+def _has_bracket(text: str) -> bool:
+    start = text.find("[")
+    return start >= 0 and _bracket_end(text, start) > 0
 
 
 def pattern_regex(segs: Iterable[Seg], *, pathname: bool = False) -> re.Pattern[str]:

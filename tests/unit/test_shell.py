@@ -722,3 +722,14 @@ async def test_a_polling_main_process_runs_until_cancelled(target: ExecTarget) -
     with pytest.raises(asyncio.CancelledError):
         await shell
     assert re.fullmatch(rb"(hello\n)+", bytes(out))
+
+
+async def test_sigpipe_ends_a_writer_that_writes_from_other_tasks(target: ExecTarget) -> None:
+    # ping prints from one task per probe; the reader leaving must still end it.
+    result = await sh(target, "ping -i 0.01 web | head -n 2; echo $?")
+    assert result.code == 0 and result.err == ""
+    lines = result.out.splitlines()
+    assert lines[0].startswith(f"PING web ({SERVER_IP})") and lines[2] == "0"
+    assert lines[1].startswith(f"64 bytes from {SERVER_IP}: icmp_seq=1")
+    result = await sh(target, "(while :; do echo y; done; echo never >&2) | head -n 1")
+    assert result == Result(0, "y\n", "")
