@@ -16,11 +16,12 @@ backend sees e.g. 10.244.1.1:40123, never the outside client. `Local`: only endp
 node, and the source is kept, so the backend sees the real client (127.0.0.1:54321 from this
 machine); a node with no local endpoint drops the connection.
 
-A connection no endpoint can take is reset. kube-proxy's rules act before the handshake
-(no endpoints at all: REJECT, so ECONNREFUSED; Local with no endpoint on this node: DROP, so a
-timeout); here the real socket has accepted it already, so the client sees a reset at once,
-and the flow log says why (`reason: no ready endpoints` / `no local endpoints`). A deleted
-Service's listener is closed, so the port refuses connections again.
+A TCP NodePort listens only while the Service has an endpoint this node may use; otherwise
+its socket stays bound but not listening, so the port stays this node's and the kernel
+refuses a connect, as kube-proxy's REJECT rule does for a Service without endpoints
+(`nodeport.refusing` says why: `no ready endpoints`, or `no local endpoints` for Local, where
+kube-proxy would drop instead). A connection accepted just as its last endpoint went away is
+reset, and the flow log says why. A deleted Service's port is closed altogether.
 
 UDP NodePorts get a real UDP socket; each client address is a flow (`UdpFlows`, the proxy's
 conntrack: 30 s idle) sent from this node's gateway and a port of its own, whatever the
@@ -32,9 +33,10 @@ A LoadBalancer Service with `externalTrafficPolicy: Local` also has a `healthChe
 like kube-proxy, every node answers HTTP there: 200 while it has a ready local endpoint of
 the Service, 503 otherwise, with `{"service": ..., "localEndpoints": N}`.
 
-Several agents on one host (`podnet up`: every agent listens on 127.0.0.1) cannot all bind
-the same port: the first one serves it, and the others log `nodeport.shared` and try again
-every few seconds, so if that agent stops another takes the port over.
+Several agents on one host (`podnet up`: every agent listens on 127.0.0.1) cannot all listen
+on the same port: the first one to listen serves it, and the others log `nodeport.shared` and
+try again every few seconds, so if that agent stops, or stops listening (for Local: it has no
+endpoint of its own), another takes the port over.
 """
 
 from __future__ import annotations
@@ -230,6 +232,62 @@ class HostStream(asyncio.Protocol):
             self.transport.resume_reading()
 
 
+class TcpNodePort:
+    """One TCP NodePort on this node. While the Service has an endpoint this node may use it
+    listens; otherwise the socket stays bound but not listening, so the port stays ours and
+    the kernel refuses a connect (RST), as kube-proxy's REJECT rule makes a Service without
+    endpoints refuse."""
+
+    def __init__(self, owner: NodePorts, key: PortKey) -> None:
+        self.owner = owner
+        self.key = key
+        self.sock: socket.socket | None = self._bind()
+        self.server: asyncio.AbstractServer | None = None
+        self.announced: bool | None = None      # the serving state last logged
+
+    def _bind(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setblocking(False)
+            sock.bind((self.owner.host, self.key[0]))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    @property
+    def serving(self) -> bool:
+        return self.server is not None
+
+    async def serve(self, on: bool) -> None:
+        """Listen (on) or only hold the port (off). Raises OSError when the port could not be
+        bound again after listening stopped (another program took it in between)."""
+        if on and self.server is None:
+            sock = self.sock if self.sock is not None else self._bind()
+            self.sock = None
+            try:
+                sock.listen(socket.SOMAXCONN)
+                loop = asyncio.get_running_loop()
+                self.server = await loop.create_server(
+                    lambda: HostStream(self.owner, self.key), sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+        elif not on and self.server is not None:
+            self.server.close()     # connections already made carry on
+            self.server = None
+            self.sock = self._bind()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 class UdpNodePort(asyncio.DatagramProtocol):
     """The real UDP socket of one NodePort: datagrams in go to `NodePorts.udp_in`."""
 
@@ -334,6 +392,32 @@ class NodePorts:
         for key, svc in wanted.items():
             if key not in self.listeners:
                 await self._open_listener(key, svc)
+            port = self.listeners.get(key)
+            if isinstance(port, TcpNodePort):
+                await self._serve_tcp(port, svc)
+
+    async def _serve_tcp(self, port: TcpNodePort, svc: Service) -> None:
+        found = self.map.node_port(*port.key)
+        ready = self.map.ready_endpoints(*found) if found is not None else []
+        usable = [e for e in ready if self.is_local(e)] if svc.external_local else ready
+        if port.announced is bool(usable):
+            return      # no change
+        where = {"service": svc.key, "address": self.where(port.key), "proto": "tcp"}
+        try:
+            await port.serve(bool(usable))
+        except OSError as exc:
+            # EADDRINUSE: an agent on the same host listens on it already (sockets that only
+            # hold a port can share it; only one may listen): that one serves it.
+            self.listeners.pop(port.key, None)
+            port.close()
+            self._not_bound(port.key, svc.key, exc)
+            return
+        port.announced = bool(usable)
+        if usable:
+            self.log.info("nodeport.listening", **where, endpoints=len(usable))
+        else:
+            self.log.info("nodeport.refusing", **where,
+                          reason="no local endpoints" if ready else "no ready endpoints")
 
     async def _listen(self, key: PortKey, svc: Service) -> Any:
         loop = asyncio.get_running_loop()
@@ -352,29 +436,32 @@ class NodePorts:
                 await runner.cleanup()
                 raise
             return runner
-        return await loop.create_server(lambda: HostStream(self, key), self.host, key[0],
-                                        reuse_address=True)
+        return TcpNodePort(self, key)   # bound; reconcile decides whether it listens
 
     async def _open_listener(self, key: PortKey, svc: Service) -> None:
         service = svc.key
         try:
             server = await self._listen(key, svc)
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                if key not in self.shared:
-                    self.log.info("nodeport.shared", service=service, address=self.where(key),
-                                  reason="port in use on this host: an agent sharing the "
-                                         "host serves it (or another program holds it)")
-                self.shared[key] = service
-            else:
-                self.log.warning("nodeport.bind_failed", service=service,
-                                 address=self.where(key), error=exc.strerror or str(exc))
+            self._not_bound(key, service, exc)
             return
         if self.shared.pop(key, None) is not None:
             self.log.info("nodeport.taken_over", service=service, address=self.where(key))
         self.listeners[key] = server
-        self.log.info("nodeport.listening", service=service, address=self.where(key),
-                      proto="http health check" if key[1] == HEALTH else key[1].lower())
+        if key[1] != "TCP":     # a TCP port says whether it listens once reconcile decides
+            self.log.info("nodeport.listening", service=service, address=self.where(key),
+                          proto="http health check" if key[1] == HEALTH else key[1].lower())
+
+    def _not_bound(self, key: PortKey, service: str, exc: OSError) -> None:
+        if exc.errno == errno.EADDRINUSE:
+            if key not in self.shared:
+                self.log.info("nodeport.shared", service=service, address=self.where(key),
+                              reason="port in use on this host: an agent sharing the host "
+                                     "serves it (or another program holds it)")
+            self.shared[key] = service      # tried again every retry_shared_s
+        else:
+            self.log.warning("nodeport.bind_failed", service=service, address=self.where(key),
+                             error=exc.strerror or str(exc))
 
     async def _close_listener(self, key: PortKey, reason: str) -> None:
         server = self.listeners.pop(key, None)

@@ -155,8 +155,9 @@ def test_node_ports_are_kept_across_a_restart(tmp_path: Path) -> None:
         stop_cluster(first)
 
     def listening() -> int:     # the log file is the same across both runs: count events
+        # No endpoints: the port is held and refuses (kube-proxy's REJECT).
         return sum(1 for e in agent_log(first, "node-1") if e.get("event") ==
-                   "nodeport.listening" and e.get("address") == f"127.0.0.1:{port}")
+                   "nodeport.refusing" and e.get("address") == f"127.0.0.1:{port}")
 
     before = listening()
     second = start_cluster(state, 1)
@@ -164,7 +165,7 @@ def test_node_ports_are_kept_across_a_restart(tmp_path: Path) -> None:
         assert node_port_of(second, "keep") == port      # read back from the store
         out = apply(second, service("thief", node_port=port))
         assert "provided port is already allocated" in out.stderr
-        # And served again by the new agent (no endpoints: accepted, then reset).
+        # And held again by the new agent.
         wait_for(lambda: listening() > before, 15,
                  what="node-1 listening on the kept port after the restart")
     finally:
@@ -207,21 +208,18 @@ def test_local_policy_keeps_the_source_and_only_uses_local_endpoints(
         reply, me = fetch(NODE3_HOST, port)
         assert reply["pod"] == "echo-3"     # node-3's own endpoint, never another node's
         assert reply["client"] == me        # the real client's address and port, kept
-    # A Service whose only endpoint is on node-1: node-3 has none, so it drops the connection.
+    # A Service whose only endpoint is on node-1: node-3 has none, so it refuses (it holds
+    # the port without listening) and says why.
     assert apply(cluster, service("one-local", policy="Local",
                                   selector="only: one")).returncode == 0
     port = node_port_of(cluster, "one-local")
-    wait_for(lambda: any(e.get("event") == "nodeport.listening"
+    wait_for(lambda: any(e.get("event") == "nodeport.refusing"
                          and e.get("address") == f"{NODE3_HOST}:{port}"
-                         for e in agent_log(cluster, "node-3")), 15,
-             what="node-3 listening for one-local")
-    with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
-        fetch(NODE3_HOST, port)
-    wait_for(lambda: any(e.get("event") == "proxy.connection"
-                         and e.get("service") == "default/one-local"
                          and e.get("reason") == "no local endpoints"
-                         for e in agent_log(cluster, "node-3")), 10,
-             what="the dropped connection's flow log")
+                         for e in agent_log(cluster, "node-3")), 15,
+             what="node-3 refusing one-local")
+    with pytest.raises(ConnectionRefusedError):
+        fetch(NODE3_HOST, port)
 
 
 def test_the_cluster_ip_is_not_on_the_host(cluster: RunningCluster) -> None:
@@ -264,18 +262,36 @@ def test_back_to_cluster_ip_releases_the_port(cluster: RunningCluster) -> None:
     assert node_port_of(cluster, "reuse") == port
 
 
-def test_deleting_the_service_closes_the_listener(cluster: RunningCluster) -> None:
-    assert apply(cluster, service("brief")).returncode == 0
+def test_refused_without_endpoints_and_closed_when_deleted(cluster: RunningCluster) -> None:
+    # No endpoints yet: every node holds the port and refuses, like kube-proxy's REJECT.
+    assert apply(cluster, service("brief", selector="app: nothing-yet")).returncode == 0
     port = node_port_of(cluster, "brief")
-    wait_for(lambda: served(NODE3_HOST, port), 15, what="node-3 serving brief")
-    assert cluster.kubectl("delete", "svc", "brief").returncode == 0
+    wait_for(lambda: any(e.get("event") == "nodeport.refusing"
+                         and e.get("address") == f"{NODE3_HOST}:{port}"
+                         and e.get("reason") == "no ready endpoints"
+                         for e in agent_log(cluster, "node-3")), 15,
+             what="node-3 refusing brief")
 
     def refused() -> bool:
         with socket.socket() as s:
             s.settimeout(5)
             return s.connect_ex((NODE3_HOST, port)) == errno.ECONNREFUSED
 
+    assert refused()
+    assert apply(cluster, service("brief")).returncode == 0     # now it selects app: web
+    wait_for(lambda: served(NODE3_HOST, port), 15, what="node-3 serving brief")
+    assert cluster.kubectl("delete", "svc", "brief").returncode == 0
     wait_for(refused, 15, what="connection refused once the Service is gone")
+
+    def released() -> bool:     # closed, not just refusing: anyone may bind it now
+        with socket.socket() as s:
+            try:
+                s.bind((NODE3_HOST, port))
+            except OSError:
+                return False
+            return True
+
+    wait_for(released, 15, what="the port released")
 
 
 def test_load_balancer_stays_pending_and_says_why(cluster: RunningCluster) -> None:

@@ -123,18 +123,34 @@ async def test_local_policy_keeps_the_client_address(
     assert peers == [me]
 
 
-async def test_no_usable_endpoint_resets_and_a_gone_service_refuses(
+async def test_refused_without_a_usable_endpoint_then_served(
         ports: tuple[NodePorts, NodeNetwork]) -> None:
+    """kube-proxy REJECTs a NodePort without endpoints: the port is held but not listening."""
     node_ports, network = ports
     await serve_pod(network)
     port = free_port()
     # Local, and the only endpoint is on node-2: this node has none to give.
     await start(node_ports, [service("web", port, "Local")], [endpoints("web", "node-2")])
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    with pytest.raises(ConnectionResetError):     # a reset, not an orderly EOF (b"")
-        await reader.read()
-    writer.close()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+    with socket.socket() as other, pytest.raises(OSError):
+        other.bind(("127.0.0.1", port))     # still ours: nobody else can take it
+    await start(node_ports, [service("web", port, "Local")], [endpoints("web", "node-1")])
+    answer, _ = await send_all(port, b"now")
+    assert answer.decode() == hashlib.sha256(b"now").hexdigest()
     await start(node_ports, [], [])
     assert node_ports.listeners == {}
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_an_endpoint_that_cannot_be_reached_resets(
+        ports: tuple[NodePorts, NodeNetwork]) -> None:
+    node_ports, _ = ports
+    port = free_port()
+    # Ready in its slice, but no pod has that address here (it just went away).
+    await start(node_ports, [service("web", port, "Cluster")], [endpoints("web", "node-1")])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    with pytest.raises(ConnectionResetError):     # a reset, not an orderly EOF (b"")
+        await reader.read()
+    writer.close()
