@@ -5,12 +5,16 @@ deleted."""
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import RunningCluster, wait_for
+from harness import KUBECTL, RunningCluster, wait_for
 
 MANIFEST = """\
 apiVersion: v1
@@ -105,14 +109,62 @@ def test_exec_reads_a_script_from_stdin(cluster: RunningCluster,
 
 def test_a_polling_loop_runs_until_its_pod_is_deleted(
         cluster: RunningCluster, pods: dict[str, dict[str, Any]]) -> None:
-    def polled() -> str | None:
-        logs = cluster.kubectl("logs", "poller").stdout
-        return logs if logs.count("\n") >= 2 else None
+    def polled() -> list[str] | None:
+        # The first iterations may run before the Service answers (its endpoints follow the
+        # echo pod's readiness); wait for two answered ones.
+        lines = cluster.kubectl("logs", "poller").stdout.splitlines()
+        answered = [line for line in lines if re.fullmatch(r'\d+ "pod": "echo"', line)]
+        return lines if len(answered) >= 2 else None
 
-    logs = wait_for(polled, 30, what="two iterations of the poller's loop")
-    assert re.match(r'1 "pod": "echo"\n2 "pod": "echo"\n', logs), logs
+    lines = wait_for(polled, 30, what="two answered iterations of the poller's loop")
+    # One line per iteration, numbered by the loop's own arithmetic.
+    assert [int(line.split()[0]) for line in lines] == list(range(1, len(lines) + 1))
     # The loop is the pod's main process: deleting the pod has to stop it within the grace
     # period (30 s), which a shell that never yields or ignores cancellation would not.
     deleted = cluster.kubectl("delete", "pod", "poller", "--timeout=25s")
     assert deleted.returncode == 0, deleted.stderr
     assert cluster.pod("poller") is None
+
+
+def test_an_interactive_shell_in_a_terminal(cluster: RunningCluster,
+                                            pods: dict[str, dict[str, Any]]) -> None:
+    """`kubectl exec -it bb -- sh` as a user types it: kubectl only asks for a tty when its
+    stdin is a terminal, so it runs on a pseudo-terminal here and sends raw keystrokes."""
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed")
+    master, slave = os.openpty()
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig),
+               KUBECACHEDIR=str(cluster.state_dir / "kcache"))
+    kubectl = subprocess.Popen([KUBECTL, "exec", "-it", "bb", "--", "sh"], stdin=slave,
+                               stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    seen = bytearray()
+
+    def read_until(marker: bytes) -> bytes:
+        deadline = time.monotonic() + 20
+        while marker not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen.extend(os.read(master, 4096))
+                except OSError:  # the other side closed
+                    break
+        assert marker in seen, bytes(seen)
+        return bytes(seen)
+
+    try:
+        read_until(b"# ")
+        os.write(master, b"for i in 1 2; do echo n$((i*21)); done\r")
+        screen = read_until(b"n42\r\n")
+        assert b"n21\r\nn42\r\n" in screen  # output lines end in CRLF, as a pty makes them
+        os.write(master, b"sleep 3600\r")
+        read_until(b"sleep 3600\r\n")
+        os.write(master, b"\x03")  # Ctrl-C interrupts the foreground command
+        os.write(master, b"echo status $?\r")
+        read_until(b"status 130\r\n")
+        os.write(master, b"exit 3\r")
+        assert kubectl.wait(timeout=20) == 3
+    finally:
+        if kubectl.poll() is None:
+            kubectl.kill()
+            kubectl.wait()
+        os.close(master)
