@@ -2,40 +2,48 @@
 
 `sh -c SCRIPT [NAME [ARG...]]`, `sh FILE [ARG...]` (FILE from the container's files) and `sh`
 reading commands from stdin (`echo hostname | kubectl exec -i POD -- sh`) run scripts of the
-shape people paste from tutorials. `shparse` turns the text into a tree (no I/O); this module
-evaluates it against the pod: toolbox commands run in the pod's network stack, redirections go
-to the container's virtual files (`ExecTarget.files`).
+shape people paste from tutorials; `bash`, `ash` and `dash` are the same shell. `shparse` turns
+the text into a tree (no I/O) one line at a time, as dash does; this module evaluates it
+against the pod: toolbox commands run in the pod's network stack, redirections go to the
+container's virtual files (`ExecTarget.files`, see `vfs`).
 
 Supported:
 - lists `;` newline `&&` `||` `!`, `{ ...; }`, `( ... )` (a subshell: its variable and cwd
-  changes do not leak out), `cmd &` (runs concurrently; `wait`, `$!`), pipelines `a | b`
-  (64 KiB pipe buffers with backpressure; a writer whose reader has gone stops as on SIGPIPE,
-  status 141).
+  changes do not leak out), `cmd &` (runs concurrently, stdin /dev/null; `wait`, `$!`,
+  `kill`), pipelines `a | b` (64 KiB pipe buffers with backpressure; writing once the reader
+  has exited ends the writing stage as SIGPIPE would, status 141).
 - `if`/`elif`/`else`, `while`, `until`, `for NAME [in WORDS]`, `case` with glob patterns,
   `break [N]`, `continue [N]`, functions `name() { ...; }` with `return` and `local`.
 - words: quotes, backslashes, `$NAME ${NAME} $? $$ $# $@ $* $0..$9 ${10} $! $-`, `${#NAME}`,
   `${NAME:-w} ${NAME-w} ${NAME:=w} ${NAME:?w} ${NAME:+w} ${NAME#p} ${NAME##p} ${NAME%p}
-  ${NAME%%p}`, `$(...)` and backquotes (trailing newlines stripped), `$((...))`, `~`, field
-  splitting on IFS, pathname expansion against the virtual files.
-- assignments, `NAME=v cmd`, here-documents, redirections `< > >> >| 2>&1 >&2 N>&-` into the
-  virtual files (`/dev/null` discards, `/dev/stdout` and `/dev/stderr` are the streams).
+  ${NAME%%p}`, `$(...)` and backquotes (trailing newlines stripped), `$((...))` (64-bit, C
+  operators), `~`, field splitting on IFS, pathname expansion against the virtual files.
+- assignments, `NAME=v cmd`, here-documents (`<<`, `<<-`, quoted delimiters), redirections
+  `< > >> >| 2>&1 >&2 N>&-` into the virtual files (`/dev/null` discards, `/dev/stdout` and
+  `/dev/stderr` are the streams).
 - builtins: `: true false echo printf test [ cd pwd export readonly unset set shift exit exec
-  eval . read wait trap command type local return break continue umask`. `echo` is dash's
-  (only `-n`; backslash escapes always interpreted). `set` takes `-e -x -u -f` and
+  eval . read wait kill trap command type local return break continue umask`. `echo` is
+  dash's (only `-n`; backslash escapes always interpreted). `set` takes `-e -x -u -f` and
   `-o pipefail` (a busybox/bash option dash lacks, accepted because scripts use it).
 - every loop iteration yields to the event loop, so `while true; do ...; done` as a pod's main
   process never starves the agent and stops as soon as the pod is deleted (the task is
   cancelled).
+- on a terminal (`kubectl exec -it POD -- sh`) the shell is interactive: `tty.Terminal` gives
+  it a pty's line discipline (echo, Enter, Backspace, Ctrl-C cancels the foreground command
+  with status 130, Ctrl-D ends input), it prompts with `$PS1` (dash's `# `), and errors end
+  only the command. There is no history or line editing.
 
 Refused with exit 2 and a message rather than half-run: file descriptors above 2, `<>`, `exec`
 with only redirections (a permanent redirection), `getopts`, bash syntax (`[[` is "not found"
-as in dash; `((`, `${x/a/b}`, arrays and `<(...)` are syntax errors). Traps on signals are
-accepted and never fire (nothing sends signals: deleting the pod cancels the shell); an
-`EXIT` trap runs when the shell ends. Background jobs end with the shell that started them.
+as in dash; `${x/a/b}`, arrays and `<(...)` are syntax errors). Traps on signals are accepted
+and never fire (nothing sends signals: deleting the pod cancels the shell); an `EXIT` trap runs
+when the shell ends. Background jobs end with the shell that started them.
 
 Limits, so a hostile script cannot take the agent's memory: `$(...)` output 1 MiB, a variable's
 value 1 MiB, 10000 variables, 64 running background jobs, 100 levels of nesting (compound
-commands, functions, subshells, nested `sh`), and the file limits in `vfs`.
+commands, functions, subshells, nested `sh`), the parser's `MAX_DEPTH`, and the file limits in
+`vfs`. Errors are dash's words with the script's name and line: `sh: 3: nope: not found`
+(127), `sh: 1: Syntax error: "fi" unexpected` (2).
 """
 
 from __future__ import annotations
