@@ -543,6 +543,7 @@ class NodePorts:
             break
         if stream.closed:
             peer.hang_up(reset())   # the client gave up while we were connecting
+            self.release(stream)
             return
         stream.attach(peer)
         stream.logged = True
