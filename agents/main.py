@@ -202,12 +202,14 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         reporter = nodeobj.NodeReporter(api, s.name, host, port, pod_cidr, routes, conditions,
                                         s.heartbeat_interval_s)
         stack.push_async_callback(reporter.shutdown)
+        nodeports = NodePorts(api, s.name, s.listen_host, pod_cidr, network, tunnels)
+        # One Service list for the node: NodePort listeners and containers' Service variables.
+        runtime.services = nodeports.services
         tasks = [
             asyncio.create_task(reporter.run(), name="node-reporter"),
             asyncio.create_task(pod_informer(api, runtime, s.name).run(), name="pod-watch"),
             # NodePort Services: real listeners on our own address (agents/nodeports.py).
-            asyncio.create_task(NodePorts(api, s.name, s.listen_host, pod_cidr, network,
-                                          tunnels).run(), name="nodeports"),
+            asyncio.create_task(nodeports.run(), name="nodeports"),
         ]
         if s.ready_file:
             write_json_atomic(s.ready_file, {"pid": os.getpid(), "name": s.name,

@@ -30,9 +30,11 @@ from agents.images import ContainerContext, ImageError, PodInfo, StartError, res
 from agents.images.entrypoint import expand
 from agents.netstack import NodeNetwork, PodNet
 from agents.podfiles import hosts_file, resolv_conf
+from agents.serviceenv import service_env
 from agents.toolbox import ExecTarget
 from podnet.apierrors import ApiError
 from podnet.client import ApiClient, ApiUnavailable
+from podnet.informer import Informer
 from podnet.resources import BY_KIND
 
 log = structlog.get_logger()
@@ -43,6 +45,10 @@ BACKOFF_INITIAL_S = 1.0   # kubelet uses 10 s doubling to 5 min; a teaching tool
 BACKOFF_MAX_S = 30.0
 BACKOFF_RESET_S = 60.0    # a container that ran this long starts its backoff again
 STATUS_COALESCE_S = 0.05  # status changes this close together go to the API as one write
+SERVICES_SYNC_WAIT_S = 5.0  # a container waits at most this long for the first Service list
+# The `kubernetes` Service's variables, for a runtime that has no Service list (yet).
+FALLBACK_SERVICE_ENV = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443",
+                        "KUBERNETES_PORT": "tcp://10.96.0.1:443"}
 
 
 def now_rfc3339() -> str:
@@ -99,6 +105,7 @@ class RunningPod:
         self._transitions: dict[str, tuple[str, str]] = {}  # condition -> (status, since)
         self.hurry = asyncio.Event()  # set when the grace period is cut short
         self.image_errors: dict[str, str] = {}  # container -> last image error reported
+        self._envs: dict[str, dict[str, str]] = {}  # container -> environment of this start
         domain = runtime.cluster_domain
         self.files = {
             "/etc/hosts": hosts_file(ip, self.hostname, self.spec.get("subdomain"),
@@ -225,13 +232,17 @@ class RunningPod:
             self.runtime.own(task)
 
     def _env(self, spec: dict[str, Any]) -> dict[str, str]:
+        """The container's environment, fixed when it starts (exec sees the same, as in a
+        real container): HOSTNAME and PATH, the Service variables, then its own `env`."""
+        cached = self._envs.get(spec["name"])
+        if cached is not None:
+            return dict(cached)
         env = {
             "HOSTNAME": self.hostname,
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "KUBERNETES_SERVICE_HOST": "10.96.0.1",
-            "KUBERNETES_SERVICE_PORT": "443",
-            "KUBERNETES_PORT": "tcp://10.96.0.1:443",
         }
+        env.update(self.runtime.service_env(
+            self.namespace, self.spec.get("enableServiceLinks") is not False))
         fields = {"metadata.name": self.name, "metadata.namespace": self.namespace,
                   "metadata.uid": self.uid, "spec.nodeName": self.runtime.node,
                   "status.podIP": self.ip, "status.hostIP": self.runtime.host_ip,
@@ -246,6 +257,12 @@ class RunningPod:
             elif ref := (item.get("valueFrom") or {}).get("fieldRef"):
                 env[name] = fields.get(str(ref.get("fieldPath")), "")
         return env
+
+    def fix_env(self, spec: dict[str, Any]) -> None:
+        """Compute the container's environment for this start (a restart computes it anew,
+        so it then sees the Services created since, as kubelet's restarts do)."""
+        self._envs.pop(spec["name"], None)
+        self._envs[spec["name"]] = self._env(spec)
 
     def context(self, spec: dict[str, Any]) -> ContainerContext:
         labels = dict((self.pod.get("metadata") or {}).get("labels") or {})
@@ -289,6 +306,8 @@ class RunningPod:
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             started = time.monotonic()
+            await self.runtime.services_known()
+            self.fix_env(spec)
             state.state = {"running": {"startedAt": now_rfc3339()}}
             try:
                 readiness = probes.parse(spec.get("readinessProbe"), spec.get("ports") or [])
@@ -481,6 +500,23 @@ class PodRuntime:
         self._rejected: set[str] = set()               # uids refused at admission
         self._side_tasks: set[asyncio.Task[None]] = set()  # short-lived, owned here
         self._stragglers: set[asyncio.Task[None]] = set()  # containers that ignored cancel
+        # Every Service, as listed and watched by the agent (set by its main; None in tests
+        # that run a runtime alone): the source of the Service environment variables.
+        self.services: Informer | None = None
+
+    def service_env(self, namespace: str, links: bool) -> dict[str, str]:
+        """kubelet's Service variables for a container in `namespace` (agents/serviceenv.py);
+        only the `kubernetes` Service's while this agent has not listed Services yet."""
+        if self.services is None or not self.services.synced.is_set():
+            return dict(FALLBACK_SERVICE_ENV)
+        return service_env(self.services.items.values(), namespace, links)
+
+    async def services_known(self) -> None:
+        """Wait (briefly) until Services have been listed once: kubelet does not start a
+        container whose Service variables it cannot know yet."""
+        if self.services is not None and not self.services.synced.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.services.synced.wait(), SERVICES_SYNC_WAIT_S)
 
     def network_cidr_route(self) -> tuple[str, str] | None:
         """The overlay: the rest of the cluster's pods, through this node (and its tunnels)."""
