@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -231,6 +232,13 @@ def claim_names(sts: Obj) -> list[str]:
             for c in _l(_d(sts.get("spec")).get("volumeClaimTemplates"))]
 
 
+# A pod that just went away is recreated (same name) no sooner than this. podnet pods stop in
+# milliseconds, far faster than kubelet's; without a pause, `kubectl delete pod web-0` could
+# read the old web-0 (terminating), then list the new one before it saw the old one's
+# DELETED event, and wait for the new one's deletion forever.
+RECREATE_DELAY_S = 0.5
+
+
 class StatefulSetController(_Writer):
     name = "statefulset-controller"
     watches = (PODS, STATEFUL_SETS)
@@ -238,10 +246,13 @@ class StatefulSetController(_Writer):
     def __init__(self, api: Api) -> None:
         super().__init__(api)
         self._storage_noted: set[str] = set()  # StatefulSet uids told "no storage"
+        self._present: set[str] = set()        # "ns/pod" of our pods seen on the last pass
+        self._gone_at: dict[str, float] = {}   # "ns/pod" -> when it was first seen gone
 
     async def reconcile(self) -> None:
         pods_by_owner = _owned_by(self.store.scan(PODS))
         now = datetime.now(UTC)
+        self._note_gone(pods_by_owner)
         work = []
         for sts in self.store.scan(STATEFUL_SETS):
             if sts["metadata"].get("deletionTimestamp"):
@@ -250,6 +261,22 @@ class StatefulSetController(_Writer):
             work.append(self._guarded(sts, pods_by_owner.get(uid, []), now))
         if work:
             await asyncio.gather(*work)
+
+    def _note_gone(self, pods_by_owner: Mapping[str, list[Obj]]) -> None:
+        mono = time.monotonic()
+        uids = {str(s["metadata"].get("uid")) for s in self.store.scan(STATEFUL_SETS)}
+        present = {f"{p['metadata'].get('namespace')}/{p['metadata'].get('name')}"
+                   for uid in uids for p in pods_by_owner.get(uid, [])}
+        for key in self._present - present:
+            self._gone_at[key] = mono
+        self._present = present
+        self._gone_at = {k: t for k, t in self._gone_at.items()
+                         if mono - t < RECREATE_DELAY_S and k not in present}
+
+    def _recreate_wait(self, ns: str, pod_name: str) -> float:
+        """Seconds left before `pod_name` may be created again (0: now)."""
+        gone = self._gone_at.get(f"{ns}/{pod_name}")
+        return 0.0 if gone is None else max(0.0, RECREATE_DELAY_S - (time.monotonic() - gone))
 
     async def _guarded(self, sts: Obj, pods: list[Obj], now: datetime) -> None:
         try:
@@ -273,6 +300,10 @@ class StatefulSetController(_Writer):
             self.log.debug("statefulset.waiting", namespace=ns, name=name, why=plan.waiting)
         for ordinal in plan.create:
             body = pod_for_ordinal(sts, ordinal)
+            wait_s = self._recreate_wait(ns, body["metadata"]["name"])
+            if wait_s > 0:
+                asyncio.get_running_loop().call_later(wait_s, self.kick.set)
+                continue
             try:
                 await self.api.create(PODS, ns, body, field_validation="Ignore")
             except ApiError as e:
