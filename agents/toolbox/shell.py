@@ -41,8 +41,9 @@ when the shell ends. Background jobs end with the shell that started them.
 
 Limits, so a hostile script cannot take the agent's memory: `$(...)` output 1 MiB, a variable's
 value 1 MiB, 10000 variables, 64 running background jobs, 100 levels of nesting (compound
-commands, functions, subshells, nested `sh`), the parser's `MAX_DEPTH`, and the file limits in
-`vfs`. Errors are dash's words with the script's name and line: `sh: 3: nope: not found`
+commands, functions, subshells, nested `sh`), the parser's `MAX_DEPTH` and `MAX_SCRIPT_BYTES`
+(256 KiB; big scripts are parsed in a worker thread so the event loop never waits on them), and
+the file limits in `vfs`. Errors are dash's words with the script's name and line: `sh: 3: nope: not found`
 (127), `sh: 1: Syntax error: "fi" unexpected` (2).
 """
 
@@ -94,6 +95,7 @@ MAX_VALUE_BYTES = 1 << 20
 MAX_VARIABLES = 10_000
 MAX_JOBS = 64
 PIPE_BYTES = 65536
+PARSE_INLINE_BYTES = 64 << 10
 _nesting: contextvars.ContextVar[int] = contextvars.ContextVar("sh_nesting", default=0)
 _pids = itertools.count(100)
 
@@ -276,6 +278,28 @@ class FileSink(Sink):
         return "write error: No space left on device" if self.full else None
 
 
+async def parse_line(parser: Parser) -> Seq | None:
+    """The parser's next line; a big rest of script (one loop can span all of it) is parsed in
+    a worker thread, so that it never holds up the event loop (the largest takes ~1.5 s)."""
+    if len(parser.src) - parser.i < PARSE_INLINE_BYTES:
+        return parser.parse_line()
+    return await asyncio.to_thread(parser.parse_line)
+
+
+async def _complete(text: str) -> bool:
+    """Whether `text` is a complete script, or wrong (then running it reports the error);
+    false while it only lacks more lines."""
+    def check() -> bool:
+        try:
+            Parser(text).parse_program()
+        except ShSyntaxError as e:
+            return not e.incomplete
+        return True
+    if len(text) < PARSE_INLINE_BYTES:
+        return check()
+    return await asyncio.to_thread(check)
+
+
 def _canceller(task: asyncio.Task[int]) -> Callable[[], None]:
     # Scheduled, not immediate: the writer may be this very task, and a task cancelled
     # while it runs would turn a status it returns before its next await into a cancellation.
@@ -434,7 +458,7 @@ class Shell:
         on line 2 is found)."""
         while True:
             try:
-                seq = parser.parse_line()
+                seq = await parse_line(parser)
             except ShSyntaxError as e:
                 self.line = e.line
                 raise _Fatal(e.message) from None
@@ -485,7 +509,7 @@ class Shell:
         with self.nested():
             while True:
                 try:
-                    seq = parser.parse_line()
+                    seq = await parse_line(parser)
                 except ShSyntaxError as e:
                     raise _Fatal(e.message) from None
                 if seq is None:
@@ -1104,6 +1128,7 @@ async def _read_eval(shell: Shell, proc: Proc) -> int:
     stdin = shell.io.stdin
     pending = ""
     lines_done = 0
+    checked_at = 0  # lines in `pending` when it was last found incomplete
     try:
         while True:
             if terminal is not None:
@@ -1118,12 +1143,15 @@ async def _read_eval(shell: Shell, proc: Proc) -> int:
                 return shell.status
             pending += line or ""
             if line is not None:
-                try:
-                    Parser(pending).parse_program()
-                except ShSyntaxError as e:
-                    if e.incomplete:
-                        continue
-            text, pending = pending, ""
+                # Re-parsing all of a long pending command for every line would be quadratic:
+                # past 64 lines, check again only once it has doubled.
+                lines = pending.count("\n")
+                if lines > 64 and lines < checked_at * 2:
+                    continue
+                if not await _complete(pending):
+                    checked_at = lines
+                    continue
+            text, pending, checked_at = pending, "", 0
             try:
                 await _foreground(shell, terminal, shell.run_lines(
                     Parser(text, line_offset=lines_done)))

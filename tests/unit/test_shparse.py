@@ -253,3 +253,11 @@ def test_glob_matches_the_virtual_files() -> None:
     assert shexpand.glob([("*.conf", False)], files, "/etc") == ["resolv.conf"]
     assert shexpand.glob([("/tmp/*", False)], files, "/") == ["/tmp/a"]
     assert shexpand.glob([("/nope/*", False)], files, "/") == []
+
+
+def test_script_size_is_bounded() -> None:
+    from agents.toolbox.shparse import MAX_SCRIPT_BYTES
+
+    with pytest.raises(ShSyntaxError) as err:
+        parse("#" * (MAX_SCRIPT_BYTES + 1))
+    assert err.value.message == f"script too long (podnet limit {MAX_SCRIPT_BYTES} bytes)"
