@@ -43,8 +43,8 @@ Limits, so a hostile script cannot take the agent's memory: `$(...)` output 1 Mi
 value 1 MiB, 10000 variables, 64 running background jobs, 100 levels of nesting (compound
 commands, functions, subshells, nested `sh`), the parser's `MAX_DEPTH` and `MAX_SCRIPT_BYTES`
 (256 KiB; big scripts are parsed in a worker thread so the event loop never waits on them), and
-the file limits in `vfs`. Errors are dash's words with the script's name and line: `sh: 3: nope: not found`
-(127), `sh: 1: Syntax error: "fi" unexpected` (2).
+the file limits in `vfs`. Errors are dash's words with the script's name and line:
+`sh: 3: nope: not found` (127), `sh: 1: Syntax error: "fi" unexpected` (2).
 """
 
 from __future__ import annotations
