@@ -214,12 +214,20 @@ async def false(sh: Shell, argv: list[str], io: IO) -> int:
 
 
 async def echo(sh: Shell, argv: list[str], io: IO) -> int:
-    """dash's echo: `-n` is its only option; backslash escapes are always interpreted."""
+    """dash's echo (backslash escapes always interpreted), taking `-n`, `-e` and `-E` as
+    options the way busybox's sh, the shell of these images, does: tutorials write
+    `echo -e "GET / HTTP/1.1\r\n..." | nc web 80`, where dash would send a literal `-e`."""
     args = argv[1:]
-    newline = True
-    if args and args[0] == "-n":
-        newline = False
-        args = args[1:]
+    newline, escapes = True, True
+    while args and re.fullmatch(r"-[neE]+", args[0]):
+        for flag in args.pop(0)[1:]:
+            if flag == "n":
+                newline = False
+            else:
+                escapes = flag == "e"
+    if not escapes:
+        _write(io, " ".join(args) + ("\n" if newline else ""))
+        return 0
     out: list[str] = []
     for k, arg in enumerate(args):
         text, stop = printf_mod.unescape(arg, in_b=True)

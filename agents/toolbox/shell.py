@@ -23,7 +23,8 @@ Supported:
   `/dev/stderr` are the streams).
 - builtins: `: true false echo printf test [ cd pwd export readonly unset set shift exit exec
   eval . read wait kill trap command type local return break continue umask`. `echo` is
-  dash's (only `-n`; backslash escapes always interpreted). `set` takes `-e -x -u -f` and
+  dash's (backslash escapes always interpreted) but takes busybox's `-e`/`-E` options besides
+  `-n`, since tutorials for these images write `echo -e`. `set` takes `-e -x -u -f` and
   `-o pipefail` (a busybox/bash option dash lacks, accepted because scripts use it).
 - every loop iteration yields to the event loop, so `while true; do ...; done` as a pod's main
   process never starves the agent and stops as soon as the pod is deleted (the task is

@@ -147,8 +147,8 @@ DASH_CASES: list[tuple[str, int, str, str]] = [
     ('echo \'single $x\' "double \\$x \\" \\\\ \\a" \\t\\$',
      0, 'single $x double $x " \\ \x07 t$\n',
      ''),
-    ("echo -n no-newline; echo; echo -e 'a\\tb'; echo 'a\\nb'; echo 'x\\cy'; echo z",
-     0, 'no-newline\n-e a\tb\na\nb\nxz\n',
+    ("echo -n no-newline; echo; echo 'a\\tb'; echo 'a\\nb'; echo 'x\\cy'; echo z",
+     0, 'no-newline\na\tb\na\nb\nxz\n',
      ''),
     ("printf '%s|%d|%5s|%-3s|%03d|%x|%%\\n' str 42 r l 7 255; printf '%s\\n' a"
      " b c; printf 'no newline'; printf '\\n%d\\n' abc",
@@ -658,6 +658,12 @@ async def test_an_interactive_terminal_session(target: ExecTarget) -> None:
         b"# half^C\r\n"
         b"# nope\r\nsh: 7: nope: not found\r\n"
         b"# exit 3\r\n")
+
+
+async def test_echo_takes_busyboxs_e_option(target: ExecTarget) -> None:
+    # dash would print "-e GET ..."; the images' busybox sh takes -e, and tutorials use it.
+    assert await sh(target, r'echo -e "GET / HTTP/1.1\r\n"; echo -E "a\tb"; echo -ne x') == Result(
+        0, "GET / HTTP/1.1\r\n\na\\tb\nx", "")
 
 
 async def test_xtrace(target: ExecTarget) -> None:
