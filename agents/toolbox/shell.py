@@ -742,7 +742,7 @@ class Shell:
         subject = await self.expand_string(cmd.word, io)
         for item in cmd.items:
             for pattern in item.patterns:
-                segs = [s for s in await self.expand_word(pattern, io) if s is not None]
+                segs = _segs(await self.expand_word(pattern, io))
                 if shexpand.pattern_regex(segs).fullmatch(subject):
                     return await self.run_seq(item.body, io)
         self.status = 0
@@ -935,12 +935,14 @@ class Shell:
         return out
 
     async def expand_string(self, word: Word, io: IO, *, tilde: bool = False) -> str:
-        segs = await self.expand_word(word, io, tilde=tilde)
-        return "".join(" " if s is None else s[0] for s in segs)
+        pieces = await self.expand_word(word, io, tilde=tilde)
+        return "".join(" " if s is None else s[0] for s in pieces)
 
     async def expand_word(self, word: Word, io: IO, *,
-                          tilde: bool = True) -> list[shexpand.Seg | None]:
-        segs: list[shexpand.Seg | None] = []
+                          tilde: bool = True) -> list[shexpand.Piece | None]:
+        """The word's pieces: literal text is never split, expansion results are unless
+        quoted."""
+        segs: list[shexpand.Piece | None] = []
         for k, part in enumerate(word.parts):
             if isinstance(part, Lit):
                 text = part.text
@@ -948,13 +950,15 @@ class Shell:
                     head, slash, rest = text.partition("/")
                     if head == "~":
                         text = (self.vars.get("HOME") or "/root") + slash + rest
-                segs.append((text, part.quoted))
+                segs.append((text, part.quoted, False))
             elif isinstance(part, Param):
                 segs.extend(await self.expand_param(part, io))
             elif isinstance(part, CmdSub):
-                segs.append((await self.substitute(part.body, io), part.quoted))
+                text = await self.substitute(part.body, io)
+                segs.append((text, part.quoted, not part.quoted))
             elif isinstance(part, Arith):
-                segs.append((str(await self.arith(part.expr, io)), part.quoted))
+                text = str(await self.arith(part.expr, io))
+                segs.append((text, part.quoted, not part.quoted))
         return segs
 
     async def arith(self, expr: Word, io: IO) -> int:
@@ -974,49 +978,61 @@ class Shell:
         self.status = self.subst_status
         return capture.text().rstrip("\n")
 
-    async def expand_param(self, p: Param, io: IO) -> list[shexpand.Seg | None]:
+    async def _arg(self, p: Param, word: Word, io: IO) -> list[shexpand.Piece | None]:
+        """The word of `${x:-word}` expanded: unquoted, all of it is split like the value."""
+        return [None if s is None else (s[0], s[1], not s[1])
+                for s in await self.expand_word(word, io)]
+
+    async def expand_param(self, p: Param, io: IO) -> list[shexpand.Piece | None]:
         name = p.name
         if name in ("@", "*") and p.op is None and not p.length:
             if p.quoted and name == "*":
                 sep = self.ifs()[:1]
-                return [(sep.join(self.args), True)]
-            segs: list[shexpand.Seg | None] = []
+                return [(sep.join(self.args), True, False)]
+            segs: list[shexpand.Piece | None] = []
             for k, arg in enumerate(self.args):
                 if k:
-                    segs.append(None if p.quoted else (" ", False))
-                segs.append((arg, p.quoted))
+                    segs.append(None if p.quoted else (" ", False, True))
+                segs.append((arg, p.quoted, not p.quoted))
             return segs
         value = self.param(name)
         if p.length:
             if value is None and self.opts["u"]:
                 raise _Fatal(f"{name}: parameter not set")
-            return [(str(len(value or "")), p.quoted)]
+            return [(str(len(value or "")), p.quoted, not p.quoted)]
         if p.op is None:
             if value is None and self.opts["u"] and name not in "@*#?-$!":
                 raise _Fatal(f"{name}: parameter not set")
-            return [(value or "", p.quoted)]
+            return [(value or "", p.quoted, not p.quoted)]
         op = p.op.lstrip(":")
         missing = value is None or (p.op.startswith(":") and value == "")
         word = p.arg or Word(())
         if op == "-":
-            return await self.expand_word(word, io) if missing else [(value or "", p.quoted)]
+            if missing:
+                return await self._arg(p, word, io)
+            return [(value or "", p.quoted, not p.quoted)]
         if op == "+":
-            return [("", p.quoted)] if missing else await self.expand_word(word, io)
+            return [("", p.quoted, False)] if missing else await self._arg(p, word, io)
         if op == "=":
             if missing:
                 if not NAME_RE.fullmatch(name):
                     raise _Fatal(f"{name}: bad variable name")
                 value = await self.expand_string(word, io)
                 self.setvar(name, value)
-            return [(value or "", p.quoted)]
+            return [(value or "", p.quoted, not p.quoted)]
         if op == "?":
             if missing:
                 message = await self.expand_string(word, io) or (
                     "parameter not set or null" if p.op.startswith(":") else "parameter not set")
                 raise _Fatal(f"{name}: {message}")
-            return [(value or "", p.quoted)]
-        pattern = [s for s in await self.expand_word(word, io) if s is not None]
-        return [(shexpand.strip(value or "", pattern, p.op), p.quoted)]
+            return [(value or "", p.quoted, not p.quoted)]
+        pattern = _segs(await self.expand_word(word, io))
+        return [(shexpand.strip(value or "", pattern, p.op), p.quoted, not p.quoted)]
+
+
+def _segs(pieces: list[shexpand.Piece | None]) -> list[shexpand.Seg]:
+    """Pieces as pattern segments (quoted text matches itself)."""
+    return [(piece[0], piece[1]) for piece in pieces if piece is not None]
 
 
 # ---- dispatch and the `sh` command ---------------------------------------------------------

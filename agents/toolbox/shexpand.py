@@ -1,8 +1,10 @@
 """The pure parts of word expansion: field splitting, patterns, pathname expansion; no I/O.
 
-The evaluator turns a word into `Seg`ments (text, quoted) with None between the fields that
-`"$@"` makes; `split_fields` then applies IFS splitting to the unquoted text, and `glob` matches
-unquoted `* ? [...]` against the virtual filesystem.
+The evaluator turns a word into `Piece`s (text, quoted, split) with None between the fields
+that `"$@"` makes; `split_fields` applies IFS splitting to the pieces that came unquoted out of
+an expansion (never to literal text: `IFS=:; echo a:b` prints `a:b`), giving fields of
+`Seg`ments (text, quoted), and `glob` matches their unquoted `* ? [...]` against the virtual
+filesystem.
 """
 
 from __future__ import annotations
@@ -14,24 +16,25 @@ from collections.abc import Iterable, Mapping
 from agents.toolbox import vfs
 
 Seg = tuple[str, bool]  # (text, quoted)
+Piece = tuple[str, bool, bool]  # (text, quoted, subject to field splitting)
 DEFAULT_IFS = " \t\n"
 
 
-def split_fields(segs: Iterable[Seg | None], ifs: str) -> list[list[Seg]]:
-    """Fields (each a list of segments, quoting kept for globbing) from expanded segments."""
+def split_fields(pieces: Iterable[Piece | None], ifs: str) -> list[list[Seg]]:
+    """Fields (each a list of segments, quoting kept for globbing) from expanded pieces."""
     fields: list[list[Seg]] = []
     cur: list[Seg] = []
     started = False
     white = "".join(c for c in ifs if c in " \t\n")
-    for seg in segs:
-        if seg is None:  # a field boundary from "$@"
+    for piece in pieces:
+        if piece is None:  # a field boundary from "$@"
             fields.append(cur)
             cur, started = [], False
             continue
-        text, quoted = seg
-        if quoted or not ifs:
-            cur.append(seg)
-            started = True
+        text, quoted, split = piece
+        if not split or not ifs:
+            cur.append((text, quoted))
+            started = started or quoted or bool(text)
             continue
         buf: list[str] = []
         for c in text:

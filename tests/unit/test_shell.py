@@ -467,6 +467,21 @@ DASH_CASES: list[tuple[str, int, str, str]] = [
     ('test \\( 1 -eq 1 \\); echo $?',
      0, '0\n',
      ''),
+    ('IFS=:; echo a:b; x=c:d; echo $x "$x"; IFS=o; echo foo',
+     0, 'a:b\nc d c:d\nfoo\n',
+     ''),
+    ('IFS=,; set -- x,y; echo $1; for w in a,b ${1}; do echo "[$w]"; done',
+     0, 'x y\n[a,b]\n[x]\n[y]\n',
+     ''),
+    ('x="1 2"; for w in pre$x; do echo "[$w]"; done; for w in "pre$x"; do echo "[$w]"; done',
+     0, '[pre1]\n[2]\n[pre1 2]\n',
+     ''),
+    ('echo $(echo a b)c "$(echo a  b)"',
+     0, 'a bc a b\n',
+     ''),
+    ('IFS=:; x=a:b; echo ${x:-q:r} ${y:-q:r}',
+     0, 'a b q r\n',
+     ''),
 ]
 
 

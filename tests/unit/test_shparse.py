@@ -223,13 +223,17 @@ def test_arithmetic_errors(text: str, message: str) -> None:
 def test_field_splitting() -> None:
     split = shexpand.split_fields
     ifs = shexpand.DEFAULT_IFS
-    assert split([("  a  b ", False)], ifs) == [[("a", False)], [("b", False)]]
-    assert split([("x", False), (" y", True)], ifs) == [[("x", False), (" y", True)]]
-    assert split([("", True)], ifs) == [[("", True)]]  # "" is one empty field
-    assert split([("", False)], ifs) == []  # an empty unquoted expansion is none
-    assert split([("a", True), None, ("b", True)], ifs) == [[("a", True)], [("b", True)]]
-    fields = split([("a:b::c", False)], ":")
+    assert split([("  a  b ", False, True)], ifs) == [[("a", False)], [("b", False)]]
+    assert split([("x", False, True), (" y", True, False)], ifs) == [[("x", False),
+                                                                       (" y", True)]]
+    assert split([("", True, False)], ifs) == [[("", True)]]  # "" is one empty field
+    assert split([("", False, True)], ifs) == []  # an empty unquoted expansion is none
+    assert split([("a", True, False), None, ("b", True, False)], ifs) == [[("a", True)],
+                                                                          [("b", True)]]
+    fields = split([("a:b::c", False, True)], ":")
     assert ["".join(t for t, _ in f) for f in fields] == ["a", "b", "", "c"]
+    # Literal text is never split, only what expansions produce.
+    assert split([("a:b", False, False)], ":") == [[("a:b", False)]]
 
 
 def test_patterns() -> None:
