@@ -952,6 +952,8 @@ class Shell:
                         text = (self.vars.get("HOME") or "/root") + slash + rest
                 segs.append((text, part.quoted, False))
             elif isinstance(part, Param):
+                if part.quoted and not (part.name == "@" and part.op is None):
+                    segs.append(("", True, False))  # "${x:-}" is still a (empty) word
                 segs.extend(await self.expand_param(part, io))
             elif isinstance(part, CmdSub):
                 text = await self.substitute(part.body, io)
