@@ -6,7 +6,8 @@ controller writes a required node affinity `matchFields metadata.name In [<node>
 pod and the scheduler binds it there (`kubectl get pod -o yaml` shows it). They tolerate the
 taints Kubernetes adds DaemonSet tolerations for (not-ready and unreachable NoExecute,
 unschedulable and the pressure taints NoSchedule), so a cordoned node keeps its daemon pod.
-Labels: `controller-revision-hash` (a hash of the template) and `pod-template-generation`.
+Labels: `controller-revision-hash` (a hash of the template) and `pod-template-generation`;
+each template is kept as a ControllerRevision `<ds>-<hash>` (`kubectl rollout history/undo`).
 
 Nodes joining get a pod; a node that is deleted has its pod deleted. A node that is NotReady
 keeps its pod (Kubernetes' DaemonSet pods tolerate the not-ready taint) but gets no new one
@@ -31,6 +32,7 @@ from typing import Any
 
 from controlplane import events
 from controlplane.api import Api, node_is_ready
+from controlplane.revisions import ensure_revision, prune_revisions
 from controlplane.scheduling import node_affinity_matches
 from controlplane.workloads import (
     Obj,
@@ -264,6 +266,11 @@ class DaemonSetController(_Writer):
         meta = ds["metadata"]
         ns, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid"))
         ds_obj = dict(ds)
+        revision = template_revision(ds)
+        template = _d(_d(ds.get("spec")).get("template"))
+        if await ensure_revision(self, ds, "DaemonSet", f"{name}-{revision}", revision,
+                                 template) is None:
+            return  # logged; retried on the next pass
         plan = daemonset_plan(ds, pods, nodes, now)
         for node in plan.create_on:
             body = pod_for_node(ds, node)
@@ -285,6 +292,8 @@ class DaemonSetController(_Writer):
             pods = [p for p in self.store.scan(PODS)
                     if p["metadata"].get("namespace") == ns and controller_uid(p) == uid]
         status = daemonset_status(ds, pods, nodes, now)
+        await prune_revisions(self, ds, {f"{name}-{h}" for h in
+                                         {revision, *(pod_revision(p) for p in pods)}})
         old: Mapping[str, Any] = _d(ds.get("status"))
         if {k: v for k, v in old.items() if k != "conditions"} != status:
             patch = {**{k: None for k in old if k not in status and k != "conditions"},

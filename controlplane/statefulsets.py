@@ -18,8 +18,9 @@ that to the user.
 podnet has no storage: `volumeClaimTemplates` are accepted (tutorials carry them) and no
 PersistentVolumeClaim is made; a Warning Event on the StatefulSet says so.
 
-A pod's revision is only its label here (no ControllerRevision objects are stored), so a pod
-below `partition` that is deleted during a partitioned update comes back at the new revision.
+Each template is kept as a ControllerRevision `<sts>-<hash>` (controlplane/revisions.py), so
+`kubectl rollout history/undo sts/web` work, and a pod below `partition` that is recreated
+during a staged update gets the old template back.
 
 `statefulset_plan` and `statefulset_status` are pure functions, unit tested without a store.
 """
@@ -37,6 +38,12 @@ from typing import Any
 
 from controlplane import events
 from controlplane.api import Api
+from controlplane.revisions import (
+    CONTROLLER_REVISIONS,
+    ensure_revision,
+    prune_revisions,
+    template_of,
+)
 from controlplane.workloads import (
     Obj,
     _d,
@@ -208,13 +215,31 @@ def statefulset_status(sts: Obj, pods: Sequence[Obj], now: datetime) -> dict[str
     return status
 
 
-def pod_for_ordinal(sts: Obj, ordinal: int) -> dict[str, Any]:
+def uses_current_revision(sts: Obj, ordinal: int) -> bool:
+    """A pod created now at `ordinal` gets the current (old) revision, not the update one:
+    during a RollingUpdate staged with `partition`, ordinals below it stay at the old
+    template (Kubernetes' newVersionedStatefulSetPod)."""
+    spec, status = _d(sts.get("spec")), _d(sts.get("status"))
+    strategy = _d(spec.get("updateStrategy"))
+    current = status.get("currentRevision")
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate" or not current \
+            or current == revision_name(sts):
+        return False
+    partition = _int(_d(strategy.get("rollingUpdate")).get("partition"))
+    return ordinal - wanted_ordinals(sts).start < partition
+
+
+def pod_for_ordinal(sts: Obj, ordinal: int, template: Obj | None = None,
+                    revision: str | None = None) -> dict[str, Any]:
+    """The pod `<sts>-<ordinal>`, from the StatefulSet's template or (for an older revision)
+    from `template` labelled `revision`."""
     meta, spec = _d(sts.get("metadata")), _d(sts.get("spec"))
     name = f"{meta.get('name')}-{ordinal}"
-    template = copy.deepcopy(dict(_d(spec.get("template"))))
+    template = copy.deepcopy(dict(template if template is not None
+                                  else _d(spec.get("template"))))
     tmeta = _d(template.get("metadata"))
     labels = {**dict(_d(tmeta.get("labels"))), POD_NAME_LABEL: name,
-              POD_INDEX_LABEL: str(ordinal), REVISION_LABEL: revision_name(sts)}
+              POD_INDEX_LABEL: str(ordinal), REVISION_LABEL: revision or revision_name(sts)}
     pod_meta: dict[str, Any] = {"name": name, "namespace": meta.get("namespace"),
                                 "labels": labels,
                                 "ownerReferences": [owner_ref(sts, "StatefulSet", "apps/v1")]}
@@ -295,11 +320,21 @@ class StatefulSetController(_Writer):
                 "podnet has no storage: volumeClaimTemplates "
                 f"({', '.join(claim_names(sts))}) get no PersistentVolumeClaims; "
                 "pods run without those volumes", self.name)
+        update = revision_name(sts)
+        template = _d(_d(sts.get("spec")).get("template"))
+        if await ensure_revision(self, sts, "StatefulSet", update,
+                                 update.removeprefix(f"{name}-"), template) is None:
+            return  # logged; retried on the next pass
+        current_name = str(_d(sts.get("status")).get("currentRevision") or update)
+        current = self.store.peek(CONTROLLER_REVISIONS, ns, current_name)
         plan = statefulset_plan(sts, pods)
         if plan.waiting:
             self.log.debug("statefulset.waiting", namespace=ns, name=name, why=plan.waiting)
         for ordinal in plan.create:
-            body = pod_for_ordinal(sts, ordinal)
+            if current is not None and uses_current_revision(sts, ordinal):
+                body = pod_for_ordinal(sts, ordinal, template_of(current), current_name)
+            else:
+                body = pod_for_ordinal(sts, ordinal)
             wait_s = self._recreate_wait(ns, body["metadata"]["name"])
             if wait_s > 0:
                 asyncio.get_running_loop().call_later(wait_s, self.kick.set)
@@ -326,6 +361,8 @@ class StatefulSetController(_Writer):
             pods = [p for p in self.store.scan(PODS)
                     if p["metadata"].get("namespace") == ns and controller_uid(p) == uid]
         status = statefulset_status(sts, pods, now)
+        await prune_revisions(self, sts, {status["currentRevision"], status["updateRevision"],
+                                          *(pod_revision(p) for p in pods)})
         old: Mapping[str, Any] = _d(sts.get("status"))
         if {k: v for k, v in old.items() if k != "conditions"} != status:
             patch = {**{k: None for k in old if k not in status and k != "conditions"},

@@ -587,6 +587,28 @@ def _job_row(job: dict[str, Any], now: datetime) -> list[Any]:
     return [_name(job), state, completions, duration, _age(job, now), *_template_cells(job)]
 
 
+CONTROLLERREVISION_COLUMNS = [
+    _NAME,
+    _col("Controller", "Controller of the object"),
+    _col("Revision", "Revision indicates the revision of the state represented by Data.",
+         type_="integer"),
+    _AGE,
+]
+
+
+def _controllerrevision_row(rev: dict[str, Any], now: datetime) -> list[Any]:
+    owner = next((_d(r) for r in _l(_meta(rev).get("ownerReferences"))
+                  if _d(r).get("controller") is True), {})
+    group = _s(owner.get("apiVersion")).split("/")[0] if "/" in _s(owner.get("apiVersion")) \
+        else ""
+    controller = "<none>"
+    if owner:
+        kind = _s(owner.get("kind")).lower()
+        controller = f"{kind}.{group}/{_s(owner.get('name'))}" if group else \
+            f"{kind}/{_s(owner.get('name'))}"
+    return [_name(rev), controller, _i(rev.get("revision")), _age(rev, now)]
+
+
 # --- fallback and dispatch -------------------------------------------------------------------
 
 GENERIC_COLUMNS = [_NAME, _AGE]
@@ -611,6 +633,7 @@ PRINTERS: dict[str, tuple[list[Column], Renderer]] = {
     "StatefulSet": (STATEFULSET_COLUMNS, _statefulset_row),
     "DaemonSet": (DAEMONSET_COLUMNS, _daemonset_row),
     "Job": (JOB_COLUMNS, _job_row),
+    "ControllerRevision": (CONTROLLERREVISION_COLUMNS, _controllerrevision_row),
 }
 
 # Accept plurals and lower-case names too, so callers can pass what the URL had.

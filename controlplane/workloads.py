@@ -672,7 +672,7 @@ _OWNER_KINDS: dict[tuple[str, str], Resource] = {
     ("v1", "Service"): SERVICES,
     ("v1", "Pod"): PODS,
 }
-_DEPENDENT_KINDS = (REPLICA_SETS, PODS, ENDPOINT_SLICES)
+_DEPENDENT_KINDS = (REPLICA_SETS, PODS, ENDPOINT_SLICES, BY_KIND["ControllerRevision"])
 
 
 def orphans(dependents: Iterable[Obj], owner_uids: Mapping[Resource, set[str]]) -> list[Obj]:

@@ -72,6 +72,7 @@ RESOURCES: tuple[Resource, ...] = (
              field_selectors=(*_COMMON, "status.replicas")),
     Resource("statefulsets", "StatefulSet", group="apps", short_names=("sts",),
              categories=("all",), subresources=("status", "scale")),
+    Resource("controllerrevisions", "ControllerRevision", group="apps"),
     Resource("jobs", "Job", group="batch", categories=("all",), subresources=("status",)),
     Resource("events", "Event", short_names=("ev",),
              field_selectors=(*_COMMON, "involvedObject.kind", "involvedObject.namespace",

@@ -310,7 +310,26 @@ def _check_job_update(ctx: _Ctx, obj: dict[str, Any], old: dict[str, Any]) -> No
                     _shown(new_spec.get(key)))
 
 
+# --- ControllerRevision ----------------------------------------------------------------------
+
+CONTROLLER_REVISION = Obj({**_TOP, "data": ANY, "revision": INT})
+
+
+def _check_controller_revision(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    if "revision" not in obj:
+        ctx.err("revision", "Required value")
+    _non_negative(ctx, obj, "revision", "revision")
+
+
+def _check_controller_revision_update(ctx: _Ctx, obj: dict[str, Any],
+                                      old: dict[str, Any]) -> None:
+    if obj.get("data") != old.get("data"):
+        ctx.err("data", "Invalid value", "field is immutable", _shown(obj.get("data")))
+
+
 WORKLOAD_KINDS: dict[str, KindRules] = {
+    "ControllerRevision": KindRules(CONTROLLER_REVISION, check=_check_controller_revision,
+                                    check_update=_check_controller_revision_update),
     "StatefulSet": KindRules(STATEFUL_SET, check=_check_stateful_set,
                              default=_default_stateful_set,
                              check_update=_check_stateful_set_update),

@@ -273,6 +273,35 @@ def test_statefulset_scales_up_and_down_in_order(web: tuple[RunningCluster, str]
     assert get_json(cluster, "sts", "web")["status"]["replicas"] == 2
 
 
+def image_of(cluster: RunningCluster, name: str) -> str:
+    pod = cluster.pod(name)
+    return str(pod["spec"]["containers"][0]["image"]) if pod else ""
+
+
+def test_staged_update_keeps_pods_below_the_partition_at_the_old_template(
+        web: tuple[RunningCluster, str]) -> None:
+    cluster, _ = web
+    kubectl_ok(cluster, "patch", "sts", "web", "--type=json", "-p", json.dumps([
+        {"op": "replace", "path": "/spec/updateStrategy/rollingUpdate/partition", "value": 1},
+        {"op": "replace", "path": "/spec/template/spec/containers/0/image",
+         "value": "podnet/echo:v2"}]))
+    status = kubectl_ok(cluster, "rollout", "status", "sts/web", "--timeout=60s")
+    assert "partitioned roll out complete: 1 new pods have been updated" in status
+    assert (image_of(cluster, "web-0"), image_of(cluster, "web-1")) == ("podnet/echo",
+                                                                        "podnet/echo:v2")
+    # web-0 is below the partition: deleted, it comes back with the old template.
+    old_uid = cluster.running_pod("web-0")["metadata"]["uid"]
+    kubectl_ok(cluster, "delete", "pod", "web-0")
+    wait_for(lambda: (cluster.pod("web-0") or {}).get("metadata", {}).get("uid") not in
+             (None, old_uid), 30, what="web-0 recreated")
+    assert image_of(cluster, "web-0") == "podnet/echo"
+    history = kubectl_ok(cluster, "rollout", "history", "sts/web")
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
+    revisions = get_json(cluster, "controllerrevisions")["items"]
+    assert sorted(r["revision"] for r in revisions
+                  if r["metadata"]["name"].startswith("web-")) == [1, 2]
+
+
 def start_agent(cluster: RunningCluster, name: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*AGENT, "--name", name, "--controlplane", cluster.info["api"],

@@ -37,6 +37,7 @@ from controlplane.statefulsets import (
     revision_name,
     statefulset_plan,
     statefulset_status,
+    uses_current_revision,
 )
 from controlplane.store import Store
 from controlplane.tables import table
@@ -151,6 +152,19 @@ def test_statefulset_pod_identity() -> None:
                                           REVISION_LABEL: revision_name(sts())}
     assert body["spec"]["hostname"] == "web-1" and body["spec"]["subdomain"] == "nginx"
     assert body["metadata"]["ownerReferences"][0]["kind"] == "StatefulSet"
+
+
+def test_a_staged_update_recreates_pods_below_the_partition_at_the_old_revision() -> None:
+    staged = sts(updateStrategy={"type": "RollingUpdate", "rollingUpdate": {"partition": 2}})
+    staged["status"] = {"currentRevision": "web-old"}
+    assert [uses_current_revision(staged, n) for n in range(3)] == [True, True, False]
+    staged["status"] = {"currentRevision": revision_name(staged)}
+    assert not uses_current_revision(staged, 0)
+    old_template = {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "old"}]}}
+    body = pod_for_ordinal(staged, 0, old_template, "web-old")
+    assert body["metadata"]["labels"][REVISION_LABEL] == "web-old"
+    assert body["spec"]["containers"][0]["image"] == "old"
 
 
 def test_ordinals_start() -> None:
@@ -518,6 +532,12 @@ async def test_statefulset_controller_orders_pods_and_collects_them(api: Api) ->
     await converge(sc)
     status = api.get(STS, "default", "web")["status"]
     assert status["readyReplicas"] == 2 and status["updatedReplicas"] == 2
+    (revision,) = api.list(BY_KIND["ControllerRevision"], "default")["items"]
+    assert revision["metadata"]["name"] == status["updateRevision"]
+    assert revision["revision"] == 1
+    assert revision["data"]["spec"]["template"]["$patch"] == "replace"
+    row = table("ControllerRevision", [revision], now=NOW, resource_version="1")["rows"][0]
+    assert row["cells"][1:3] == ["statefulset.apps/web", 1]
     # kubectl scale goes through the scale subresource.
     await api.patch_scale(STS, "default", "web", b'{"spec":{"replicas":1}}',
                           "application/merge-patch+json")
@@ -526,6 +546,7 @@ async def test_statefulset_controller_orders_pods_and_collects_them(api: Api) ->
     await api.delete(STS, "default", "web")
     await converge(sc, gc)
     assert pod_names(api) == []
+    assert api.list(BY_KIND["ControllerRevision"], "default")["items"] == []
 
 
 async def test_job_admission_generates_the_selector_and_labels(api: Api) -> None:
