@@ -45,6 +45,7 @@ BACKOFF_INITIAL_S = 1.0   # kubelet uses 10 s doubling to 5 min; a teaching tool
 BACKOFF_MAX_S = 30.0
 BACKOFF_RESET_S = 60.0    # a container that ran this long starts its backoff again
 STATUS_COALESCE_S = 0.05  # status changes this close together go to the API as one write
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 SERVICES_SYNC_WAIT_S = 5.0  # a container waits at most this long for the first Service list
 # The `kubernetes` Service's variables, for a runtime that has no Service list (yet).
 FALLBACK_SERVICE_ENV = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443",
@@ -112,6 +113,10 @@ class RunningPod:
                                      self.namespace, domain),
             "/etc/resolv.conf": resolv_conf(self.spec, self.namespace, domain),
             "/etc/hostname": self.hostname + "\n",
+            # The service account mount's namespace file, which scripts read to build names
+            # (`nslookup svc.$(cat .../namespace)`). No token: the API is not reachable from
+            # inside the emulated network, so podnet does not pretend it is.
+            SERVICE_ACCOUNT_DIR + "/namespace": self.namespace,
         }
         # Names resolve as in the pod: its /etc/hosts, then its resolv.conf's nameserver
         # (the cluster DNS at 10.96.0.10) through its own network stack, with libc's

@@ -10,6 +10,7 @@ runc does when it has none (exit 128, "executable file not found in $PATH").
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import posixpath
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from agents.images import ContainerContext, StartError
 from agents.images.entrypoint import container_argv
 from agents.toolbox import run_command
+from agents.toolbox.core import Command, Proc
 
 # `async def program(ctx, argv) -> exit code`; argv[0] is how the program was named.
 Program = Callable[[ContainerContext, list[str]], Awaitable[int | None]]
@@ -37,14 +39,28 @@ class LogWriter:
             self._ctx.stdout.write(text)
 
 
-async def run_tool(ctx: ContainerContext, argv: list[str]) -> int:
+def _as_command(ctx: ContainerContext, program: Program) -> Command:
+    async def command(proc: Proc, argv: list[str]) -> int:
+        code = await program(ctx, argv)
+        return 0 if code is None else code
+
+    return command
+
+
+async def run_tool(ctx: ContainerContext, argv: list[str],
+                   programs: Mapping[str, Program] | None = None) -> int:
     """Run argv through the toolbox in this container, output into its log (no stdin, as
-    for a container started without `stdin: true`)."""
+    for a container started without `stdin: true`). `programs`, the image's own, can be
+    started from a script too."""
     if ctx.target is None:
         ctx.stdout.write(f"exec: {argv[0]!r}: this container has no toolbox\n")
         return EXIT_NOT_FOUND
+    target = ctx.target
+    if programs:    # the same pod files and network; only the main process sees these
+        target = dataclasses.replace(target, programs={
+            name: _as_command(ctx, program) for name, program in programs.items()})
     out, err = LogWriter(ctx), LogWriter(ctx)
-    return await run_command(ctx.target, argv, None, out.write, err.write)
+    return await run_command(target, argv, None, out.write, err.write)
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,7 @@ async def run_program(image: Emulated, ctx: ContainerContext, argv: list[str]) -
         code = await program(ctx, argv)
         return 0 if code is None else code
     if image.shell:
-        return await run_tool(ctx, argv)
+        return await run_tool(ctx, argv, image.programs)
     raise StartError("failed to create containerd task: failed to create shim task: OCI runtime "
                      "create failed: runc create failed: unable to start container process: "
                      f'exec: "{argv[0]}": executable file not found in $PATH: unknown')

@@ -32,6 +32,9 @@ class ExecTarget:
     routes: list[tuple[str, str]] = field(default_factory=list)
     # The working directory relative paths start from (`cd` in the shell changes its own copy).
     cwd: str = "/"
+    # The programs the container's image holds beyond the toolbox (`nginx`, `agnhost`), by
+    # file name, so a script can start them: `sh -c "... && nginx -g 'daemon off;'"`.
+    programs: dict[str, Command] = field(default_factory=dict)
 
 
 class Output:

@@ -1056,6 +1056,9 @@ async def dispatch(proc: Proc, argv: list[str], line: int = 1, arg0: str = "sh")
     name = command_name(argv[0])
     if name in SHELLS:
         return await sh(proc, argv)
+    program = proc.target.programs.get(posixpath.basename(argv[0]))
+    if program is not None:     # the image's own (nginx, agnhost), found by file name
+        return await program(proc, argv)
     command = COMMANDS.get(name) if name is not None else None
     if command is None:
         if "/" in argv[0] and abspath(argv[0], proc.target.cwd) in proc.target.files:

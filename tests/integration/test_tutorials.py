@@ -138,6 +138,9 @@ def test_debug_services(k8s: RunningCluster) -> None:
     assert "nameserver 10.96.0.10" in resolv
     assert "search default.svc.cluster.local svc.cluster.local cluster.local" in resolv
     assert "options ndots:5" in resolv
+    # Scripts build names from the service account's namespace file.
+    assert nslookup(k8s, "hostnames." + sh(
+        k8s, "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace")) == [cluster_ip]
 
     def by_ip() -> list[str] | None:
         out = pod_names(sh(k8s, f"for i in $(seq 1 3); do \n    wget -qO- {cluster_ip}:80\ndone"))

@@ -161,6 +161,22 @@ async def test_nginx_serves_the_containers_files(net: Net) -> None:
     assert (await http(net.client, SERVER_IP, 80)).body == b"web-0\n"
 
 
+async def test_a_script_can_start_the_images_own_server(net: Net) -> None:
+    # The common tutorial shape: prepare a page, then run the image's server in the foreground.
+    ctx, _ = container(net.server, "nginx", command=[
+        "sh", "-c", "echo \"hello from $(hostname)\" > /usr/share/nginx/html/index.html && "
+        "exec nginx -g 'daemon off;'"])
+    start(net, ctx)
+    await listening(net.server, 80)
+    assert (await http(net.client, SERVER_IP, 80)).body == b"hello from web-0\n"
+
+
+async def test_a_script_cannot_start_programs_its_image_lacks(net: Net) -> None:
+    ctx, out = container(net.server, "busybox", command=["sh", "-c", "nginx -g 'daemon off;'"])
+    assert await start(net, ctx) == 127
+    assert "sh: 1: nginx: not found" in out.text
+
+
 async def test_httpd_says_it_works(net: Net) -> None:
     ctx, out = container(net.server, "httpd:2.4")
     start(net, ctx)
