@@ -376,6 +376,19 @@ REPLICA_SET = msg("ReplicaSet", {
         2: f("selector", LABEL_SELECTOR), 3: f("template", POD_TEMPLATE_SPEC)})),
     3: f("status", REPLICA_SET_STATUS)})
 
+# batch/v1 (k8s.io/api/batch/v1/generated.proto): what `kubectl create job` sends. Status and
+# the failure/success policies are left to the skip rule for unknown fields.
+JOB = msg("Job", {
+    1: f("metadata", OBJECT_META),
+    2: f("spec", msg("JobSpec", {
+        1: f("parallelism", I32, ptr=True), 2: f("completions", I32, ptr=True),
+        3: f("activeDeadlineSeconds", I64, ptr=True), 4: f("selector", LABEL_SELECTOR),
+        5: f("manualSelector", BOOL, ptr=True), 6: f("template", POD_TEMPLATE_SPEC),
+        7: f("backoffLimit", I32, ptr=True), 8: f("ttlSecondsAfterFinished", I32, ptr=True),
+        9: f("completionMode", STR, ptr=True), 10: f("suspend", BOOL, ptr=True),
+        12: f("backoffLimitPerIndex", I32, ptr=True), 13: f("maxFailedIndexes", I32, ptr=True),
+        14: f("podReplacementPolicy", STR, ptr=True), 15: f("managedBy", STR, ptr=True)}))})
+
 # autoscaling/v1 and policy/v1
 SCALE = msg("Scale", {
     1: f("metadata", OBJECT_META),
@@ -399,6 +412,7 @@ KINDS: dict[str, tuple[frozenset[str], Msg]] = {
     "DeleteOptions": (frozenset({"v1", "meta.k8s.io/v1"}), DELETE_OPTIONS),
     "Deployment": (frozenset({"apps/v1"}), DEPLOYMENT),
     "ReplicaSet": (frozenset({"apps/v1"}), REPLICA_SET),
+    "Job": (frozenset({"batch/v1"}), JOB),
     "Scale": (frozenset({"autoscaling/v1"}), SCALE),
     "Eviction": (frozenset({"policy/v1", "policy/v1beta1"}), EVICTION),
 }

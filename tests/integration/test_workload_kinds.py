@@ -380,6 +380,10 @@ def test_jobs_complete_or_fail_and_kubectl_waits_for_them(cluster: RunningCluste
     assert broken["failed"] == 2  # backoffLimit 1: one retry, then Failed
     described = kubectl_ok(cluster, "describe", "job", "broken")
     assert "BackoffLimitExceeded" in described
+    # `kubectl create job` sends the Job as protobuf.
+    kubectl_ok(cluster, "create", "job", "quick", "--image=py:podapps:finish")
+    kubectl_ok(cluster, "wait", "--for=condition=complete", "job/quick", "--timeout=60s")
+    assert kubectl_ok(cluster, "logs", "job/quick") == "done\n"
 
 
 def test_get_all_lists_every_workload_kind(cluster: RunningCluster) -> None:
