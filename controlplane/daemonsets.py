@@ -268,9 +268,8 @@ class DaemonSetController(_Writer):
         ds_obj = dict(ds)
         revision = template_revision(ds)
         template = _d(_d(ds.get("spec")).get("template"))
-        if await ensure_revision(self, ds, "DaemonSet", f"{name}-{revision}", revision,
-                                 template) is None:
-            return  # logged; retried on the next pass
+        # A revision that cannot be written (logged) does not hold the pods back.
+        await ensure_revision(self, ds, "DaemonSet", f"{name}-{revision}", revision, template)
         plan = daemonset_plan(ds, pods, nodes, now)
         for node in plan.create_on:
             body = pod_for_node(ds, node)

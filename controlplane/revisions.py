@@ -62,6 +62,11 @@ async def ensure_revision(writer: _Writer, owner: Obj, kind: str, name: str, has
                 return None
             return writer.store.peek(CONTROLLER_REVISIONS, ns, name)
         return mine
+    if writer.store.peek(CONTROLLER_REVISIONS, ns, name) is not None:
+        # The name is taken by a revision that is not ours (an owner of the same name being
+        # collected, or a hand-made object): no history this pass, and no retry storm.
+        writer.log.debug("revision.name_taken", namespace=ns, name=name)
+        return None
     labels = {**dict(_d(_d(template.get("metadata")).get("labels"))), HASH_LABEL: hash_}
     body = {"apiVersion": "apps/v1", "kind": "ControllerRevision",
             "metadata": {"name": name, "namespace": ns, "labels": labels,

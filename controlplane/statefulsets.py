@@ -322,9 +322,10 @@ class StatefulSetController(_Writer):
                 "pods run without those volumes", self.name)
         update = revision_name(sts)
         template = _d(_d(sts.get("spec")).get("template"))
-        if await ensure_revision(self, sts, "StatefulSet", update,
-                                 update.removeprefix(f"{name}-"), template) is None:
-            return  # logged; retried on the next pass
+        # A revision that cannot be written (logged) does not hold the pods back; the next
+        # pass tries again.
+        await ensure_revision(self, sts, "StatefulSet", update, update.removeprefix(f"{name}-"),
+                              template)
         current_name = str(_d(sts.get("status")).get("currentRevision") or update)
         current = self.store.peek(CONTROLLER_REVISIONS, ns, current_name)
         plan = statefulset_plan(sts, pods)
