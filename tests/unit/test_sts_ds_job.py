@@ -597,3 +597,37 @@ async def test_daemonset_controller_follows_nodes(api: Api) -> None:
     await converge(dc)
     assert len(api.list(PODS, "default")["items"]) == 1
     assert api.get(DS, "default", "agent")["status"]["desiredNumberScheduled"] == 1
+
+
+async def test_a_deleted_statefulset_pod_returns_after_a_pause(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = sts(1)
+    del body["metadata"]["uid"], body["metadata"]["generation"]
+    await api.create(STS, "default", body)
+    sc = StatefulSetController(api)
+    await converge(sc)
+    old_uid = api.get(PODS, "default", "web-0")["metadata"]["uid"]
+    await api.delete(PODS, "default", "web-0")  # no Ready node: gone at once
+    clock = [1000.0]
+    monkeypatch.setattr("controlplane.statefulsets.time.monotonic", lambda: clock[0])
+    await converge(sc)
+    assert pod_names(api) == []  # just went away: not yet
+    clock[0] += 0.6
+    await converge(sc)
+    assert pod_names(api) == ["web-0"]
+    assert api.get(PODS, "default", "web-0")["metadata"]["uid"] != old_uid
+
+
+async def test_a_finished_job_is_deleted_after_its_ttl(api: Api) -> None:
+    body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
+            "spec": {"ttlSecondsAfterFinished": 0,
+                     "template": {"spec": {"restartPolicy": "Never",
+                                           "containers": [{"name": "c", "image": "x"}]}}}}
+    await api.create(JOBS, "default", body)
+    jc, gc = JobController(api), GarbageCollector(api)
+    await converge(jc)
+    (name,) = pod_names(api)
+    await set_status(api, name, {"phase": "Succeeded"})
+    await converge(jc, gc)
+    assert api.list(JOBS, "default")["items"] == []
+    assert pod_names(api) == []
