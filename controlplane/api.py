@@ -699,7 +699,11 @@ class Api:
     @_acknowledged_when_durable
     async def delete(self, res: Resource | str, namespace: str | None, name: str, *,
                      grace_period_seconds: int | None = None, uid: str | None = None,
-                     dry_run: bool = False) -> dict[str, Any]:
+                     dry_run: bool = False, propagation: str | None = None) -> dict[str, Any]:
+        """`propagation` is DeleteOptions.propagationPolicy: "Orphan" leaves the dependents
+        (their ownerReferences to this object are removed first, as Kubernetes' garbage
+        collector does); "Background" (the default) and "Foreground" let the garbage
+        collector delete them after the owner is gone."""
         r = self.resource(res)
         ns = self._ns(r, namespace)
         obj = self.store.get(r, ns, name)
@@ -708,6 +712,12 @@ class Api:
         self._check_uid(r, obj, uid)
         if grace_period_seconds is not None and grace_period_seconds < 0:
             raise apierrors.bad_request("gracePeriodSeconds must be >= 0")
+        if propagation not in (None, "Orphan", "Background", "Foreground"):
+            raise ApiError(422, "Invalid", f'propagationPolicy: Unsupported value: '
+                           f'"{propagation}": supported values: "Foreground", "Background", '
+                           '"Orphan"')
+        if propagation == "Orphan" and not dry_run and r is not NAMESPACES:
+            self._orphan_dependents(str(obj["metadata"].get("uid")), ns)
         if r is NAMESPACES:
             return self._delete_namespace(obj, dry_run)
         if r is PODS:
@@ -720,6 +730,29 @@ class Api:
         gone = self._store_write(self.store.delete, r, ns, name)
         log.debug("api.deleted", resource=r.plural, namespace=ns, name=name)
         return gone
+
+    def _orphan_dependents(self, owner_uid: str, ns: str) -> None:
+        def owned(obj: Mapping[str, Any]) -> bool:
+            refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+            return any(isinstance(ref, dict) and ref.get("uid") == owner_uid for ref in refs)
+
+        for r in RESOURCES:
+            if r.namespaced and not ns:
+                continue
+            for dep in self.store.list(r, ns if r.namespaced else None, owned)[0]:
+                refs = dep["metadata"].get("ownerReferences") or []
+                kept = [ref for ref in refs
+                        if not (isinstance(ref, dict) and ref.get("uid") == owner_uid)]
+                if len(kept) == len(refs):
+                    continue
+                rv = dep["metadata"].get("resourceVersion")
+                if kept:
+                    dep["metadata"]["ownerReferences"] = kept
+                else:
+                    dep["metadata"].pop("ownerReferences", None)
+                self._store_write(self.store.update, r, dep, rv)
+                log.debug("api.orphaned", resource=r.plural, namespace=ns,
+                          name=dep["metadata"].get("name"), owner_uid=owner_uid)
 
     def _pod_grace(self, pod: Mapping[str, Any], requested: int | None) -> int:
         """Seconds of graceful termination; 0 when no running agent would act on it."""

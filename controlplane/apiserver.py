@@ -678,10 +678,15 @@ class ApiServer:
         assert t.name is not None  # routed here only with a name
         opts = await self._delete_options(request)
         pre = opts.get("preconditions") or {}
+        propagation = request.query.get("propagationPolicy") or opts.get("propagationPolicy")
+        if propagation is None and (opts.get("orphanDependents") is True
+                                    or request.query.get("orphanDependents") == "true"):
+            propagation = "Orphan"  # the older form of the same option
         gone = await self.api.delete(
             t.res, t.namespace, t.name, grace_period_seconds=opts.get("gracePeriodSeconds"),
             uid=pre.get("uid") if isinstance(pre, dict) else None,
-            dry_run="All" in (opts.get("dryRun") or []))
+            dry_run="All" in (opts.get("dryRun") or []),
+            propagation=str(propagation) if propagation is not None else None)
         return json_response(gone)
 
     async def delete_collection(self, request: web.Request, t: Target) -> web.StreamResponse:

@@ -62,7 +62,14 @@ async def ensure_revision(writer: _Writer, owner: Obj, kind: str, name: str, has
                 return None
             return writer.store.peek(CONTROLLER_REVISIONS, ns, name)
         return mine
-    if writer.store.peek(CONTROLLER_REVISIONS, ns, name) is not None:
+    taken = writer.store.peek(CONTROLLER_REVISIONS, ns, name)
+    if taken is not None and controller_uid(taken) is None:
+        # Orphaned (`kubectl delete sts --cascade=orphan`): adopt it, as Kubernetes does.
+        if await writer._patch(CONTROLLER_REVISIONS, ns, name, {"metadata": {
+                "ownerReferences": [owner_ref(owner, kind, "apps/v1")]}}):
+            return await ensure_revision(writer, owner, kind, name, hash_, template)
+        return None
+    if taken is not None:
         # The name is taken by a revision that is not ours (an owner of the same name being
         # collected, or a hand-made object): no history this pass, and no retry storm.
         writer.log.debug("revision.name_taken", namespace=ns, name=name)

@@ -60,6 +60,7 @@ from controlplane.workloads import (
 )
 from podnet.apierrors import ApiError
 from podnet.resources import BY_KIND
+from podnet.selectors import LabelSelector, SelectorError
 
 PODS = BY_KIND["Pod"]
 STATEFUL_SETS = BY_KIND["StatefulSet"]
@@ -252,6 +253,22 @@ def pod_for_ordinal(sts: Obj, ordinal: int, template: Obj | None = None,
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec}
 
 
+def adoptable_by(sts: Obj, pod: Obj) -> bool:
+    """An orphaned pod this StatefulSet takes over: same namespace, named `<sts>-<n>`,
+    matching its selector, not terminating."""
+    meta, pmeta = _d(sts.get("metadata")), _d(pod.get("metadata"))
+    if pmeta.get("namespace") != meta.get("namespace") or pmeta.get("deletionTimestamp"):
+        return False
+    if ordinal_of(str(meta.get("name")), pod) is None or controller_uid(pod) is not None:
+        return False
+    try:
+        selector = LabelSelector.from_spec(dict(_d(_d(sts.get("spec")).get("selector"))))
+    except SelectorError:
+        return False
+    labels = {str(k): str(v) for k, v in _d(pmeta.get("labels")).items()}
+    return not selector.empty and selector.matches(labels)
+
+
 def claim_names(sts: Obj) -> list[str]:
     return [str(_d(_d(c).get("metadata")).get("name") or "?")
             for c in _l(_d(sts.get("spec")).get("volumeClaimTemplates"))]
@@ -275,17 +292,41 @@ class StatefulSetController(_Writer):
         self._gone_at: dict[str, float] = {}   # "ns/pod" -> when it was first seen gone
 
     async def reconcile(self) -> None:
-        pods_by_owner = _owned_by(self.store.scan(PODS))
+        all_pods = self.store.scan(PODS)
+        pods_by_owner = _owned_by(all_pods)
         now = datetime.now(UTC)
         self._note_gone(pods_by_owner)
+        orphans = [p for p in all_pods if controller_uid(p) is None]
         work = []
         for sts in self.store.scan(STATEFUL_SETS):
             if sts["metadata"].get("deletionTimestamp"):
                 continue
             uid = str(sts["metadata"].get("uid"))
-            work.append(self._guarded(sts, pods_by_owner.get(uid, []), now))
+            adoptable = [p for p in orphans if adoptable_by(sts, p)]
+            work.append(self._guarded(sts, pods_by_owner.get(uid, []) + adoptable, now))
         if work:
             await asyncio.gather(*work)
+
+    async def _adopt(self, sts: Obj, pods: list[Obj]) -> list[Obj]:
+        """Take over orphaned pods of this StatefulSet's name and selector (left behind by
+        `kubectl delete sts --cascade=orphan`), as Kubernetes' controller ref manager does."""
+        meta = sts["metadata"]
+        ns = str(meta["namespace"])
+        kept: list[Obj] = []
+        for pod in pods:
+            if controller_uid(pod) is not None:
+                kept.append(pod)
+                continue
+            pname = str(pod["metadata"]["name"])
+            refs = [*_l(pod["metadata"].get("ownerReferences")),
+                    owner_ref(sts, "StatefulSet", "apps/v1")]
+            if await self._patch(PODS, ns, pname, {"metadata": {"ownerReferences": refs}}):
+                self.log.info("statefulset.adopted", namespace=ns, statefulset=meta["name"],
+                              pod=pname)
+                fresh = self.store.peek(PODS, ns, pname)
+                if fresh is not None:
+                    kept.append(fresh)
+        return kept
 
     def _note_gone(self, pods_by_owner: Mapping[str, list[Obj]]) -> None:
         mono = time.monotonic()
@@ -313,6 +354,8 @@ class StatefulSetController(_Writer):
         meta = sts["metadata"]
         ns, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid"))
         sts_obj = dict(sts)
+        if any(controller_uid(p) is None for p in pods):
+            pods = await self._adopt(sts, pods)
         if claim_names(sts) and uid not in self._storage_noted:
             self._storage_noted.add(uid)
             await events.record(

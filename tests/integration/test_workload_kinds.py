@@ -302,6 +302,33 @@ def test_staged_update_keeps_pods_below_the_partition_at_the_old_template(
                   if r["metadata"]["name"].startswith("web-")) == [1, 2]
 
 
+def owned_by(cluster: RunningCluster, name: str, uid: str) -> dict[str, Any] | None:
+    pod = cluster.pod(name)
+    if pod is None or not ready(pod):
+        return None
+    refs = pod["metadata"].get("ownerReferences") or []
+    return pod if [r.get("uid") for r in refs] == [uid] else None
+
+
+def test_orphaned_pods_are_adopted_by_a_new_statefulset(
+        web: tuple[RunningCluster, str]) -> None:
+    cluster, _ = web
+    kubectl_ok(cluster, "apply", "-f", "-", input=STATEFUL_SET)  # back to one template
+    kubectl_ok(cluster, "rollout", "status", "sts/web", "--timeout=60s")
+    kept = cluster.running_pod("web-1")["metadata"]["uid"]
+    out = kubectl_ok(cluster, "delete", "statefulset", "web", "--cascade=orphan")
+    assert 'statefulset.apps "web" deleted' in out
+    for name in ("web-0", "web-1"):  # still there, owned by nobody
+        pod = cluster.running_pod(name)
+        assert not pod["metadata"].get("ownerReferences"), pod["metadata"]
+    kubectl_ok(cluster, "delete", "pod", "web-0")
+    kubectl_ok(cluster, "apply", "-f", "-", input=STATEFUL_SET)
+    uid = get_json(cluster, "sts", "web")["metadata"]["uid"]
+    web1 = wait_for(lambda: owned_by(cluster, "web-1", uid), 30, what="web-1 adopted")
+    assert web1["metadata"]["uid"] == kept
+    wait_for(lambda: owned_by(cluster, "web-0", uid), 30, what="web-0 created again")
+
+
 def start_agent(cluster: RunningCluster, name: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*AGENT, "--name", name, "--controlplane", cluster.info["api"],

@@ -631,3 +631,27 @@ async def test_a_finished_job_is_deleted_after_its_ttl(api: Api) -> None:
     await converge(jc, gc)
     assert api.list(JOBS, "default")["items"] == []
     assert pod_names(api) == []
+
+
+async def test_orphan_deletion_keeps_pods_and_a_new_statefulset_adopts_them(api: Api) -> None:
+    body = sts(1)
+    del body["metadata"]["uid"], body["metadata"]["generation"]
+    await api.create(STS, "default", body)
+    sc, gc = StatefulSetController(api), GarbageCollector(api)
+    await converge(sc)
+    with pytest.raises(Exception) as caught:
+        await api.delete(STS, "default", "web", propagation="Sideways")
+    assert "propagationPolicy: Unsupported value" in str(caught.value)
+    await api.delete(STS, "default", "web", propagation="Orphan")
+    await converge(sc, gc)
+    (pod_obj,) = api.list(PODS, "default")["items"]
+    assert "ownerReferences" not in pod_obj["metadata"]
+    assert api.list(BY_KIND["ControllerRevision"], "default")["items"][0]["metadata"].get(
+        "ownerReferences") is None
+    created, _ = await api.create(STS, "default", body)
+    await converge(sc, gc)
+    (adopted,) = api.list(PODS, "default")["items"]
+    assert adopted["metadata"]["uid"] == pod_obj["metadata"]["uid"]
+    assert adopted["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    (revision,) = api.list(BY_KIND["ControllerRevision"], "default")["items"]
+    assert revision["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
