@@ -609,6 +609,26 @@ def _controllerrevision_row(rev: dict[str, Any], now: datetime) -> list[Any]:
     return [_name(rev), controller, _i(rev.get("revision")), _age(rev, now)]
 
 
+# --- networkpolicies -------------------------------------------------------------------------
+
+NETWORKPOLICY_COLUMNS = [
+    _NAME,
+    _col("Pod-Selector", "Pod selector is a label query over pods that should be selected by "
+         "this network policy."),
+    _AGE,
+]
+
+
+def _networkpolicy_row(policy: dict[str, Any], now: datetime) -> list[Any]:
+    # kubectl's FormatLabelSelector: the selector string, `<none>` for the empty selector
+    # (which selects every pod in the namespace).
+    try:
+        selector = str(LabelSelector.from_spec(_d(_d(policy.get("spec")).get("podSelector"))))
+    except SelectorError:
+        selector = "<error>"
+    return [_name(policy), selector or "<none>", _age(policy, now)]
+
+
 # --- fallback and dispatch -------------------------------------------------------------------
 
 GENERIC_COLUMNS = [_NAME, _AGE]
@@ -634,11 +654,13 @@ PRINTERS: dict[str, tuple[list[Column], Renderer]] = {
     "DaemonSet": (DAEMONSET_COLUMNS, _daemonset_row),
     "Job": (JOB_COLUMNS, _job_row),
     "ControllerRevision": (CONTROLLERREVISION_COLUMNS, _controllerrevision_row),
+    "NetworkPolicy": (NETWORKPOLICY_COLUMNS, _networkpolicy_row),
 }
 
 # Accept plurals and lower-case names too, so callers can pass what the URL had.
 _ALIASES = {**{k.lower(): k for k in PRINTERS},
-            **{k.lower() + "s": k for k in PRINTERS}, "endpoints": "Endpoints"}
+            **{k.lower() + "s": k for k in PRINTERS}, "endpoints": "Endpoints",
+            "networkpolicies": "NetworkPolicy"}
 
 _API_VERSIONS = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1",
                  "EndpointSlice": "discovery.k8s.io/v1"}

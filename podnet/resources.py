@@ -73,6 +73,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("statefulsets", "StatefulSet", group="apps", short_names=("sts",),
              categories=("all",), subresources=("status", "scale")),
     Resource("controllerrevisions", "ControllerRevision", group="apps"),
+    Resource("networkpolicies", "NetworkPolicy", group="networking.k8s.io",
+             short_names=("netpol",)),
     Resource("jobs", "Job", group="batch", categories=("all",), subresources=("status",)),
     Resource("events", "Event", short_names=("ev",),
              field_selectors=(*_COMMON, "involvedObject.kind", "involvedObject.namespace",

@@ -765,6 +765,14 @@ def _default_namespace(obj: dict[str, Any]) -> None:
     status = obj.setdefault("status", {})
     if isinstance(status, dict):
         status.setdefault("phase", "Active")
+    # Like kube-apiserver (since 1.21), on create and on every update: the label always names
+    # the namespace, whatever a client sends, so NetworkPolicy namespaceSelectors can rely on it.
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("name"), str) and meta["name"]:
+        labels = meta.get("labels")
+        if not isinstance(labels, dict):
+            labels = meta["labels"] = {}
+        labels["kubernetes.io/metadata.name"] = meta["name"]
 
 
 def _check_event(ctx: _Ctx, obj: dict[str, Any]) -> None:
@@ -1448,11 +1456,13 @@ FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")
 
 
 def _workload_rules(kind: str) -> KindRules | None:
-    """StatefulSet, DaemonSet and Job rules (podnet/api/workload_rules.py). They build on the
-    helpers here, so they are imported on first use rather than at import time (no cycle)."""
+    """StatefulSet, DaemonSet and Job rules (podnet/api/workload_rules.py), NetworkPolicy rules
+    (podnet/api/netpol_rules.py). They build on the helpers here, so they are imported on first
+    use rather than at import time (no cycle)."""
+    from podnet.api.netpol_rules import NETPOL_KINDS
     from podnet.api.workload_rules import WORKLOAD_KINDS
 
-    return WORKLOAD_KINDS.get(kind)
+    return WORKLOAD_KINDS.get(kind) or NETPOL_KINDS.get(kind)
 
 
 def validate(kind: str, obj: dict[str, Any], *, old: dict[str, Any] | None = None,
