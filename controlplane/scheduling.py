@@ -40,7 +40,8 @@ _UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 
 
 def tolerates_unschedulable(spec: Mapping[str, Any]) -> bool:
-    for tol in spec.get("tolerations") or []:
+    tolerations = spec.get("tolerations")
+    for tol in tolerations if isinstance(tolerations, list) else []:
         if not isinstance(tol, Mapping) or tol.get("effect") not in (None, "", "NoSchedule"):
             continue
         if tol.get("operator") == "Exists" and tol.get("key") in (None, "",
@@ -55,7 +56,8 @@ def _requirement_matches(req: Any, values_of: Mapping[str, str]) -> bool:
     if not isinstance(req, Mapping):
         return False
     key, op = req.get("key"), req.get("operator")
-    values = [str(v) for v in req.get("values") or []]
+    raw = req.get("values")
+    values = [str(v) for v in raw] if isinstance(raw, list) else []
     present = key in values_of
     value = values_of.get(str(key), "")
     if op == "In":
@@ -84,14 +86,18 @@ def node_affinity_matches(spec: Mapping[str, Any], node: Mapping[str, Any]) -> b
         if isinstance(affinity, Mapping) else None
     if not isinstance(required, Mapping):
         return True
-    terms = [t for t in required.get("nodeSelectorTerms") or [] if isinstance(t, Mapping)]
+    raw_terms = required.get("nodeSelectorTerms")
+    terms = [t for t in raw_terms if isinstance(t, Mapping)] \
+        if isinstance(raw_terms, list) else []
     if not terms:
         return True
     meta = node.get("metadata") or {}
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     fields = {"metadata.name": str(meta.get("name") or "")}
     for term in terms:
-        exprs, flds = term.get("matchExpressions") or [], term.get("matchFields") or []
+        exprs, flds = term.get("matchExpressions"), term.get("matchFields")
+        exprs = exprs if isinstance(exprs, list) else []
+        flds = flds if isinstance(flds, list) else []
         if not exprs and not flds:
             continue  # an empty term matches nothing, as in Kubernetes
         if all(_requirement_matches(e, labels) for e in exprs) and \

@@ -264,6 +264,19 @@ def test_node_affinity_expressions() -> None:
     assert not node_affinity_matches(spec, node("x", labels={"cores": "4"}))
 
 
+@pytest.mark.parametrize("affinity", [
+    "x", {"nodeAffinity": 3}, {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                                                 {"nodeSelectorTerms": 7}}},
+    {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": 5, "matchFields": [{"key": "metadata.name", "operator": "In",
+                                                 "values": 9}]}]}}},
+])
+def test_malformed_affinity_never_breaks_scheduling(affinity: Any) -> None:
+    pod_obj = {"spec": {"affinity": affinity, "tolerations": "none"}}
+    decision = choose_node(pod_obj, [node("n1")], {})  # must not raise
+    assert decision.node in (None, "n1")
+
+
 def test_daemon_pods_on_a_not_ready_node_are_not_evicted() -> None:
     daemon = pod("a-1", node="n1")
     daemon["metadata"]["ownerReferences"] = [{"kind": "DaemonSet", "controller": True}]
