@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controlplane import events
-from controlplane.api import Api, node_is_ready
+from controlplane.api import node_is_ready
 from controlplane.revisions import ensure_revision, prune_revisions
 from controlplane.scheduling import node_affinity_matches
 from controlplane.workloads import (
@@ -237,9 +237,6 @@ def pod_for_node(ds: Obj, node: str) -> dict[str, Any]:
 class DaemonSetController(_Writer):
     name = "daemonset-controller"
     watches = (PODS, NODES, DAEMON_SETS)
-
-    def __init__(self, api: Api) -> None:
-        super().__init__(api)
 
     async def reconcile(self) -> None:
         pods_by_owner = _owned_by(self.store.scan(PODS))

@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controlplane import events
-from controlplane.api import Api, parse_time, rfc3339
+from controlplane.api import parse_time, rfc3339
 from controlplane.workloads import (
     Obj,
     _d,
@@ -126,11 +126,6 @@ def _finished_at(pod: Obj) -> datetime | None:
 def _restarts(pod: Obj) -> int:
     return sum(_int(_d(cs).get("restartCount"))
                for cs in _l(_d(pod.get("status")).get("containerStatuses")))
-
-
-def has_condition(job: Obj, kind: str) -> bool:
-    return any(_d(c).get("type") == kind and _d(c).get("status") == "True"
-               for c in _l(_d(job.get("status")).get("conditions")))
 
 
 def compress_indexes(indexes: Sequence[int]) -> str:
@@ -321,9 +316,6 @@ class JobController(_Writer):
     name = "job-controller"
     watches = (PODS, JOBS)
     resync_s = 1.0  # deadlines, back-offs and TTLs are checked at least this often
-
-    def __init__(self, api: Api) -> None:
-        super().__init__(api)
 
     async def reconcile(self) -> None:
         pods_by_owner = _owned_by(self.store.scan(PODS))
