@@ -386,7 +386,11 @@ class StatefulSetController(_Writer):
             try:
                 await self.api.create(PODS, ns, body, field_validation="Ignore")
             except ApiError as e:
-                self._failed("create", PODS, ns, body["metadata"]["name"], e)
+                # Not `_failed`: a 409 here is a pod of that name that is not ours, and retrying
+                # at once would spin; the next change or resync tries again.
+                self.log.warning(f"{self.name}.write_failed", verb="create",
+                                 resource=PODS.plural, namespace=ns,
+                                 name=body["metadata"]["name"], code=e.code, error=str(e))
                 await events.record(self.api, sts_obj, "Warning", "FailedCreate",
                                     f"create Pod {body['metadata']['name']} in StatefulSet "
                                     f"{name} failed error: {e}", self.name)
