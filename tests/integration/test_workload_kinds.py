@@ -463,15 +463,32 @@ spec:
               number: 80
 """
 
-NETWORK_POLICY = """\
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
+CRON_JOB = """\
+apiVersion: batch/v1
+kind: CronJob
 metadata:
-  name: default-deny-ingress
+  name: hello
 spec:
-  podSelector: {}
-  policyTypes:
-  - Ingress
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          containers:
+          - name: hello
+            image: busybox
+            command: [sh, -c, date; echo Hello from the Kubernetes cluster]
+          restartPolicy: OnFailure
+"""
+
+CUSTOM_RESOURCE = """\
+apiVersion: stable.example.com/v1
+kind: CronTab
+metadata:
+  name: my-new-cron-object
+spec:
+  cronSpec: "* * * * */5"
+  image: my-awesome-cron-image
 """
 
 
@@ -479,16 +496,16 @@ def test_kinds_podnet_does_not_serve_are_refused_clearly(cluster: RunningCluster
     kubectl_ok(cluster, "create", "configmap", "before", "--from-literal=a=b")
     before = get_json(cluster, "configmap", "before")["metadata"]["resourceVersion"]
     for manifest, kind, version in ((INGRESS, "Ingress", "networking.k8s.io/v1"),
-                                    (NETWORK_POLICY, "NetworkPolicy", "networking.k8s.io/v1")):
+                                    (CRON_JOB, "CronJob", "batch/v1"),
+                                    (CUSTOM_RESOURCE, "CronTab", "stable.example.com/v1")):
         result = cluster.kubectl("apply", "-f", "-", input=manifest)
         assert result.returncode != 0
         assert f'no matches for kind "{kind}" in version "{version}"' in result.stderr, \
             result.stderr
     assert cluster.kubectl("get", "ingress").returncode != 0
-    code, body = cluster.api("POST", "/apis/networking.k8s.io/v1/namespaces/default/"
-                             "networkpolicies", {"apiVersion": "networking.k8s.io/v1",
-                                                 "kind": "NetworkPolicy",
-                                                 "metadata": {"name": "x"}})
+    code, body = cluster.api("POST", "/apis/batch/v1/namespaces/default/cronjobs",
+                             {"apiVersion": "batch/v1", "kind": "CronJob",
+                              "metadata": {"name": "x"}})
     assert code == 404 and body["kind"] == "Status"
     # A file mixing kinds: kubectl applies what the server serves and reports the rest.
     mixed = textwrap.dedent("""\
