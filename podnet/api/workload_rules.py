@@ -128,6 +128,9 @@ def _check_stateful_set(ctx: _Ctx, obj: dict[str, Any]) -> None:
         ctx.err("spec.updateStrategy.rollingUpdate", "Invalid value",
                 "only allowed for updateStrategy 'RollingUpdate'", _shown(rolling))
     _non_negative(ctx, _d(rolling), "partition", "spec.updateStrategy.rollingUpdate.partition")
+    if _d(rolling).get("maxUnavailable") is not None:
+        ctx.warnings.append("spec.updateStrategy.rollingUpdate.maxUnavailable: podnet does not "
+                            "implement this field; pods are updated one at a time")
     _non_negative(ctx, spec, "revisionHistoryLimit")
     _non_negative(ctx, _d(spec.get("ordinals")), "start", "spec.ordinals.start")
     service = spec.get("serviceName")
@@ -201,6 +204,9 @@ def _check_daemon_set(ctx: _Ctx, obj: dict[str, Any]) -> None:
         if unavailable and surge:
             ctx.err(f"{base}.maxSurge", "Invalid value",
                     "may not be set when maxUnavailable is non-zero", rolling.get("maxSurge"))
+        elif surge:
+            ctx.warnings.append(f"{base}.maxSurge: podnet does not implement surging; old "
+                                "pods are replaced one node at a time (maxUnavailable 1)")
     _non_negative(ctx, spec, "revisionHistoryLimit")
 
 
@@ -283,11 +289,30 @@ def _check_job_template(ctx: _Ctx, spec: dict[str, Any], uid: Any) -> None:
                 'supported values: "OnFailure", "Never"', restart)
 
 
+def _not_implemented(ctx: _Ctx, spec: dict[str, Any], fields: dict[str, str]) -> None:
+    """Accepted (so manifests apply unchanged) but not acted on: said in a warning, which
+    kubectl prints, rather than ignored in silence."""
+    for key, consequence in fields.items():
+        if spec.get(key) is not None:
+            ctx.warnings.append(f"spec.{key}: podnet does not implement this field; "
+                                f"{consequence}")
+
+
+_JOB_UNIMPLEMENTED = {
+    "podFailurePolicy": "every failed pod counts against backoffLimit",
+    "successPolicy": "the Job succeeds by completions alone",
+    "backoffLimitPerIndex": "failures count against backoffLimit for the whole Job",
+    "maxFailedIndexes": "failures count against backoffLimit for the whole Job",
+    "managedBy": "podnet's job controller manages the Job",
+}
+
+
 def _check_job(ctx: _Ctx, obj: dict[str, Any]) -> None:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         ctx.err(_TEMPLATE, "Required value")
         return
+    _not_implemented(ctx, spec, _JOB_UNIMPLEMENTED)
     _check_job_template(ctx, spec, _d(obj.get("metadata")).get("uid"))
     for key in ("parallelism", "completions", "backoffLimit", "ttlSecondsAfterFinished"):
         _non_negative(ctx, spec, key)

@@ -463,6 +463,12 @@ def test_job_validation_and_defaults() -> None:
         'spec.selector: Invalid value: "{...}": `selector` not auto-generated']
     selected["spec"]["manualSelector"] = True
     assert "`selector` does not match template `labels`" in errors("Job", selected)[0]
+    policy = json.loads(json.dumps(body))
+    policy["spec"]["podFailurePolicy"] = {"rules": []}
+    result = validate("Job", policy, field_validation="Strict")
+    assert result.errors == [] and result.warnings == [
+        "spec.podFailurePolicy: podnet does not implement this field; every failed pod "
+        "counts against backoffLimit"]
     indexed = json.loads(json.dumps(body))
     indexed["spec"].update(completionMode="Indexed", parallelism=2)
     assert errors("Job", indexed) == [
