@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 import socket
 import sys
@@ -24,6 +25,7 @@ from agents.cni.membership import GossipSettings
 from agents.cni.routes import Route, RouteTable
 from agents.netstack import NodeNetwork
 from agents.nodeports import NodePorts
+from agents.policy import Enforcer, PolicyState, PolicyWatch
 from agents.runtime import PodRuntime
 from agents.server import build_agent_app
 from agents.tunnels import TunnelManager
@@ -203,6 +205,12 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
                                         s.heartbeat_interval_s)
         stack.push_async_callback(reporter.shutdown)
         nodeports = NodePorts(api, s.name, s.listen_host, pod_cidr, network, tunnels)
+        # NetworkPolicy, enforced here from what this agent watches (agents/policy.py).
+        policy_state = PolicyState(
+            dns_ip=str(ipaddress.IPv4Network(cluster.service_cidr)[10]),
+            service_cidr=cluster.service_cidr)
+        network.policy = Enforcer(policy_state, s.name, reject=s.policy_reject)
+        policy_watch = PolicyWatch(api, policy_state)
         # One Service list for the node: NodePort listeners and containers' Service variables.
         runtime.services = nodeports.services
         tasks = [
@@ -210,6 +218,7 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
             asyncio.create_task(pod_informer(api, runtime, s.name).run(), name="pod-watch"),
             # NodePort Services: real listeners on our own address (agents/nodeports.py).
             asyncio.create_task(nodeports.run(), name="nodeports"),
+            asyncio.create_task(policy_watch.run(), name="policy-watch"),
         ]
         if s.ready_file:
             write_json_atomic(s.ready_file, {"pid": os.getpid(), "name": s.name,

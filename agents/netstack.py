@@ -29,7 +29,7 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, NamedTuple, Protocol, TypeVar, cast
+from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar, cast
 
 import structlog
 
@@ -52,6 +52,10 @@ HIGH_WATER = 2**16                                 # asyncio's default transport
 DGRAM_RCVBUF = 212992                              # Linux net.core.rmem_default
 DGRAM_OVERHEAD = 256                               # per-datagram cost, so tiny floods are bounded
 MAX_DGRAM_FLOWS = 256                              # per UDP socket: flow ids kept, by destination
+# How long a connect that a NetworkPolicy dropped waits before it fails (ETIMEDOUT), as an
+# unanswered SYN does on Linux (tcp_syn_retries=6: about 127 s). Callers' own timeouts fire
+# long before; this only bounds what an abandoned connect can hold.
+DROP_TIMEOUT_S = 127.0
 
 # Logged once per flow and decision (route, refusal, close), never per chunk: see DESIGN §9.
 _log = structlog.get_logger()
@@ -71,6 +75,20 @@ def refused() -> ConnectionRefusedError:
 
 def reset() -> ConnectionResetError:
     return ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+
+
+class PolicyDropped(OSError):
+    """A NetworkPolicy dropped this connection attempt: no answer, like a dropped SYN. The
+    caller that gets it waits (`dropped()`) or, across a tunnel, leaves the OPEN unanswered."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ETIMEDOUT, "Connection timed out")
+
+
+async def dropped() -> NoReturn:
+    """Wait as a dropped SYN's sender does, then fail with ETIMEDOUT."""
+    await asyncio.sleep(DROP_TIMEOUT_S)
+    raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
 
 
 def _in_use() -> OSError:
@@ -141,6 +159,20 @@ class RemoteDelivery(Protocol):
 
     def send_datagram(self, src: Address, dst: Address, data: bytes, flow: str) -> None:
         """Send one datagram toward `dst`; raise OSError(EHOSTUNREACH) without a route."""
+
+
+class PolicyHook(Protocol):
+    """NetworkPolicy enforcement (agents/policy.py `Enforcer`), asked once per connection and
+    once per new UDP flow; True lets it pass. `egress`: judge the source pod's egress here;
+    `ingress`: judge the destination pod's ingress here."""
+
+    reject: bool        # refuse denied connects at once (ECONNREFUSED) instead of dropping
+
+    def stream(self, src: Address, dst: Address, flow: str, *, egress: bool,
+               ingress: bool) -> bool: ...
+
+    def datagram(self, src: Address, dst: Address, flow: str, *, egress: bool,
+                 ingress: bool) -> bool: ...
 
 
 class RemoteEcho(Protocol):
@@ -1210,6 +1242,8 @@ class NodeNetwork:
         # flows the node's NodePort listeners translated to it (agents/nodeports.py).
         self.gateway = str(self.pod_cidr.network_address + 1)
         self.host_datagrams: Callable[[Address, Address, bytes], None] | None = None
+        # NetworkPolicy: None lets everything pass (no enforcement wired in).
+        self.policy: PolicyHook | None = None
         self._pods: dict[str, PodNet] = {}
         # Flow ids: unique across the cluster's processes without coordination, and cheap
         # (a counter); the prefix tells which process started the flow.
@@ -1262,22 +1296,35 @@ class NodeNetwork:
     # -- inbound seam: a tunnel hands traffic for this node's pods to these
 
     def accept_stream(self, src: Address, dst: Address, peer: StreamPeer,
-                      flow: str = "") -> StreamPeer:
+                      flow: str = "", *, judge_egress: bool = False) -> StreamPeer:
         """Connect `peer` (an end elsewhere) to the listener at `dst`; returns the new end here.
-        Raises EHOSTUNREACH or ECONNREFUSED like a kernel would."""
+        Raises EHOSTUNREACH or ECONNREFUSED like a kernel would, and `PolicyDropped` when a
+        NetworkPolicy drops it (ingress; also the source's egress with `judge_egress`, for
+        streams whose source agent could not know the endpoint: the ClusterIP proxy's)."""
         net = self._pods.get(dst[0])
         if net is None:
             raise unreachable()
+        policy = self.policy
+        if policy is not None and not policy.stream(src, dst, flow, egress=judge_egress,
+                                                    ingress=True):
+            raise refused() if policy.reject else PolicyDropped()
         return net._accept(src, dst, peer, flow)
 
-    def deliver_datagram(self, src: Address, dst: Address, data: bytes) -> None:
-        """Hand a datagram to the UDP socket at `dst`; raises EHOSTUNREACH/ECONNREFUSED."""
+    def deliver_datagram(self, src: Address, dst: Address, data: bytes, flow: str = "") -> None:
+        """Hand a datagram to the UDP socket at `dst`; raises EHOSTUNREACH/ECONNREFUSED. One
+        that a NetworkPolicy denies is dropped (refused with --policy-reject)."""
         net = self._pods.get(dst[0])
         if net is None:
             if dst[0] == self.gateway and self.host_datagrams is not None:
                 self.host_datagrams(src, dst, data)
                 return
             raise unreachable()
+        policy = self.policy
+        if policy is not None and not policy.datagram(src, dst, flow, egress=False,
+                                                      ingress=True):
+            if policy.reject:
+                raise refused()
+            return
         net._deliver_datagram(src, dst, data)
 
     # -- routing for this node's pods
@@ -1285,6 +1332,12 @@ class NodeNetwork:
     async def _open_stream(self, src: Address, dst: Address, peer: StreamPeer, flow: str,
                            source: PodNet) -> StreamPeer:
         net = self._pods.get(dst[0])
+        policy = self.policy
+        if policy is not None and not policy.stream(src, dst, flow, egress=True,
+                                                    ingress=net is not None):
+            if policy.reject:
+                raise refused()
+            await dropped()
         if net is not None:
             _log.info("flow.route", **source._where(flow, src, dst, "tcp"), route="node-local",
                       to_pod=f"{net.namespace}/{net.pod}", verdict="local")
@@ -1298,6 +1351,12 @@ class NodeNetwork:
 
     def _send_datagram(self, src: Address, dst: Address, data: bytes, flow: str = "") -> None:
         net = self._pods.get(dst[0])
+        policy = self.policy
+        if policy is not None and not policy.datagram(src, dst, flow, egress=True,
+                                                      ingress=net is not None):
+            if policy.reject:
+                raise refused()     # like ICMP port-unreachable: a connected socket hears it
+            return
         if net is not None:
             net._deliver_datagram(src, dst, data)
         elif dst[0] == self.gateway and self.host_datagrams is not None:

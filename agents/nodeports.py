@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, cast
 import structlog
 from aiohttp import web, web_request
 
-from agents.netstack import Address, NodeNetwork, StreamPeer
+from agents.netstack import Address, NodeNetwork, PolicyDropped, StreamPeer, dropped
 from podnet.client import ApiClient
 from podnet.informer import Informer
 from podnet.resources import BY_KIND
@@ -558,7 +558,10 @@ class NodePorts:
         if self.network.is_local(dst[0]):
             self.log.info("flow.route", flow=stream.flow, src=_fmt(src), dst=_fmt(dst),
                           proto="tcp", route="node-local", verdict="local")
-            return self.network.accept_stream(src, dst, stream, stream.flow)
+            try:
+                return self.network.accept_stream(src, dst, stream, stream.flow)
+            except PolicyDropped:
+                await dropped()     # a NetworkPolicy dropped it: the client's timeout fires
         return await self.tunnels.open_stream(src, dst, stream, stream.flow)
 
     # -- the health check port (LoadBalancer + Local), as kube-proxy serves it

@@ -14,6 +14,7 @@ the next connect.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 from collections.abc import Callable
@@ -21,9 +22,17 @@ from collections.abc import Callable
 import aiohttp
 
 from agents.cni.routes import DEAD, Route, RouteTable
-from agents.netstack import Address, NodeNetwork, StreamPeer, unreachable
+from agents.netstack import (
+    DROP_TIMEOUT_S,
+    Address,
+    NodeNetwork,
+    PolicyDropped,
+    StreamPeer,
+    unreachable,
+)
 from podnet.tunnel import WINDOW, Dgram, Open
 from podnet.tunnelnet import (
+    CONTROLPLANE,
     HEARTBEAT_S,
     MAX_WS_MESSAGE,
     Tunnel,
@@ -62,10 +71,17 @@ class TunnelManager(TunnelPeer):
         # Peers reached through `service_route` (not in the route table) and their addresses,
         # so a dial to one of them is recognised as still wanted when it completes.
         self._service_peers: dict[str, str] = {}
+        # OPENs a NetworkPolicy dropped: left unanswered like a dropped SYN, and failed with
+        # ETIMEDOUT after DROP_TIMEOUT_S so nothing waits on them for ever (an opener that
+        # gives up first resets the stream, and the late answer is then a no-op).
+        self._dropped: set[asyncio.TimerHandle] = set()
         routes.on_change(self._on_route_change)
         network.remote = self
 
     async def close(self) -> None:
+        for handle in self._dropped:
+            handle.cancel()
+        self._dropped.clear()
         await super().close()
         if self.network.remote is self:
             self.network.remote = None
@@ -115,7 +131,14 @@ class TunnelManager(TunnelPeer):
         where = {"flow": frame.flow, "peer": tunnel.peer, "src": f"{frame.src[0]}:{frame.src[1]}",
                  "dst": f"{frame.dst[0]}:{frame.dst[1]}"}
         try:
-            local = self.network.accept_stream(frame.src, frame.dst, end, frame.flow)
+            # Through the control plane's ClusterIP proxy: the source agent did not know the
+            # endpoint, so the client's egress is judged here, against the real one.
+            local = self.network.accept_stream(frame.src, frame.dst, end, frame.flow,
+                                               judge_egress=tunnel.peer == CONTROLPLANE)
+        except PolicyDropped:
+            self._drop_open(tunnel, frame.sid)
+            self.log.info("tunnel.stream_in", **where, verdict="dropped")
+            return
         except OSError as exc:
             err = exc.errno or errno.ECONNREFUSED
             tunnel.refuse(frame.sid, err)
@@ -124,9 +147,18 @@ class TunnelManager(TunnelPeer):
         tunnel.accept(end, local)
         self.log.info("tunnel.stream_in", **where, verdict="accepted")
 
+    def _drop_open(self, tunnel: Tunnel, sid: int) -> None:
+        def expire() -> None:
+            self._dropped.discard(handle)
+            if tunnel.closed is None:
+                tunnel.refuse(sid, errno.ETIMEDOUT)
+
+        handle = asyncio.get_running_loop().call_later(DROP_TIMEOUT_S, expire)
+        self._dropped.add(handle)
+
     def on_datagram(self, tunnel: Tunnel, frame: Dgram) -> None:
         try:
-            self.network.deliver_datagram(frame.src, frame.dst, frame.data)
+            self.network.deliver_datagram(frame.src, frame.dst, frame.data, frame.flow)
         except OSError:
             pass        # no socket there: UDP drops it (ICMP errors are not emulated yet)
 

@@ -169,6 +169,12 @@ class ClusterIPProxy(TunnelPeer):
             except OSError as exc:
                 failed.append(endpoint.address)
                 tried.append(f"{endpoint.ip}:{endpoint.port} {errname(exc.errno)}")
+                if tunnel.closed is not None or not tunnel.session.has_stream(frame.sid):
+                    # The client gave up meanwhile (a NetworkPolicy drop times out slowly):
+                    # trying the other endpoints would only hold them for nobody.
+                    self.log.info("proxy.connection", **where, **_service(choice),
+                                  tried=tried, verdict="client gone")
+                    return
                 continue
             break
         if not tunnel.accept(client, backend):

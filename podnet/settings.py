@@ -226,6 +226,8 @@ class AgentSettings:
     mdns_interface: str = opt("", "with no --controlplane: the one IPv4 address to look for it "
                                   "on with mDNS (default: the advertise or listen host)")
     discovery_timeout_s: float = opt(10.0, "with no --controlplane: how long to look for it")
+    policy_reject: bool = opt(False, "refuse connections a NetworkPolicy denies (ECONNREFUSED "
+                                     "at once) instead of dropping them (the client times out)")
 
     def check(self) -> None:
         if not self.name:

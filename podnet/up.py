@@ -188,7 +188,8 @@ def check_not_running(state_dir: Path) -> None:
 
 
 async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], demo: bool,
-             ready_timeout_s: float = 30.0, dns_strict: bool = False) -> int:
+             ready_timeout_s: float = 30.0, dns_strict: bool = False,
+             policy_reject: bool = False) -> int:
     if nodes < 1:
         raise UpError(f"--nodes must be at least 1, got {nodes}")
     files = ([DEMO] if demo else []) + manifests
@@ -216,7 +217,9 @@ async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], d
         ca_pem = Path(cp_info["ca_file"]).read_bytes()
         names = [f"node-{i}" for i in range(1, nodes + 1)]
         agents = [cluster.spawn(f"agent-{n}", ["-m", "agents", "--name", n, "--controlplane",
-                                               api_url, "--listen-port", "0"]) for n in names]
+                                               api_url, "--listen-port", "0",
+                                               *(["--policy-reject"] if policy_reject else [])])
+                  for n in names]
         async with ApiClient(api_url, api_token(secret),
                              ssl_context=client_context(ca_pem)) as api:
             for child in agents:

@@ -5,6 +5,7 @@
     podnet exec [-n NS] POD [-c CONTAINER] [-i] -- CMD ARGS...
     podnet apply -f FILE... [--api URL --secret-file F] [--wait-nodes N]
     podnet logs [--flow ID] [--pod NS/NAME] [--node N] [--event GLOB] [--verdict V] [-f]
+    podnet explain FROM TO [--port P] [--protocol tcp|udp] | --flow ID   [-o json]
     podnet controlplane ...      (the control plane process; `--help` lists its flags)
     podnet agent --name NAME --controlplane URL ...   (one node agent)
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dns-strict", action="store_true",
                     help="exact Kubernetes DNS: no <pod>.<ns>.svc.cluster.local names for pods "
                          "without a Service of that name")
+    up.add_argument("--policy-reject", action="store_true",
+                    help="refuse connections a NetworkPolicy denies (ECONNREFUSED at once) "
+                         "instead of dropping them (the client times out)")
 
     down = sub.add_parser("down", help="stop a detached cluster",
                           description="Stop every process of the cluster in the state "
@@ -100,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     logview.add_arguments(lg)
 
+    xp = sub.add_parser("explain", help="the path a packet would take, and each policy "
+                        "decision on the way (nothing is sent)",
+                        description="Explain FROM -> TO from the API and the agents' route "
+                                    "tables: route, tunnel, ClusterIP proxy and endpoints, "
+                                    "egress and ingress policy verdicts. --flow ID tells what "
+                                    "happened to a flow from the logs. Exit 0 allowed, 1 denied "
+                                    "or unreachable, 2 bad input, 3 cluster unreadable.")
+    _state_dir_arg(xp)
+    from podnet.cli import explaincmd
+
+    explaincmd.add_arguments(xp)
+
     sub.add_parser("controlplane", help="run the control plane process (see its --help)",
                    add_help=False)
     sub.add_parser("agent", help="run one node agent process (see its --help)", add_help=False)
@@ -133,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return asyncio.run(up(state_dir(args.state_dir), args.nodes, args.detach,
                                       args.apply, not args.no_demo, args.timeout_s,
-                                      args.dns_strict))
+                                      args.dns_strict, args.policy_reject))
             except UpError as e:
                 print(f"podnet up: {e}", file=sys.stderr)
                 return 1
@@ -153,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             from podnet import logview
 
             return logview.run(args, state_dir(args.state_dir))
+        if args.command == "explain":
+            from podnet.cli import explaincmd
+
+            return explaincmd.run(args, state_dir(args.state_dir))
         if args.command == "routes":
             from podnet import routesview
 
