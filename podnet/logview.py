@@ -30,6 +30,11 @@ VERDICT_ALIASES = {
     "unreachable": {"unreachable", "ehostunreach", "enetunreach"},
     "reset": {"reset", "econnreset"},
     "dropped": {"dropped"},
+    # NetworkPolicy decisions: every `policy.verdict` event says allowed or denied.
+    "denied": {"denied"},
+    "deny": {"denied"},
+    "allowed": {"allowed"},
+    "allow": {"allowed"},
 }
 # Fields every event has, or that the trace shows in its own columns.
 _COMMON = ("ts", "level", "event", "component", "node", "flow", "pod", "namespace", "src",
@@ -334,7 +339,8 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--event", default=None, metavar="PATTERN",
                    help="event name glob, e.g. 'flow.*' or 'tunnel.stream_*'")
     p.add_argument("--verdict", default=None, metavar="VERDICT",
-                   help="refused, unreachable, reset, dropped, accepted, ... (errno names too)")
+                   help="refused, unreachable, reset, dropped, accepted, ... (errno names "
+                        "too); denied / allowed: NetworkPolicy verdicts (policy.verdict)")
     p.add_argument("--since", default=None, metavar="DURATION",
                    help="only the last DURATION: 30s, 5m, 2h")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")

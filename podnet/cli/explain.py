@@ -356,8 +356,11 @@ def _service_port(svc: Service, port: str | None, protocol: str | None) -> Servi
                       if (port.isdigit() and p.port == int(port)) or p.name == port]
     if not candidates:
         listed = ", ".join(f"{p.port}/{p.protocol}" for p in svc.ports) or "none"
-        wanted = f"{port or 'any port'}{'/' + protocol if protocol else ''}"
-        raise ExplainError(f"service {svc.key} has no port {wanted} (it has: {listed})")
+        if port is None:
+            wanted = f"{protocol} port"
+        else:
+            wanted = f"port {port}{'/' + protocol if protocol else ''}"
+        raise ExplainError(f"service {svc.key} has no {wanted} (it has: {listed})")
     return candidates[0]
 
 
