@@ -111,8 +111,13 @@ def story(flow: str, events: list[dict[str, Any]]) -> FlowStory:
     first = next((e for e in events if e.get("src") or e.get("dst")), events[0] if events
                  else {})
     src = _s(first.get("src"))
-    if first.get("pod") and first.get("node"):
-        src = f"{first.get('namespace', '')}/{first['pod']} {src}".strip()
+    # The client pod is named by the source agent's own flow events (a policy.verdict names
+    # the pod it judged, which for ingress is the destination).
+    opener = next((e for e in events if str(e.get("event", "")).startswith("flow.")
+                   and e.get("event") != "flow.delivered"      # the receiving pod's
+                   and e.get("pod") and e.get("src") == first.get("src")), None)
+    if opener is not None:
+        src = f"{opener.get('namespace', '')}/{opener['pod']} {src}".strip()
     out = FlowStory(flow, src, _s(first.get("dst")), _s(first.get("proto")))
     t0 = _ts(events[0].get("ts")) if events else None
     through = False

@@ -215,6 +215,9 @@ def _event(ts: str, event: str, **fields: Any) -> dict[str, Any]:
 
 def test_flow_story_names_the_deciding_policy() -> None:
     events = [
+        _event("00.900", "policy.verdict", node="node-1", pod="client", namespace="default",
+               src="10.244.1.5:40000", dst="10.96.3.4:80", verdict="allowed",
+               direction="egress", reason="no policy selects this pod: allowed by default"),
         _event("01.000", "flow.route", node="node-1", pod="client", namespace="default",
                src="10.244.1.5:40000", dst="10.96.3.4:80", proto="tcp", verdict="tunnel",
                route="10.96.0.0/12", to_node="@controlplane", address="127.0.0.1:2000",
@@ -230,14 +233,17 @@ def test_flow_story_names_the_deciding_policy() -> None:
     told = story("f1", events)
     assert told.outcome == "DENIED" and told.exit_code == 1
     assert told.source == "default/client 10.244.1.5:40000"
-    assert [h.event for h in told.hops] == ["flow.route", "proxy.connection", "policy.verdict"]
+    assert [h.event for h in told.hops] == ["policy.verdict", "flow.route",
+                                            "proxy.connection", "policy.verdict"]
     assert "Service default/web chose 10.244.2.7:8080 on node-2 (round-robin, 2 ready)" \
-        == told.hops[1].detail
-    assert told.hops[1].offset_ms == pytest.approx(10.0)
+        == told.hops[2].detail
+    assert told.hops[2].offset_ms == pytest.approx(110.0)
+    assert [(d.direction, d.allowed) for d in told.decisions] == [("egress", True),
+                                                                  ("ingress", False)]
     text = render_story(told)
     assert "ingress  default/web-a: DENIED: denied: default/only-a selects" in text
     assert text.splitlines()[-1].startswith("DENIED: ingress at default/web-a")
-    assert story_json(told)["decisions"][0]["allowed"] is False
+    assert story_json(told)["decisions"][1]["allowed"] is False
 
 
 def test_flow_story_outcomes_without_verdicts() -> None:
@@ -251,6 +257,10 @@ def test_flow_story_outcomes_without_verdicts() -> None:
     assert allowed.outcome == "ALLOWED"
     assert story("f1", [_event("01.0", "flow.route", ts_extra=1)]).outcome == "UNKNOWN"
     assert story("f1", []).outcome == "UNKNOWN"
+    # The receiving pod's events never name the source.
+    late = story("f1", [_event("01.0", "flow.delivered", pod="web", namespace="default",
+                               src="10.244.1.5:4", node="n", verdict="accepted")])
+    assert late.source == "10.244.1.5:4"
     # Garbage field types are shown, never raised on.
     odd = story("f1", [{"ts": 5, "event": 3, "verdict": ["x"], "node": {}}])
     assert odd.hops and odd.outcome in ("UNKNOWN", "FAILED")
