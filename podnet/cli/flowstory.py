@@ -79,6 +79,14 @@ def _s(value: Any) -> str:
     return value if isinstance(value, str) else ("" if value is None else str(value))
 
 
+def _bare(reason: str) -> str:
+    """The engine's reason without a leading "allowed: "/"denied: " (the verdict is shown)."""
+    for word in ("allowed: ", "denied: "):
+        if reason.startswith(word):
+            return reason[len(word):]
+    return reason
+
+
 def _detail(d: dict[str, Any]) -> str:
     event = d.get("event")
     if event == "proxy.connection" and d.get("service"):
@@ -97,7 +105,7 @@ def _detail(d: dict[str, Any]) -> str:
     if event == "policy.verdict":
         who = f"{d.get('namespace')}/{d.get('pod')}" if d.get("pod") else "?"
         by = f" by {d['policy']} {d.get('rule') or ''}".rstrip() if d.get("policy") else ""
-        return f"{d.get('direction', '?')} at {who}{by}: {_s(d.get('reason'))}"
+        return f"{d.get('direction', '?')} at {who}{by}: {_bare(_s(d.get('reason')))}"
     parts = []
     for key, value in d.items():
         if key in _SHOWN or value is None or value == []:
@@ -143,7 +151,8 @@ def story(flow: str, events: list[dict[str, Any]]) -> FlowStory:
         out.outcome, out.why = "UNKNOWN", "no events"
     elif denied:
         out.outcome = "DENIED"
-        out.why = "; ".join(f"{x.direction} at {x.pod or x.node}: {x.reason}" for x in denied)
+        out.why = "; ".join(f"{x.direction} at {x.pod or x.node}: {_bare(x.reason)}"
+                            for x in denied)
     elif through:
         out.outcome = "ALLOWED"
     elif failed is not None:
@@ -171,7 +180,11 @@ def render_story(s: FlowStory) -> str:
     for x in s.decisions:
         # The reason names the deciding policy and rule (the engine's wording).
         word = "allowed" if x.allowed else "DENIED"
-        lines.append(f"  {x.direction:<8} {x.pod or x.node}: {word}: {x.reason}")
+        reason = _bare(x.reason)
+        if x.allowed and reason.startswith("allowed by "):
+            lines.append(f"  {x.direction:<8} {x.pod or x.node}: {reason}")
+        else:
+            lines.append(f"  {x.direction:<8} {x.pod or x.node}: {word}: {reason}")
     lines += ["", f"{s.outcome}: {s.why}" if s.why else s.outcome]
     return "\n".join(lines)
 

@@ -241,7 +241,7 @@ def test_flow_story_names_the_deciding_policy() -> None:
     assert [(d.direction, d.allowed) for d in told.decisions] == [("egress", True),
                                                                   ("ingress", False)]
     text = render_story(told)
-    assert "ingress  default/web-a: DENIED: denied: default/only-a selects" in text
+    assert "ingress  default/web-a: DENIED: default/only-a selects" in text
     assert text.splitlines()[-1].startswith("DENIED: ingress at default/web-a")
     assert story_json(told)["decisions"][1]["allowed"] is False
 
