@@ -104,8 +104,8 @@ def _detail(d: dict[str, Any]) -> str:
                f"({d.get('state', '?')})"
     if event == "policy.verdict":
         who = f"{d.get('namespace')}/{d.get('pod')}" if d.get("pod") else "?"
-        by = f" by {d['policy']} {d.get('rule') or ''}".rstrip() if d.get("policy") else ""
-        return f"{d.get('direction', '?')} at {who}{by}: {_bare(_s(d.get('reason')))}"
+        # The engine's reason names the deciding policy and rule.
+        return f"{d.get('direction', '?')} at {who}: {_bare(_s(d.get('reason')))}"
     parts = []
     for key, value in d.items():
         if key in _SHOWN or value is None or value == []:
