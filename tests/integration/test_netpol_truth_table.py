@@ -396,7 +396,7 @@ class Lab:
     def kubectl(self, *args: str, input: str | None = None) -> str:
         result = self.cluster.kubectl(*args, input=input)
         assert result.returncode == 0, (args, result.stdout, result.stderr)
-        return result.stdout
+        return str(result.stdout)
 
     def matrix(self) -> dict[Key, str]:
         """Every source pod probes every destination on every port and protocol, all at once:
@@ -555,8 +555,11 @@ def test_dns_egress_trap(lab: Lab, web: str) -> None:
              what="nslookup from x/a failing under default-deny egress")
     assert run_in(lab, yb, "nslookup", "web.y")[0] == 0       # other namespaces: untouched
     lab.kubectl("apply", "-f", "-", input=ALLOW_DNS_X)
-    _, out = wait_for(lambda: (r := run_in(lab, xa, "nslookup", "web.y"))[0] == 0 and r,
-                      POLL_S, what="nslookup from x/a working again with the kube-dns rule")
+
+    def answered() -> str | None:
+        code, out = run_in(lab, xa, "nslookup", "web.y")
+        return out if code == 0 else None
+    out = wait_for(answered, POLL_S, what="nslookup from x/a working again with the kube-dns rule")
     assert web in out
     # DNS answers, but the Service's endpoint is still out of x's egress.
     outcome = asyncio.run(probe_from(lab.cluster, "x", "a", [web], [8080], ["tcp"]))
