@@ -210,7 +210,7 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
             dns_ip=str(ipaddress.IPv4Network(cluster.service_cidr)[10]),
             service_cidr=cluster.service_cidr)
         network.policy = Enforcer(policy_state, s.name, reject=s.policy_reject)
-        policy_watch = PolicyWatch(api, policy_state)
+        policy_watch = PolicyWatch(api, policy_state, s.name)
         # One Service list for the node: NodePort listeners and containers' Service variables.
         runtime.services = nodeports.services
         tasks = [

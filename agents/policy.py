@@ -299,8 +299,9 @@ class PolicyWatch:
 
     KINDS = ("Namespace", "Node", "Pod", "NetworkPolicy")
 
-    def __init__(self, api: ApiClient, state: PolicyState) -> None:
+    def __init__(self, api: ApiClient, state: PolicyState, node: str = "") -> None:
         self.state = state
+        self.log = structlog.get_logger().bind(component="policy", node=node)
         self.informers = [self._informer(api, kind) for kind in self.KINDS]
 
     def _informer(self, api: ApiClient, kind: str) -> Informer:
@@ -308,11 +309,26 @@ class PolicyWatch:
 
         async def on_list(items: list[dict[str, Any]]) -> None:
             state.replace(kind, items)
+            if kind == "NetworkPolicy":
+                self._changed("LISTED", None)
 
         async def on_event(event: str, obj: dict[str, Any]) -> None:
             state.apply(kind, event, obj)
+            if kind == "NetworkPolicy":
+                self._changed(event, obj)
 
         return Informer(api, BY_KIND[kind], on_list=on_list, on_event=on_event)
+
+    def _changed(self, event: str, obj: dict[str, Any] | None) -> None:
+        """Once per policy change: when this node started enforcing it (the 1 s promise is
+        measured from here), and what in it could not be read."""
+        policies = self.state.policies
+        name = "/".join(key_of(obj)) if obj is not None else None
+        self.log.info("policy.changed", change=event.lower(), policy=name,
+                      policies=len(policies), generation=self.state.generation)
+        for problem in policies.errors:
+            if name is None or problem.startswith(name + ":"):
+                self.log.warning("policy.unreadable", problem=problem)
 
     async def synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self.informers))
