@@ -132,3 +132,29 @@ def test_explain_flow_tells_what_happened(cluster: RunningCluster) -> None:
     doc = json.loads(cluster.podnet("explain", "--flow", flow, "-o", "json").stdout)
     assert doc["outcome"] == "ALLOWED"
     assert doc["hops"][0]["event"] == "flow.route"
+
+
+def test_a_dropped_flow_is_explained_and_listed_as_denied(cluster: RunningCluster) -> None:
+    _setup(cluster)
+    cluster.kubectl("apply", "-f", "-", input=POLICIES, check=True)
+    # `other` is not allowed in: the connect is dropped, curl times out (exit 28).
+    curl = cluster.podnet("exec", "other", "--", "curl", "-s", "-m", "2", "http://web/")
+    assert curl.returncode == 28, (curl.stdout, curl.stderr)
+
+    def denied_flow() -> str | None:
+        logs = cluster.podnet("logs", "--verdict", "denied", "--pod", "default/web", "-o",
+                              "json")
+        events = [json.loads(line) for line in logs.stdout.splitlines()]
+        assert all(e["event"] == "policy.verdict" and e["verdict"] == "denied"
+                   for e in events), events
+        return next((e["flow"] for e in reversed(events)
+                     if e["direction"] == "ingress" and e["src"].startswith(
+                         cluster.pod("other")["status"]["podIP"] + ":")), None)  # type: ignore[index]
+
+    flow = wait_for(denied_flow, what="other's denied flow in `podnet logs --verdict denied`")
+    told = cluster.podnet("explain", "--flow", flow)
+    assert told.returncode == 1, told.stdout
+    assert told.stdout.startswith(f"flow {flow}: default/other ")
+    assert told.stdout.rstrip().splitlines()[-1].startswith(
+        "DENIED: ingress at default/web: default/allow-client-to-web, default/deny-ingress "
+        "select this pod for ingress and no rule allows it")
