@@ -481,6 +481,10 @@ def _explain_service(view: _View, src: Peer, src_label: str, dst_t: _Target, por
     snap = view.snap
     hops.append(Hop("destination", f"{dst_t.ip}:{sport.port}/{sport.protocol} is Service "
                                    f"{svc.key} ({svc.type})"))
+    if sport.node_port is not None:
+        hops.append(Hop("note", f"type {svc.type}: also open on every node's address at port "
+                                f"{sport.node_port} for clients outside the cluster; a pod "
+                                "takes the ClusterIP path below"))
     hops.append(Hop("route", f"{src.node}: {snap.service_cidr} -> the control plane's tunnel "
                              f"at {snap.proxy_address or '?'}"))
     endpoints = view.services.ready_endpoints(svc, sport)

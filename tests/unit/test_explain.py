@@ -137,6 +137,17 @@ def test_a_service_lists_every_ready_endpoint_with_its_own_verdicts() -> None:
     assert json.loads(json.dumps(doc)) == doc
 
 
+def test_a_node_port_service_is_reached_through_its_cluster_ip_from_a_pod() -> None:
+    snap = snapshot()
+    spec = snap.services[0]["spec"]
+    spec["type"] = "NodePort"
+    spec["ports"][0]["nodePort"] = 30080
+    ex = explain(snap, "client", "svc/web")
+    assert steps(ex) == ["source", "destination", "note", "route", "proxy"]
+    assert "type NodePort: also open on every node's address at port 30080" in ex.hops[2].text
+    assert ex.outcome == "ALLOWED" and len(ex.legs) == 2
+
+
 def test_service_without_endpoints_and_kinds_without_a_proxy() -> None:
     ex = explain(snapshot(), "client", "svc/empty")
     assert ex.outcome == "UNREACHABLE"
