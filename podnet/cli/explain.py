@@ -435,12 +435,19 @@ def explain(snap: Snapshot, source: str, destination: str, port: str | None = No
         hops.append(Hop("destination", f"kube-dns {snap.dns_ip}:{number}/{proto_used}"))
         hops.append(Hop("route", f"{src.node}: {snap.service_cidr} -> the control plane's "
                                  f"tunnel at {snap.proxy_address or '?'}"))
-        leg = Leg("kube-dns (kube-system/coredns)", snap.dns_ip, number, proto_used, [Hop(
-            "dns", "the control plane's DNS server answers it (podnet runs no coredns pod; "
-                   "policy sees kube-system/coredns, k8s-app=kube-dns)")])
+        leg = Leg("kube-dns (kube-system/coredns)", snap.dns_ip, number, proto_used, [
+            Hop("dns", "the control plane's DNS server answers it (podnet runs no coredns pod; "
+                       "egress policy sees kube-system/coredns, k8s-app=kube-dns)"),
+            Hop("ingress", "not judged: with no coredns pod, no agent enforces ingress "
+                           "policy for kube-dns")])
         if number != 53:
             leg.unreachable = f"kube-dns serves port 53, not {number}"
-        leg.egress, leg.ingress = view.policies.judge(src, KUBE_DNS, number, proto_used)
+        # As the agents do (docs/policy.md): egress at the source, against the kube-dns peer.
+        leg.egress = view.policies.egress(src, KUBE_DNS, number, proto_used)
+        real = view.policies.ingress(src, KUBE_DNS, number, proto_used)
+        if not real.allowed:
+            notes.append(f"in a real cluster coredns' own ingress policy would drop this: "
+                         f"{_bare(real.reason)}")
         return _done(Explanation(src_t.label, "kube-dns", number, proto_used, hops, [leg],
                                  notes))
 

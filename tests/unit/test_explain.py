@@ -169,7 +169,15 @@ def test_kube_dns_and_the_egress_trap() -> None:
         "ports": [{"port": 53, "protocol": "UDP"}]}]})
     ex = explain(snapshot(), "client", "kube-dns")
     assert (ex.port, ex.protocol, ex.outcome) == (53, "UDP", "ALLOWED")
-    assert ex.legs[0].ingress is not None
+    # The control plane answers kube-dns: no agent judges its ingress (docs/policy.md).
+    assert ex.legs[0].ingress is None
+    assert [h.step for h in ex.legs[0].hops] == ["dns", "ingress"]
+    lock_dns = netpol("lock-dns", {"podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}},
+                      ns="kube-system")
+    ex = explain(snapshot([lock_dns]), "client", "kube-dns")
+    assert ex.outcome == "ALLOWED"
+    assert any(n.startswith("in a real cluster coredns' own ingress policy would drop this: "
+                            "kube-system/lock-dns selects") for n in ex.notes)
     ex = explain(snapshot([deny_egress]), "client", "10.96.0.10")
     assert ex.outcome == "DENIED"
     assert "egress at default/client: default/deny-egress selects this pod" in ex.summary()
