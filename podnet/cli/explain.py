@@ -399,7 +399,9 @@ def _endpoint_peer(view: _View, ep: Endpoint) -> tuple[Peer, str]:
     pod = view.pods_by_ip.get(ep.ip)
     if pod is not None:
         return view.peer(pod), _pod_name(pod)
-    return Peer(ep.ip, node=ep.node), ep.ip
+    # Not a pod (a selectorless Service's manual endpoint): ipBlocks may match it, selectors
+    # never do. No `node`: that would make it the node's own address to the engine.
+    return Peer(ep.ip), ep.ip
 
 
 def explain(snap: Snapshot, source: str, destination: str, port: str | None = None,
