@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controlplane import events
 from controlplane.api import node_is_ready
 from controlplane.revisions import ensure_revision, prune_revisions
 from controlplane.scheduling import node_affinity_matches
@@ -49,7 +48,6 @@ from controlplane.workloads import (
     resolve_int_or_percent,
     template_hash,
 )
-from podnet.apierrors import ApiError
 from podnet.resources import BY_KIND
 
 PODS = BY_KIND["Pod"]
@@ -262,28 +260,15 @@ class DaemonSetController(_Writer):
                     now: datetime) -> None:
         meta = ds["metadata"]
         ns, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid"))
-        ds_obj = dict(ds)
         revision = template_revision(ds)
         template = _d(_d(ds.get("spec")).get("template"))
         # A revision that cannot be written (logged) does not hold the pods back.
         await ensure_revision(self, ds, "DaemonSet", f"{name}-{revision}", revision, template)
         plan = daemonset_plan(ds, pods, nodes, now)
         for node in plan.create_on:
-            body = pod_for_node(ds, node)
-            try:
-                pod, _ = await self.api.create(PODS, ns, body, field_validation="Ignore")
-            except ApiError as e:
-                self._failed("create", PODS, ns, f"{name}-*", e)
-                await events.record(self.api, ds_obj, "Warning", "FailedCreate",
-                                    f"Error creating: {e}", self.name)
-                continue
-            await events.record(self.api, ds_obj, "Normal", "SuccessfulCreate",
-                                f"Created pod: {pod['metadata']['name']}", self.name)
+            await self._create_pod(ds, pod_for_node(ds, node))
         for doomed in plan.delete:
-            pmeta = doomed["metadata"]
-            if await self._delete(PODS, ns, str(pmeta["name"]), str(pmeta.get("uid"))):
-                await events.record(self.api, ds_obj, "Normal", "SuccessfulDelete",
-                                    f"Deleted pod: {pmeta['name']}", self.name)
+            await self._delete_pod(ds, doomed)
         if plan.create_on or plan.delete:
             pods = [p for p in self.store.scan(PODS)
                     if p["metadata"].get("namespace") == ns and controller_uid(p) == uid]

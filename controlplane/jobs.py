@@ -47,7 +47,6 @@ from controlplane.workloads import (
     pod_ready,
 )
 from podnet.api.workload_rules import JOB_NAME_LABELS, JOB_UID_LABELS, generated_selector
-from podnet.apierrors import ApiError
 from podnet.resources import BY_KIND, Resource
 
 PODS = BY_KIND["Pod"]
@@ -343,21 +342,9 @@ class JobController(_Writer):
             return
         plan = job_plan(job, pods, now)
         for index in plan.create:
-            body = pod_for_job(job, index)
-            try:
-                pod, _ = await self.api.create(PODS, ns, body, field_validation="Ignore")
-            except ApiError as e:
-                self._failed("create", PODS, ns, f"{name}-*", e)
-                await events.record(self.api, job_obj, "Warning", "FailedCreate",
-                                    f"Error creating: {e}", self.name)
-                continue
-            await events.record(self.api, job_obj, "Normal", "SuccessfulCreate",
-                                f"Created pod: {pod['metadata']['name']}", self.name)
+            await self._create_pod(job, pod_for_job(job, index))
         for doomed in plan.delete:
-            pmeta = doomed["metadata"]
-            if await self._delete(PODS, ns, str(pmeta["name"]), str(pmeta.get("uid"))):
-                await events.record(self.api, job_obj, "Normal", "SuccessfulDelete",
-                                    f"Deleted pod: {pmeta['name']}", self.name)
+            await self._delete_pod(job, doomed)
         if plan.create:
             pods = [p for p in self.store.scan(PODS)
                     if p["metadata"].get("namespace") == ns and controller_uid(p) == uid]

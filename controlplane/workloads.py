@@ -436,6 +436,31 @@ class _Writer(Reconciler):
             return False
         return True
 
+    async def _create_pod(self, owner: Obj, body: dict[str, Any]) -> bool:
+        """Create one of `owner`'s pods, with the controller's event either way."""
+        meta = owner["metadata"]
+        ns, name = str(meta["namespace"]), str(meta["name"])
+        try:
+            pod, _ = await self.api.create(PODS, ns, body, field_validation="Ignore")
+        except ApiError as e:
+            self._failed("create", PODS, ns, f"{name}-*", e)
+            await events.record(self.api, dict(owner), "Warning", "FailedCreate",
+                                f"Error creating: {e}", self.name)
+            return False
+        await events.record(self.api, dict(owner), "Normal", "SuccessfulCreate",
+                            f"Created pod: {pod['metadata']['name']}", self.name)
+        return True
+
+    async def _delete_pod(self, owner: Obj, pod: Obj) -> bool:
+        """Delete one of `owner`'s pods (this very pod: by uid), with the controller's event."""
+        pmeta = pod["metadata"]
+        ns = str(owner["metadata"]["namespace"])
+        if not await self._delete(PODS, ns, str(pmeta["name"]), str(pmeta.get("uid"))):
+            return False
+        await events.record(self.api, dict(owner), "Normal", "SuccessfulDelete",
+                            f"Deleted pod: {pmeta['name']}", self.name)
+        return True
+
     def _failed(self, verb: str, res: Resource, ns: str, name: str, e: ApiError) -> None:
         self.log.warning(f"{self.name}.write_failed", verb=verb, resource=res.plural,
                          namespace=ns, name=name, code=e.code, error=str(e))
@@ -484,28 +509,11 @@ class ReplicaSetController(_Writer):
         except Exception:  # a malformed ReplicaSet: skip it, keep the others going
             self.log.exception("replicaset.sync_failed", namespace=ns, replicaset=name)
             return
-        rs_obj = dict(rs)
         if create:
             body = pod_from_template(rs)
-
-            async def make() -> bool:
-                try:
-                    pod, _ = await self.api.create(PODS, ns, body, field_validation="Ignore")
-                except ApiError as e:
-                    self._failed("create", PODS, ns, f"{name}-*", e)
-                    await events.record(self.api, rs_obj, "Warning", "FailedCreate",
-                                        f"Error creating: {e}", self.name)
-                    return False
-                await events.record(self.api, rs_obj, "Normal", "SuccessfulCreate",
-                                    f"Created pod: {pod['metadata']['name']}", self.name)
-                return True
-
-            await _slow_start(create, make)
+            await _slow_start(create, lambda: self._create_pod(rs, body))
         for pod in delete:
-            pmeta = pod["metadata"]
-            if await self._delete(PODS, ns, str(pmeta["name"]), str(pmeta.get("uid"))):
-                await events.record(self.api, rs_obj, "Normal", "SuccessfulDelete",
-                                    f"Deleted pod: {pmeta['name']}", self.name)
+            await self._delete_pod(rs, pod)
         if create or delete:
             # Fresh state for the status: the writes above changed the pods.
             uid = str(meta.get("uid"))
