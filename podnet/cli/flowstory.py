@@ -12,9 +12,10 @@ unreachable, ...).
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass, field
 from typing import Any
+
+from podnet.logview import parse_ts
 
 __all__ = ["Decision", "FlowStory", "render_story", "story", "story_json"]
 
@@ -61,18 +62,6 @@ class FlowStory:
     @property
     def exit_code(self) -> int:
         return 0 if self.outcome == "ALLOWED" else 1
-
-
-def _ts(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
 
 
 def _s(value: Any) -> str:
@@ -127,11 +116,11 @@ def story(flow: str, events: list[dict[str, Any]]) -> FlowStory:
     if opener is not None:
         src = f"{opener.get('namespace', '')}/{opener['pod']} {src}".strip()
     out = FlowStory(flow, src, _s(first.get("dst")), _s(first.get("proto")))
-    t0 = _ts(events[0].get("ts")) if events else None
+    t0 = parse_ts(events[0].get("ts")) if events else None
     through = False
     failed: str | None = None
     for d in events:
-        ts = _ts(d.get("ts"))
+        ts = parse_ts(d.get("ts"))
         offset = (ts - t0) * 1000 if ts is not None and t0 is not None else 0.0
         where = _s(d.get("node")) or _s(d.get("component")) or "?"
         verdict = _s(d.get("verdict"))
