@@ -26,8 +26,6 @@ Each verdict is one `policy.verdict` log event (per direction judged).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,154 +35,15 @@ import structlog
 
 from podnet.client import ApiClient
 from podnet.informer import Informer, key_of
-from podnet.policy.engine import KUBE_DNS, NAMESPACE_NAME_LABEL, Peer, PolicySet, Verdict
+from podnet.policy.state import PolicyState, named_ports, verdict_fields
 from podnet.resources import BY_KIND
 
-__all__ = ["Conntrack", "Enforcer", "PolicyState", "PolicyWatch"]
+__all__ = ["Conntrack", "Enforcer", "PolicyState", "PolicyWatch", "named_ports"]
 
 Address = tuple[str, int]
-Key = tuple[str, str]
 
 UDP_IDLE_S = 30.0           # a UDP flow's conntrack entry lives this long without traffic
 MAX_UDP_FLOWS = 8192        # conntrack entries kept per agent (oldest evicted first)
-_TERMINAL = ("Succeeded", "Failed")
-
-
-# --- who is who --------------------------------------------------------------------------
-
-
-def named_ports(pod: dict[str, Any]) -> dict[str, tuple[int, str]]:
-    """The pod's container port names -> (containerPort, protocol)."""
-    out: dict[str, tuple[int, str]] = {}
-    spec = pod.get("spec") or {}
-    for container in (spec.get("containers") or []) if isinstance(spec, dict) else []:
-        if not isinstance(container, dict):
-            continue
-        for port in container.get("ports") or []:
-            if not isinstance(port, dict):
-                continue
-            name, number = port.get("name"), port.get("containerPort")
-            if isinstance(name, str) and name and isinstance(number, int):
-                out.setdefault(name, (number, str(port.get("protocol") or "TCP").upper()))
-    return out
-
-
-def _labels(obj: dict[str, Any]) -> dict[str, str]:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
-
-
-class PolicyState:
-    """Pods, Namespaces, Nodes and NetworkPolicies as last seen; peers by IP (pure, no I/O).
-
-    Lookups are rebuilt lazily, once per burst of changes, so a busy watch costs nothing on
-    the data path until a flow needs an answer.
-    """
-
-    def __init__(self, *, dns_ip: str = KUBE_DNS.ip,
-                 service_cidr: str = "10.96.0.0/12") -> None:
-        self.pods: dict[Key, dict[str, Any]] = {}
-        self.namespaces: dict[str, dict[str, str]] = {}
-        self.nodes: dict[str, str] = {}     # node name -> podCIDR
-        self.policy_objects: dict[Key, dict[str, Any]] = {}
-        self.dns = KUBE_DNS if dns_ip == KUBE_DNS.ip else dataclasses.replace(KUBE_DNS, ip=dns_ip)
-        self.service_cidr = ipaddress.IPv4Network(service_cidr)
-        self.generation = 0     # bumped on every policy change
-        self.version = 0        # bumped on every change at all (a denied flow is judged again)
-        self._peers: dict[str, Peer] | None = None
-        self._policies: PolicySet | None = None
-        self.errors: list[str] = []
-
-    # -- feeding
-
-    def replace(self, kind: str, items: list[dict[str, Any]]) -> None:
-        self.version += 1
-        if kind == "Pod":
-            self.pods = {key_of(i): i for i in items}
-        elif kind == "Namespace":
-            self.namespaces = {key_of(i)[1]: _labels(i) for i in items}
-        elif kind == "Node":
-            self.nodes = {key_of(i)[1]: str((i.get("spec") or {}).get("podCIDR") or "")
-                          for i in items}
-        elif kind == "NetworkPolicy":
-            self.policy_objects = {key_of(i): i for i in items}
-            self._policies = None
-            self.generation += 1
-        self._peers = None
-
-    def apply(self, kind: str, event: str, obj: dict[str, Any]) -> None:
-        key = key_of(obj)
-        gone = event == "DELETED"
-        self.version += 1
-        if kind == "Pod":
-            if gone:
-                self.pods.pop(key, None)
-            else:
-                self.pods[key] = obj
-        elif kind == "Namespace":
-            if gone:
-                self.namespaces.pop(key[1], None)
-            else:
-                self.namespaces[key[1]] = _labels(obj)
-        elif kind == "Node":
-            if gone:
-                self.nodes.pop(key[1], None)
-            else:
-                self.nodes[key[1]] = str((obj.get("spec") or {}).get("podCIDR") or "")
-        elif kind == "NetworkPolicy":
-            if gone:
-                self.policy_objects.pop(key, None)
-            else:
-                self.policy_objects[key] = obj
-            self._policies = None
-            self.generation += 1
-            return
-        self._peers = None
-
-    # -- answers
-
-    @property
-    def policies(self) -> PolicySet:
-        if self._policies is None:
-            self._policies = PolicySet(self.policy_objects.values())
-            self.errors = self._policies.errors
-        return self._policies
-
-    def peer(self, ip: str) -> Peer:
-        """The pod (or node gateway, or kube-dns) at `ip`; a bare `Peer(ip)` for anything else."""
-        peers = self._peers
-        if peers is None:
-            peers = self._peers = self._build_peers()
-        found = peers.get(ip)
-        if found is not None:
-            return found
-        return Peer(ip)
-
-    def is_service(self, ip: str) -> bool:
-        try:
-            return ipaddress.IPv4Address(ip) in self.service_cidr
-        except ValueError:
-            return False
-
-    def _build_peers(self) -> dict[str, Peer]:
-        peers: dict[str, Peer] = {self.dns.ip: self.dns}
-        for name, cidr in self.nodes.items():
-            try:
-                net = ipaddress.IPv4Network(cidr)
-            except ValueError:
-                continue
-            gateway = str(net.network_address + 1)
-            peers[gateway] = Peer(gateway, node=name)
-        for (namespace, name), pod in self.pods.items():
-            status = pod.get("status") or {}
-            ip = status.get("podIP")
-            if not isinstance(ip, str) or not ip or status.get("phase") in _TERMINAL:
-                continue
-            ns_labels = dict(self.namespaces.get(namespace) or {})
-            ns_labels.setdefault(NAMESPACE_NAME_LABEL, namespace)
-            peers[ip] = Peer(ip, namespace, name, _labels(pod), ns_labels, named_ports(pod),
-                             node=(pod.get("spec") or {}).get("nodeName"))
-        return peers
 
 
 # --- UDP conntrack -----------------------------------------------------------------------
@@ -263,30 +122,13 @@ class Enforcer:
                 self._denied.popitem(last=False)
         return allowed
 
-    def verdicts(self, src: Address, dst: Address, protocol: str, *, egress: bool,
-                 ingress: bool) -> list[tuple[Peer, Verdict]]:
-        """The verdicts a flow gets here: (judged pod, verdict) per direction judged."""
-        state = self.state
-        src_peer, dst_peer = state.peer(src[0]), state.peer(dst[0])
-        policies = state.policies
-        out: list[tuple[Peer, Verdict]] = []
-        # A Service IP other than kube-dns: the endpoint is not known here; its agent judges.
-        if egress and src_peer.is_pod and not (
-                state.is_service(dst[0]) and dst_peer is not state.dns):
-            out.append((src_peer, policies.egress(src_peer, dst_peer, dst[1], protocol)))
-        if ingress and dst_peer.is_pod:
-            out.append((dst_peer, policies.ingress(src_peer, dst_peer, dst[1], protocol)))
-        return out
-
     def _judge(self, src: Address, dst: Address, flow: str, protocol: str, egress: bool,
                ingress: bool) -> bool:
         allowed = True
-        for pod, verdict in self.verdicts(src, dst, protocol, egress=egress, ingress=ingress):
-            self.log.info("policy.verdict", flow=flow, pod=pod.pod, namespace=pod.namespace,
-                          src=f"{src[0]}:{src[1]}", dst=f"{dst[0]}:{dst[1]}", port=dst[1],
-                          protocol=protocol, proto=protocol, direction=verdict.direction,
-                          verdict=verdict.word, policy=verdict.policy, rule=verdict.rule,
-                          reason=verdict.reason)
+        for pod, verdict in self.state.verdicts(src, dst, protocol, egress=egress,
+                                                ingress=ingress):
+            self.log.info("policy.verdict", **verdict_fields(flow, src, dst, protocol, pod,
+                                                             verdict))
             allowed = allowed and verdict.allowed
         return allowed
 

@@ -19,6 +19,11 @@ ClusterIP:port. (Unlike TCP this is SNAT: the endpoint sees the ClusterIP, since
 pass the proxy to be un-NATed.) The kube-dns address (port 53, UDP and TCP) is answered here by
 the DNS engine (`dns`, injected).
 
+NetworkPolicy: TCP streams keep the client's address, so the endpoint's agent judges them
+(the client's egress too, since the stream comes from this peer). A new UDP flow is judged
+here (`_udp_allowed`: the client's egress and the endpoint's ingress, against the endpoint),
+because after the translation only this process knows both ends.
+
 One log event per connection or UDP flow (`proxy.connection`, `proxy.udp_flow`): the Service,
 the endpoint, why it was chosen, what was tried, the verdict. Never per byte.
 """
@@ -29,6 +34,7 @@ import asyncio
 import errno
 import inspect
 import ipaddress
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,10 +42,11 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from podnet.policy.state import PolicyState, verdict_fields
 from podnet.resources import BY_KIND
 from podnet.services.servicemap import Choice, Endpoint, ServiceMap, UdpFlows
 from podnet.settings import SettingsError
-from podnet.tunnel import Dgram, Open
+from podnet.tunnel import Address, Dgram, Open
 from podnet.tunnelnet import (
     CONTROLPLANE,
     Tunnel,
@@ -51,6 +58,9 @@ from podnet.tunnelnet import (
 
 log = structlog.get_logger().bind(component="proxy")
 SERVICES, SLICES, NODES = BY_KIND["Service"], BY_KIND["EndpointSlice"], BY_KIND["Node"]
+# What NetworkPolicy needs to judge a UDP flow through a Service IP (see `_udp_allowed`).
+POLICY_INPUTS = ("Namespace", "Node", "Pod", "NetworkPolicy")
+MAX_DENIED_UDP = 4096       # denied UDP flows remembered, so a sender costs one verdict
 
 # The DNS engine's entry point: one wire-format message and "udp"/"tcp" -> the reply, or None
 # to drop it. May be a coroutine function (an engine that forwards out-of-cluster names).
@@ -80,6 +90,11 @@ class ClusterIPProxy(TunnelPeer):
         self._dirty = True
         self._agents: dict[str, str | None] = {}
         self._followers: list[asyncio.Task[None]] = []
+        # NetworkPolicy for UDP through Service IPs: the datagrams leave here translated to
+        # the ClusterIP, so neither agent sees both the client and the endpoint; this does.
+        self.policy = PolicyState(dns_ip=self.dns_address[0], service_cidr=service_cidr)
+        self._policy_dirty = True
+        self._udp_denied: OrderedDict[tuple[Address, Address], int] = OrderedDict()
 
     # -- the index, kept from the store
 
@@ -87,6 +102,10 @@ class ClusterIPProxy(TunnelPeer):
         self.refresh()
         self._followers = [asyncio.create_task(self._follow(res), name=f"proxy-feed-{res.plural}")
                            for res in (SERVICES, SLICES, NODES)]
+        self._followers += [
+            asyncio.create_task(self._follow_policy(BY_KIND[kind]),
+                                name=f"proxy-policy-feed-{BY_KIND[kind].plural}")
+            for kind in POLICY_INPUTS]
 
     async def close(self) -> None:
         for task in self._followers:
@@ -110,6 +129,43 @@ class ClusterIPProxy(TunnelPeer):
                         self._dirty = True
             finally:
                 sub.close()
+
+    async def _follow_policy(self, res: Any) -> None:
+        """Mark the policy view stale on every change to `res`; rebuilt on the next new UDP
+        flow through a Service, so pod churn costs nothing until then."""
+        while True:
+            sub = self.store.subscribe(res)
+            self._policy_dirty = True
+            try:
+                while await sub.get() is not None:
+                    self._policy_dirty = True
+            finally:
+                sub.close()
+
+    def _udp_allowed(self, frame: Dgram, endpoint: Endpoint) -> bool:
+        """NetworkPolicy for a new UDP flow client -> Service -> endpoint: the client's egress
+        and the endpoint's ingress, judged against the real endpoint. Logged once per flow."""
+        key = (frame.src, frame.dst)
+        state = self.policy
+        if self._policy_dirty:
+            self._policy_dirty = False
+            for kind in POLICY_INPUTS:
+                state.replace(kind, self.store.scan(BY_KIND[kind]))
+        if self._udp_denied.get(key) == state.version:
+            return False
+        allowed = True
+        for pod, verdict in state.verdicts(frame.src, endpoint.address, "udp", egress=True,
+                                           ingress=True):
+            self.log.info("policy.verdict", **verdict_fields(
+                frame.flow, frame.src, endpoint.address, "udp", pod, verdict))
+            allowed = allowed and verdict.allowed
+        if allowed:
+            self._udp_denied.pop(key, None)
+        else:
+            self._udp_denied[key] = state.version
+            while len(self._udp_denied) > MAX_DENIED_UDP:
+                self._udp_denied.popitem(last=False)
+        return allowed
 
     def refresh(self) -> None:
         if not self._dirty:
@@ -229,6 +285,8 @@ class ClusterIPProxy(TunnelPeer):
                 self.log.debug("proxy.udp_flow", **where, reason=choice.reason,
                                verdict="dropped")
                 return
+            if not self._udp_allowed(frame, choice.endpoint):
+                return      # a NetworkPolicy drops it (policy.verdict says which end)
             flow = self.udp.add(frame.src, frame.dst, choice.endpoint, via=tunnel)
             if flow is None:
                 self.log.warning("proxy.udp_flow", **where, verdict="dropped",

@@ -60,7 +60,7 @@ PODS = textwrap.dedent("""\
     metadata: {name: server, namespace: x}
     spec:
       selector: {app: server}
-      ports: [{name: web, port: 80, targetPort: 80}]
+      ports: [{name: web, port: 80, targetPort: 80}, {name: web-udp, port: 80, protocol: UDP}]
     """)
 
 DENY_INGRESS_X = """\
@@ -107,8 +107,8 @@ class Setup:
 
     def curl(self, source: str, url: str) -> int:
         ns = "x" if source == "server" else "y"
-        return self.cluster.kubectl("exec", "-n", ns, source, "--", "curl", "-s", "-m", "2",
-                                    url, timeout_s=30).returncode
+        return int(self.cluster.kubectl("exec", "-n", ns, source, "--", "curl", "-s", "-m",
+                                        "2", url, timeout_s=30).returncode)
 
     def verdicts(self) -> list[dict[str, Any]]:
         events = []
@@ -227,10 +227,11 @@ def test_cluster_ip_traffic_is_judged_against_the_endpoint(drop: Setup) -> None:
           policyTypes: [Egress]
           egress:
           - to: [{namespaceSelector: {}, podSelector: {matchLabels: {app: server}}}]
-            ports: [{port: 80}]
+            ports: [{port: 80}, {port: 80, protocol: UDP}]
         """))
     drop.until("far", "near", {(80, "tcp"): "timeout"})
-    assert drop.probe("far", "service", (80,), ("tcp",)) == {(80, "tcp"): OK}
+    assert drop.probe("far", "service", (80,), ("tcp", "udp")) == BOTH_OK
+    assert drop.probe("far", "near", (80,), ("udp",)) == {(80, "udp"): "timeout"}
     # The endpoint's ingress decides too: only `near` may come in now.
     drop.apply(DENY_INGRESS_X + "---\n" + textwrap.dedent("""\
         apiVersion: networking.k8s.io/v1
@@ -240,12 +241,18 @@ def test_cluster_ip_traffic_is_judged_against_the_endpoint(drop: Setup) -> None:
           podSelector: {}
           ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: near}}}]}]
         """))
-    drop.until("far", "service", {(80, "tcp"): "timeout"}, )
-    assert drop.probe("near", "service", (80,), ("tcp",)) == {(80, "tcp"): OK}
+    drop.until("far", "service", {(80, "tcp"): "timeout"})
+    assert drop.probe("near", "service", (80,), ("tcp", "udp")) == BOTH_OK
+    # UDP through the Service: judged by the proxy, which alone sees client and endpoint.
+    assert drop.probe("far", "service", (80,), ("udp",)) == {(80, "udp"): "timeout"}
     assert drop.curl("far", f"http://{drop.ips['service']}/") == 28
     judged = [e for e in drop.verdicts() if e["dst"] == f"{drop.ips['server']}:80"
               and e["src"].startswith(drop.ips["far"] + ":") and e["direction"] == "egress"]
     assert judged and judged[-1]["node"] == "node-1"   # by the endpoint's agent
+    by_proxy = [e for e in drop.verdicts() if e["component"] == "proxy"
+                and e["src"].startswith(drop.ips["far"] + ":") and e["verdict"] == "denied"]
+    assert by_proxy and by_proxy[-1]["direction"] == "ingress"
+    assert by_proxy[-1]["dst"] == f"{drop.ips['server']}:80"
 
 
 def test_enforcement_goes_on_while_the_control_plane_is_down(drop: Setup) -> None:
@@ -324,8 +331,8 @@ def test_policy_reject_refuses_at_once(rejecting: Setup) -> None:
 
 def test_egress_policy_breaks_dns_and_the_kube_dns_rule_heals_it(rejecting: Setup) -> None:
     def nslookup() -> int:
-        return rejecting.cluster.kubectl("exec", "-n", "y", "far", "--", "nslookup",
-                                         "server.x", timeout_s=60).returncode
+        return int(rejecting.cluster.kubectl("exec", "-n", "y", "far", "--", "nslookup",
+                                             "server.x", timeout_s=60).returncode)
 
     assert nslookup() == 0
     rejecting.apply(textwrap.dedent("""\
