@@ -1278,6 +1278,33 @@ def _int_or_percent(ctx: _Ctx, value: Any, path: str) -> int | None:
     return number
 
 
+def _check_template_pods(ctx: _Ctx, template: dict[str, Any], selector: Any,
+                         restart_policies: tuple[str, ...]) -> None:
+    """A workload's pod template: its labels (matched by `selector`, unless None), its pod
+    spec by the pod rules with paths under spec.template, and the restart policies the
+    workload allows."""
+    labels = _d(_d(template.get("metadata")).get("labels"))
+    _check_labels(ctx, labels, "spec.template.metadata.labels")
+    if selector is not None:
+        try:
+            matches = LabelSelector.from_spec(_d(selector)).matches(
+                {str(k): str(v) for k, v in labels.items()})
+        except SelectorError:
+            matches = True  # reported with its field path by the selector's own check
+        if not matches:
+            ctx.err("spec.template.metadata.labels", "Invalid value",
+                    "`selector` does not match template `labels`", _go_map(labels))
+    sub = _Ctx(ctx.mode)
+    _check_pod(sub, {"spec": template.get("spec")})
+    for e in sub.errors:
+        path = "spec.template." + e.path if e.path.startswith("spec") else e.path
+        ctx.err(path, e.type, e.detail, e.value)
+    restart = _d(template.get("spec")).get("restartPolicy")
+    if isinstance(restart, str) and restart not in restart_policies:
+        ctx.err("spec.template.spec.restartPolicy", "Unsupported value",
+                "supported values: " + ", ".join(f'"{p}"' for p in restart_policies), restart)
+
+
 def _check_template(ctx: _Ctx, kind: str, spec: dict[str, Any]) -> None:
     template = spec.get("template")
     selector = spec.get("selector")
@@ -1293,27 +1320,8 @@ def _check_template(ctx: _Ctx, kind: str, spec: dict[str, Any]) -> None:
     if not isinstance(template, dict):
         ctx.err("spec.template", "Required value")
         return
-    labels = _d(_d(template.get("metadata")).get("labels"))
-    _check_labels(ctx, labels, "spec.template.metadata.labels")
-    if selector is not None and len(ctx.errors) == before:
-        try:
-            matches = LabelSelector.from_spec(_d(selector)).matches(
-                {str(k): str(v) for k, v in labels.items()})
-        except SelectorError:
-            matches = True  # reported above with a field path
-        if not matches:
-            ctx.err("spec.template.metadata.labels", "Invalid value",
-                    "`selector` does not match template `labels`", _go_map(labels))
-    # The template's pod spec is checked by the pod rules, with paths under spec.template.
-    sub = _Ctx(ctx.mode)
-    _check_pod(sub, {"spec": template.get("spec")})
-    for e in sub.errors:
-        path = "spec.template." + e.path if e.path.startswith("spec") else e.path
-        ctx.err(path, e.type, e.detail, e.value)
-    restart = _d(template.get("spec")).get("restartPolicy")
-    if isinstance(restart, str) and restart != "Always":
-        ctx.err("spec.template.spec.restartPolicy", "Unsupported value",
-                'supported values: "Always"', restart)
+    _check_template_pods(ctx, template, selector if len(ctx.errors) == before else None,
+                         ("Always",))
     replicas = _int(spec.get("replicas"))
     if replicas is not None and replicas < 0:
         ctx.err("spec.replicas", "Invalid value", "must be greater than or equal to 0",

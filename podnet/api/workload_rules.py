@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from podnet.selectors import LabelSelector, SelectorError
 from podnet.validation import (
     _TOP,
     ANY,
@@ -34,14 +33,12 @@ from podnet.validation import (
     ListOf,
     Obj,
     _check_label_selector,
-    _check_labels,
-    _check_pod,
     _check_selector_update,
     _check_template,
+    _check_template_pods,
     _Ctx,
     _d,
     _default_pod,
-    _go_map,
     _int,
     _int_or_percent,
     _shown,
@@ -267,26 +264,7 @@ def _check_job_template(ctx: _Ctx, spec: dict[str, Any], uid: Any) -> None:
     if not isinstance(template, dict):
         ctx.err(_TEMPLATE, "Required value")
         return
-    labels = _d(_d(template.get("metadata")).get("labels"))
-    _check_labels(ctx, labels, "spec.template.metadata.labels")
-    if manual and selector is not None:
-        try:
-            matches = LabelSelector.from_spec(_d(selector)).matches(
-                {str(k): str(v) for k, v in labels.items()})
-        except SelectorError:
-            matches = True  # reported with its path above
-        if not matches:
-            ctx.err("spec.template.metadata.labels", "Invalid value",
-                    "`selector` does not match template `labels`", _go_map(labels))
-    sub = _Ctx(ctx.mode)
-    _check_pod(sub, {"spec": template.get("spec")})
-    for e in sub.errors:
-        path = "spec.template." + e.path if e.path.startswith("spec") else e.path
-        ctx.err(path, e.type, e.detail, e.value)
-    restart = _d(template.get("spec")).get("restartPolicy")
-    if isinstance(restart, str) and restart not in _JOB_RESTART_POLICIES:
-        ctx.err("spec.template.spec.restartPolicy", "Unsupported value",
-                'supported values: "OnFailure", "Never"', restart)
+    _check_template_pods(ctx, template, selector if manual else None, _JOB_RESTART_POLICIES)
 
 
 def _not_implemented(ctx: _Ctx, spec: dict[str, Any], fields: dict[str, str]) -> None:
