@@ -58,6 +58,7 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DEFAULT_ALLOW = "no policy selects this pod: allowed by default"
 
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
+_CACHE_LIMIT = 4096         # distinct (direction, namespace, labels) remembered per PolicySet
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -373,6 +374,10 @@ class PolicySet:
             items.sort(key=lambda p: p.name)
         self._by_namespace: dict[str, tuple[_Policy, ...]] = {
             ns: tuple(items) for ns, items in by_ns.items()}
+        # Which policies isolate a pod depends only on its namespace and labels: remembered,
+        # so a connection costs a dict lookup, not a selector match per policy.
+        self._isolating_cache: dict[tuple[str, str, frozenset[tuple[str, str]]],
+                                    list[_Policy]] = {}
 
     def _compile(self, obj: Mapping[str, Any]) -> _Policy | None:
         meta = obj.get("metadata") if isinstance(obj, Mapping) else None
@@ -413,11 +418,21 @@ class PolicySet:
     def _isolating(self, pod: Peer, direction: str) -> list[_Policy]:
         if pod.namespace is None:
             return []
+        policies = self._by_namespace.get(pod.namespace)
+        if not policies:
+            return []
+        key = (direction, pod.namespace, frozenset(pod.labels.items()))
+        cached = self._isolating_cache.get(key)
+        if cached is not None:
+            return cached
         out = []
-        for policy in self._by_namespace.get(pod.namespace, ()):
+        for policy in policies:
             rules = policy.ingress if direction == INGRESS else policy.egress
             if rules is not None and policy.selector.matches(pod.labels):
                 out.append(policy)
+        if len(self._isolating_cache) >= _CACHE_LIMIT:
+            self._isolating_cache.clear()
+        self._isolating_cache[key] = out
         return out
 
     def ingress(self, src: Peer, dst: Peer, port: int, protocol: str) -> Verdict:
