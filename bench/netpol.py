@@ -123,9 +123,11 @@ def change_latency(cluster: RunningCluster, server_ip: str, until: str) -> float
     code, body = (cluster.api("POST", NETPOLS, DENY) if until == "refused"
                   else cluster.api("DELETE", f"{NETPOLS}/deny-server"))
     assert code in (200, 201), (code, body)
-    result = wait_for(lambda: (r := ask(cluster, "/result")) != "pending" and r, 35,
-                      interval_s=0.05, what=f"a connect {until}")
-    return float(result) - sent
+
+    def done() -> str | None:
+        result = ask(cluster, "/result")
+        return None if result == "pending" else result
+    return float(wait_for(done, 35, interval_s=0.05, what=f"a connect {until}")) - sent
 
 
 def main() -> int:
