@@ -11,6 +11,12 @@ protocol and, through the small `StreamPeer` interface, the thing the other end 
 interface is the seam for other nodes: a tunnel implements `StreamPeer` for a remote end and plugs
 in as `NodeNetwork.remote` (outbound) and via `accept_stream`/`deliver_datagram` (inbound).
 
+NetworkPolicy plugs in as `NodeNetwork.policy` (agents/policy.py): asked once per connect and
+per new UDP flow where traffic leaves a pod of this node (egress, and ingress too when the
+destination is here) and where it arrives from elsewhere (`accept_stream`, `deliver_datagram`).
+A denied connect is dropped (it waits, as for a lost SYN, until the caller gives up) or, with
+`reject`, refused; a denied datagram is dropped.
+
 Failure semantics follow the kernel: no route -> EHOSTUNREACH, nobody listening -> ECONNREFUSED,
 peer gone -> ECONNRESET. Backpressure is real: bytes wait in the writer's buffer while the peer's
 reader is paused, so `drain()` blocks at the high-water mark and memory stays bounded.
