@@ -210,6 +210,27 @@ CASES = [
               - namespaceSelector:
                   matchExpressions: [{key: ns, operator: NotIn, values: ["x"]}]
         """), ingress=lambda s, d, p, r: (d != xa or s.ns == "x") and (d != xb or s.ns != "x"))]),
+    Case("matchLabels and matchExpressions in one selector: AND", [Step(policy("x", "a-from-z", """
+        podSelector: {matchLabels: {pod: a}}
+        ingress:
+        - from:
+          - namespaceSelector:
+              matchLabels: {kubernetes.io/metadata.name: "z"}
+              matchExpressions: [{key: ns, operator: In, values: ["y", "z"]}]
+    """), ingress=lambda s, d, p, r: d != xa or s.ns == "z")]),
+    Case("empty namespaceSelector alone: every pod of every namespace", [Step(
+        policy("x", "b-udp80-from-all", """
+            podSelector: {matchLabels: {pod: b}}
+            ingress:
+            - from: [{namespaceSelector: {}}]
+              ports: [{protocol: UDP, port: 80}]
+        """), ingress=lambda s, d, p, r: d != xb or (p, r) == (80, "udp"))]),
+    Case("empty from: every source, on the rule's ports", [Step(policy("x", "a-81-from-all", """
+        podSelector: {matchLabels: {pod: a}}
+        ingress:
+        - from: []
+          ports: [{port: 81}, {protocol: UDP, port: 81}]
+    """), ingress=lambda s, d, p, r: d != xa or p == 81)]),
     # -- ports and protocols
     Case("port by number (TCP by default)", [Step(policy("x", "tcp-80", """
         podSelector: {}
@@ -521,7 +542,9 @@ kind: Service
 metadata: {name: web, namespace: 'y'}
 spec:
   selector: {pod: a}
-  ports: [{port: 8080, targetPort: 80}]
+  ports:
+  - {name: tcp, port: 8080, targetPort: 80}
+  - {name: udp, port: 8080, targetPort: 80, protocol: UDP}
 """
 ALLOW_DNS_X = policy("x", "allow-dns", """
     podSelector: {}
@@ -579,7 +602,8 @@ def test_dns_egress_trap(lab: Lab, web: str) -> None:
 
 def test_clusterip_is_judged_against_the_endpoint(lab: Lab, web: str) -> None:
     """Through a ClusterIP, ingress is judged at the backend pod with the client pod as source,
-    and egress against the endpoint (y/a), not the Service's virtual IP."""
+    and egress against the endpoint (y/a, port 80), not the Service's virtual IP and port; for
+    TCP and for UDP."""
     lab.kubectl("apply", "-f", "-", input=policy("y", "a-from-z", """
         podSelector: {matchLabels: {pod: a}}
         ingress: [{from: [{namespaceSelector: {matchLabels: {ns: "z"}}}]}]
@@ -590,14 +614,27 @@ def test_clusterip_is_judged_against_the_endpoint(lab: Lab, web: str) -> None:
         - to: [{namespaceSelector: {matchLabels: {ns: "y"}}}]
           ports: [{port: 80}]
     """))
-    want = {xb: "refused", yb: "refused", zb: "ok y/a", zc: "ok y/a"}
+    # True: answered by y/a through the Service; False: no answer.
+    want = {(xb, "tcp"): False, (xb, "udp"): False,     # y/a's ingress: only from z
+            (yb, "tcp"): False, (yb, "udp"): False,
+            (zb, "tcp"): True, (zb, "udp"): True,
+            (zc, "tcp"): True,                          # z/c's egress: TCP 80 of y's pods
+            (zc, "udp"): False}
+    sources = [xb, yb, zb, zc]
+    got: dict[tuple[Pod, str], bool] = {}
 
-    def outcomes() -> dict[Pod, str]:
-        rows = probe_all(lab.cluster, list(want), [web], [8080], ["tcp"])
-        return {src: row[(web, 8080, "tcp")] for src, row in zip(want, rows, strict=True)}
-    got: dict[Pod, str] = {}
+    def matches() -> bool:
+        rows = probe_all(lab.cluster, sources, [web], [8080], PROTOCOLS)
+        for src, row in zip(sources, rows, strict=True):
+            for proto in PROTOCOLS:
+                got[(src, proto)] = row[(web, 8080, proto)] == "ok y/a"
+        return got == want
     try:
-        wait_for(lambda: (got.update(outcomes()), got == want)[1], POLL_S,
-                 what="ClusterIP verdicts")
+        wait_for(matches, POLL_S, what="ClusterIP verdicts")
+        return
     except AssertionError:
-        pytest.fail(f"expected {want}, got {got}", pytrace=False)
+        pass
+    pytest.fail(f"through the ClusterIP, within {POLL_S}s still: " + ", ".join(
+        f"{src} {proto} {'answered' if got.get((src, proto)) else 'not answered'}"
+        for (src, proto) in want if got.get((src, proto)) != want[(src, proto)]),
+        pytrace=False)
