@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from harness import RunningCluster, start_cluster, stop_cluster, wait_for  # noqa: E402
 
+from podnet.eventloop import loop_name  # noqa: E402
 from podnet.execclient import exec_in_pod  # noqa: E402
 
 TARGET_RATIO = 0.9
@@ -172,7 +173,7 @@ def main() -> int:
             stop_cluster(cluster)
     print(f"== NetworkPolicy: cross-node 64-byte request/response, 20 policies selecting "
           f"client and server vs none (median of {args.runs} x {args.seconds:g}s, "
-          f"alternating, real processes, --policy-reject)")
+          f"alternating, real processes, {loop_name()}, --policy-reject)")
     failed = False
     for kind, label, unit in (("rr", "rr 1 conn", "rt/s"),
                               ("crr", "connect+rr+close", "conn/s")):
