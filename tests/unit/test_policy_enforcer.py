@@ -303,3 +303,18 @@ async def test_udp_reject_reports_on_connected_socket(
     assert [getattr(e, "errno", None) for e in client.errors] == [errno.ECONNREFUSED]
     server_t.close()
     client_t.close()
+
+
+def test_datagrams_the_proxy_translated_are_left_to_the_proxy() -> None:
+    """UDP through a Service arrives from ClusterIP:port (the proxy judged it against the real
+    client and endpoint); the endpoint's reply goes back to that address: neither is judged
+    here, while kube-dns, the one Service IP policy sees as a pod, is."""
+    state = make_state()
+    state.replace("NetworkPolicy", [DENY_ALL])
+    assert state.verdicts(("10.96.5.5", 33000), (A_IP, 53), "udp", egress=False,
+                          ingress=True) == []
+    assert state.verdicts((A_IP, 53), ("10.96.5.5", 33000), "udp", egress=True,
+                          ingress=False) == []
+    [(pod, verdict)] = state.verdicts((A_IP, 5353), ("10.96.0.10", 53), "udp", egress=True,
+                                      ingress=False)
+    assert pod.pod == "a" and not verdict.allowed
