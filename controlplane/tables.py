@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from podnet.api.fault_rules import describe_effect, describe_endpoint
 from podnet.resources import BY_KIND
 from podnet.selectors import LabelSelector, SelectorError
 
@@ -629,6 +630,44 @@ def _networkpolicy_row(policy: dict[str, Any], now: datetime) -> list[Any]:
     return [_name(policy), selector or "<none>", _age(policy, now)]
 
 
+# --- networkfaults ---------------------------------------------------------------------------
+
+NETWORKFAULT_COLUMNS = [
+    _NAME,
+    _col("From", "The traffic's source end: node/, pod/, svc/, ns/ or a label selector."),
+    _col("To", "The traffic's destination end, spelled like From."),
+    _col("Effect", "What the fault does: delay±jitter, loss, rate, or partition."),
+    _col("Expires", "Time left before the control plane deletes the fault (spec.duration)."),
+    _AGE,
+    _col("Direction", "to: From->To only; from: To->From only; both.", priority=1),
+    _col("Match", "Protocol and destination port the fault applies to.", priority=1),
+    _col("Seed", "The seed of its loss and jitter (else derived from the cluster seed).",
+         priority=1),
+]
+
+
+def _expires(fault: dict[str, Any], now: datetime) -> str:
+    when = _parse_time(_d(fault.get("status")).get("expiresAt"))
+    if when is None:
+        return "<pending>" if _s(_d(fault.get("spec")).get("duration")) not in ("", "0", "0s") \
+            and not _d(fault.get("status")) else "<none>"
+    left = (when - now).total_seconds()
+    return format_age(left) if left > 0 else "expired"
+
+
+def _networkfault_row(fault: dict[str, Any], now: datetime) -> list[Any]:
+    spec = _d(fault.get("spec"))
+    port = spec.get("port")
+    match = _s(spec.get("protocol")) or "all"
+    if isinstance(port, int) and not isinstance(port, bool):
+        match += f":{port}"
+    seed = spec.get("seed")
+    return [_name(fault), describe_endpoint(spec.get("from")), describe_endpoint(spec.get("to")),
+            describe_effect(spec), _expires(fault, now), _age(fault, now),
+            _s(spec.get("direction")) or "both", match,
+            str(seed) if isinstance(seed, int) and not isinstance(seed, bool) else "<cluster>"]
+
+
 # --- fallback and dispatch -------------------------------------------------------------------
 
 GENERIC_COLUMNS = [_NAME, _AGE]
@@ -655,6 +694,7 @@ PRINTERS: dict[str, tuple[list[Column], Renderer]] = {
     "Job": (JOB_COLUMNS, _job_row),
     "ControllerRevision": (CONTROLLERREVISION_COLUMNS, _controllerrevision_row),
     "NetworkPolicy": (NETWORKPOLICY_COLUMNS, _networkpolicy_row),
+    "NetworkFault": (NETWORKFAULT_COLUMNS, _networkfault_row),
 }
 
 # Accept plurals and lower-case names too, so callers can pass what the URL had.

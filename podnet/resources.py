@@ -75,6 +75,11 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("controllerrevisions", "ControllerRevision", group="apps"),
     Resource("networkpolicies", "NetworkPolicy", group="networking.k8s.io",
              short_names=("netpol",)),
+    # podnet's own kind (podnet/api/fault_rules.py): cluster-scoped, since its endpoints may
+    # be nodes or whole namespaces.
+    Resource("networkfaults", "NetworkFault", group="podnet.dev", version="v1alpha1",
+             namespaced=False, short_names=("netfault",), subresources=("status",),
+             field_selectors=_COMMON),
     Resource("jobs", "Job", group="batch", categories=("all",), subresources=("status",)),
     Resource("events", "Event", short_names=("ev",),
              field_selectors=(*_COMMON, "involvedObject.kind", "involvedObject.namespace",

@@ -1465,12 +1465,13 @@ FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")
 
 def _workload_rules(kind: str) -> KindRules | None:
     """StatefulSet, DaemonSet and Job rules (podnet/api/workload_rules.py), NetworkPolicy rules
-    (podnet/api/netpol_rules.py). They build on the helpers here, so they are imported on first
-    use rather than at import time (no cycle)."""
+    (podnet/api/netpol_rules.py), NetworkFault rules (podnet/api/fault_rules.py). They build on
+    the helpers here, so they are imported on first use rather than at import time (no cycle)."""
+    from podnet.api.fault_rules import FAULT_KINDS
     from podnet.api.netpol_rules import NETPOL_KINDS
     from podnet.api.workload_rules import WORKLOAD_KINDS
 
-    return WORKLOAD_KINDS.get(kind) or NETPOL_KINDS.get(kind)
+    return WORKLOAD_KINDS.get(kind) or NETPOL_KINDS.get(kind) or FAULT_KINDS.get(kind)
 
 
 def validate(kind: str, obj: dict[str, Any], *, old: dict[str, Any] | None = None,
