@@ -130,7 +130,7 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                         cluster_info=sign_cluster_info(secret, {
                             "ca": ca_pem.decode(), "clusterCIDR": s.cluster_cidr,
                             "serviceCIDR": s.service_cidr, "clusterDomain": s.cluster_domain,
-                            "tunnelAddress": tunnel_address}))
+                            "tunnelAddress": tunnel_address, "faultSeed": s.fault_seed}))
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

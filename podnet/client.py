@@ -181,6 +181,7 @@ class ClusterInfo:
     service_cidr: str
     cluster_domain: str
     tunnel_address: str = ""    # host:port of the control plane's tunnel endpoint ("" = none)
+    fault_seed: int = 0         # cluster-wide NetworkFault seed (`podnet up --seed`)
 
     def tunnel_dial_address(self, base_url: str) -> str:
         """Where to dial the control plane's tunnel endpoint ("" when it has none): a wildcard
@@ -219,9 +220,10 @@ async def fetch_cluster_info(base_url: str, secret: bytes, *,
             or not verify_cluster_info(secret, info):
         raise CaMismatch(f"the server at {base_url} did not prove it holds the cluster secret "
                          "(wrong --secret-file, or not a podnet control plane)")
-    tunnel = info.get("tunnelAddress")
+    tunnel, seed = info.get("tunnelAddress"), info.get("faultSeed")
     return ClusterInfo(info["ca"].encode(), info["clusterCIDR"], info["serviceCIDR"],
-                       info["clusterDomain"], tunnel if isinstance(tunnel, str) else "")
+                       info["clusterDomain"], tunnel if isinstance(tunnel, str) else "",
+                       seed if isinstance(seed, int) and not isinstance(seed, bool) else 0)
 
 
 class CaMismatch(Exception):

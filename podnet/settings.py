@@ -159,6 +159,14 @@ class ControlPlaneSettings:
     mdns_interface: str = opt("", "the one IPv4 address mDNS is bound to (default: the listen "
                                   "host; required with a wildcard listen host)")
     cluster_name: str = opt("podnet", "cluster name published in the mDNS advertisement")
+    # The cluster-wide fault seed. It travels in the signed cluster-info
+    # (GET /podnet/cluster-info, key "faultSeed"), which every agent already fetches and
+    # verifies at start: agents read it as `podnet.client.ClusterInfo.fault_seed`; the
+    # control plane's own components (the ClusterIP proxy) take it from these settings.
+    # A NetworkFault without `spec.seed` seeds its RNG from this and its name.
+    fault_seed: int = opt(0, "cluster-wide seed of network fault loss and jitter (a fault "
+                             "without spec.seed derives its own from this and its name), "
+                             "0..2^63-1", flag="--fault-seed")
 
     @property
     def san_list(self) -> list[str]:
@@ -188,6 +196,8 @@ class ControlPlaneSettings:
 
         if err := dns1123_label_error(self.cluster_name):
             raise SettingsError(f"--cluster-name: {err}")
+        if not 0 <= self.fault_seed <= 2**63 - 1:
+            raise SettingsError(f"--fault-seed: must be 0..2^63-1, got {self.fault_seed}")
         _positive(self.node_monitor_grace_s, "--node-monitor-grace-s")
         _positive(self.node_monitor_period_s, "--node-monitor-period-s")
         _positive(self.pod_eviction_timeout_s, "--pod-eviction-timeout-s")

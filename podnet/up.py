@@ -189,9 +189,11 @@ def check_not_running(state_dir: Path) -> None:
 
 async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], demo: bool,
              ready_timeout_s: float = 30.0, dns_strict: bool = False,
-             policy_reject: bool = False) -> int:
+             policy_reject: bool = False, seed: int = 0) -> int:
     if nodes < 1:
         raise UpError(f"--nodes must be at least 1, got {nodes}")
+    if not 0 <= seed <= 2**63 - 1:
+        raise UpError(f"--seed must be 0..2^63-1, got {seed}")
     files = ([DEMO] if demo else []) + manifests
     try:  # a manifest that cannot be read fails before anything starts
         objects = [obj for path in files for obj in load_manifests(path)]
@@ -211,6 +213,7 @@ async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], d
         # machine's other interfaces may be a real network (LAB.md).
         cp = cluster.spawn("controlplane", ["-m", "controlplane", "--listen-port", "0",
                                             "--mdns-interface", "127.0.0.1",
+                                            "--fault-seed", str(seed),
                                             *(["--dns-strict"] if dns_strict else [])])
         cp_info = await cluster.wait_ready(cp, ready_timeout_s)
         api_url = str(cp_info["api"])
@@ -305,6 +308,8 @@ def _terminate(pids: list[int], timeout_s: float) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+            # A node paused with `podnet node pause` handles the SIGTERM only once running.
+            os.kill(pid, signal.SIGCONT)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.02)

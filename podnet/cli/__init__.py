@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dns-strict", action="store_true",
                     help="exact Kubernetes DNS: no <pod>.<ns>.svc.cluster.local names for pods "
                          "without a Service of that name")
+    up.add_argument("--seed", type=int, default=0, metavar="N",
+                    help="cluster-wide seed of network fault loss and jitter: the same lab "
+                         "with the same seed drops the same datagrams (default 0)")
     up.add_argument("--policy-reject", action="store_true",
                     help="refuse connections a NetworkPolicy denies (ECONNREFUSED at once) "
                          "instead of dropping them (the client times out)")
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return asyncio.run(up(state_dir(args.state_dir), args.nodes, args.detach,
                                       args.apply, not args.no_demo, args.timeout_s,
-                                      args.dns_strict, args.policy_reject))
+                                      args.dns_strict, args.policy_reject, args.seed))
             except UpError as e:
                 print(f"podnet up: {e}", file=sys.stderr)
                 return 1
