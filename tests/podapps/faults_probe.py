@@ -152,9 +152,9 @@ async def _handle(ctx: Any, path: str, query: dict[str, str], counts: Counter[st
     raise ValueError(f"unknown path {path}")
 
 
-async def _connect(ctx: Any, host: str, port: int, timeout: float) -> str:
+async def _connect(ctx: Any, host: str, port: int, limit_s: float) -> str:
     try:
-        _, writer = await asyncio.wait_for(ctx.net.open_connection(host, port), timeout)
+        _, writer = await asyncio.wait_for(ctx.net.open_connection(host, port), limit_s)
     except ConnectionRefusedError:
         return "refused"
     except TimeoutError:
