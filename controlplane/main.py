@@ -24,6 +24,7 @@ from controlplane.controllers import NodeLifecycle, Scheduler
 from controlplane.daemonsets import DaemonSetController
 from controlplane.dns.server import DnsServer
 from controlplane.endpoints import EndpointsController
+from controlplane.faultexpiry import FaultExpiry
 from controlplane.jobs import JobAdmission, JobController
 from controlplane.loadbalancers import LoadBalancerNotice
 from controlplane.nodeipam import NodeIpam
@@ -169,7 +170,8 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                  asyncio.create_task(JobController(api).run(), name="jobs"),
                  asyncio.create_task(GarbageCollector(api).run(), name="garbage-collector"),
                  asyncio.create_task(PodEviction(api, s.pod_eviction_timeout_s).run(),
-                                     name="pod-eviction")]
+                                     name="pod-eviction"),
+                 asyncio.create_task(FaultExpiry(api).run(), name="fault-expiry")]
         if s.ready_file:
             write_json_atomic(s.ready_file, {"pid": os.getpid(), "address": address,
                                              "api": f"https://{address}",
