@@ -6,6 +6,8 @@
     podnet apply -f FILE... [--api URL --secret-file F] [--wait-nodes N]
     podnet logs [--flow ID] [--pod NS/NAME] [--node N] [--event GLOB] [--verdict V] [-f]
     podnet explain FROM TO [--port P] [--protocol tcp|udp] | --flow ID   [-o json]
+    podnet fault add NAME --from SEL --to SEL [--delay-ms D] ... | list | del NAME|--all
+    podnet node stop|pause|resume NAME
     podnet controlplane ...      (the control plane process; `--help` lists its flags)
     podnet agent --name NAME --controlplane URL ...   (one node agent)
 
@@ -119,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     explaincmd.add_arguments(xp)
 
+    # These two parse their own flags (podnet/cli/fault.py, podnet/cli/node.py): listed here
+    # for `podnet --help`, dispatched in main() before this parser runs.
+    sub.add_parser("fault", help="inject network faults: add, list, del (see its --help)",
+                   add_help=False)
+    sub.add_parser("node", help="stop, pause or resume a node's agent (see its --help)",
+                   add_help=False)
     sub.add_parser("controlplane", help="run the control plane process (see its --help)",
                    add_help=False)
     sub.add_parser("agent", help="run one node agent process (see its --help)", add_help=False)
@@ -136,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         from agents.main import main as agent_main
 
         return agent_main(argv[1:])
+    if argv and argv[0] == "fault":
+        from podnet.cli import fault
+
+        return fault.main(argv[1:])
+    if argv and argv[0] == "node":
+        from podnet.cli import node
+
+        return node.main(argv[1:])
     # `podnet exec POD -c C -- CMD -x`: everything after the first `--` is the command, so its
     # flags never reach our parser (argparse alone would take CMD's -x as an option).
     command: list[str] | None = None
