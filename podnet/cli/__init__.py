@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return fault.main(argv[1:])
     if argv and argv[0] == "node":
-        from podnet.cli import node
+        from podnet.cli.node import main as node_main
 
-        return node.main(argv[1:])
+        return node_main(argv[1:])
     # `podnet exec POD -c C -- CMD -x`: everything after the first `--` is the command, so its
     # flags never reach our parser (argparse alone would take CMD's -x as an option).
     command: list[str] | None = None
