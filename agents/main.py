@@ -23,6 +23,7 @@ from agents import node as nodeobj
 from agents.cni.gossip import GossipService
 from agents.cni.membership import GossipSettings
 from agents.cni.routes import Route, RouteTable
+from agents.faults import FaultEngine, FaultState, FaultWatch
 from agents.netstack import NodeNetwork
 from agents.nodeports import NodePorts
 from agents.policy import Enforcer, PolicyState, PolicyWatch
@@ -211,6 +212,14 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
             service_cidr=cluster.service_cidr)
         network.policy = Enforcer(policy_state, s.name, reject=s.policy_reject)
         policy_watch = PolicyWatch(api, policy_state, s.name)
+        # Network faults, acting where this node's pods send (agents/faults.py); a partition
+        # between nodes also cuts this agent's gossip to the node on the other side.
+        fault_state = FaultState(cluster_seed=cluster.fault_seed,
+                                 dns_ip=str(ipaddress.IPv4Network(cluster.service_cidr)[10]))
+        fault_engine = FaultEngine(fault_state, s.name, network=network)
+        network.faults = fault_engine
+        gossip.cut = fault_engine.node_cut
+        fault_watch = FaultWatch(api, fault_state, fault_engine)
         # One Service list for the node: NodePort listeners and containers' Service variables.
         runtime.services = nodeports.services
         tasks = [
@@ -219,6 +228,7 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
             # NodePort Services: real listeners on our own address (agents/nodeports.py).
             asyncio.create_task(nodeports.run(), name="nodeports"),
             asyncio.create_task(policy_watch.run(), name="policy-watch"),
+            asyncio.create_task(fault_watch.run(), name="fault-watch"),
         ]
         if s.ready_file:
             write_json_atomic(s.ready_file, {"pid": os.getpid(), "name": s.name,

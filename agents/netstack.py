@@ -181,6 +181,29 @@ class PolicyHook(Protocol):
                  ingress: bool) -> bool: ...
 
 
+class FaultHook(Protocol):
+    """Network faults (agents/faults.py `FaultEngine`). `active` is False while no fault is in
+    force: then nothing else is asked and the data path is as without the hook."""
+
+    active: bool
+
+    def stream(self, src: Address, dst: Address, flow: str) -> FaultLinkHook | None: ...
+
+    def datagram(self, src: Address, dst: Address, data: bytes, flow: str,
+                 send: Callable[[Address, Address, bytes, str], None], *,
+                 arriving: bool = False) -> bool: ...
+
+
+class FaultLinkHook(Protocol):
+    """The faults of one TCP stream: lanes that stand between its two ends."""
+
+    def connect_delay_s(self) -> float | None: ...
+
+    def inbound(self, target: StreamPeer) -> StreamPeer: ...
+
+    def outbound(self, target: StreamPeer) -> StreamPeer: ...
+
+
 class RemoteEcho(Protocol):
     """Optional for a `RemoteDelivery`: an ICMP echo to a pod on another node (ping)."""
 
@@ -426,6 +449,23 @@ class VirtualStreamTransport(asyncio.Transport):
     def wake(self) -> None:
         if self._peer is not None:
             self._schedule_flush()
+
+    def _splice(self, link: FaultLinkHook) -> bool:
+        """Put a fault's lanes into this open connection (a fault that came after it was
+        opened): between us and our partner both ways. False when not possible or done."""
+        peer = self._peer
+        if peer is None or self._lost:
+            return False
+        if isinstance(peer, VirtualStreamTransport):
+            if peer._peer is not self:
+                return False
+            peer._peer = link.inbound(self)
+        elif getattr(peer, "local", None) is self:      # a tunnel's end (podnet/tunnelnet.py)
+            cast(Any, peer).local = link.inbound(self)
+        else:
+            return False        # a lane already, or something we do not know how to enter
+        self._peer = link.outbound(peer)
+        return True
 
     # -- internals
 
@@ -1250,11 +1290,26 @@ class NodeNetwork:
         self.host_datagrams: Callable[[Address, Address, bytes], None] | None = None
         # NetworkPolicy: None lets everything pass (no enforcement wired in).
         self.policy: PolicyHook | None = None
+        # Network faults: None, or inactive, leaves traffic untouched.
+        self.faults: FaultHook | None = None
         self._pods: dict[str, PodNet] = {}
         # Flow ids: unique across the cluster's processes without coordination, and cheap
         # (a counter); the prefix tells which process started the flow.
         self._flow_prefix = os.urandom(3).hex()
         self._flows = itertools.count(1)
+
+    def splice_faults(self, faults: FaultHook) -> int:
+        """Faults changed: the open connections this node's pods opened that now cross a
+        fault get its lanes (new ones get them at connect). Returns how many."""
+        spliced = 0
+        for net in list(self._pods.values()):
+            for end in list(net._ends):
+                if not end._origin or end._lost:
+                    continue
+                link = faults.stream(end._sockname, end._peername, end._flow)
+                if link is not None and end._splice(link):
+                    spliced += 1
+        return spliced
 
     def new_flow(self) -> str:
         return f"{self._flow_prefix}-{next(self._flows):x}"
@@ -1314,6 +1369,16 @@ class NodeNetwork:
         if policy is not None and not policy.stream(src, dst, flow, egress=judge_egress,
                                                     ingress=True):
             raise refused() if policy.reject else PolicyDropped()
+        faults = self.faults
+        if judge_egress and faults is not None and faults.active:
+            # a stream the ClusterIP proxy brings in: only here are both pods known, so the
+            # faults between them act here (the client's agent matched the Service's)
+            link = faults.stream(src, dst, flow)
+            if link is not None:
+                if link.connect_delay_s() is None:
+                    raise PolicyDropped()       # partitioned: the OPEN stays unanswered
+                back = link.inbound(peer)
+                return link.outbound(net._accept(src, dst, back, flow))
         return net._accept(src, dst, peer, flow)
 
     def deliver_datagram(self, src: Address, dst: Address, data: bytes, flow: str = "") -> None:
@@ -1331,6 +1396,16 @@ class NodeNetwork:
             if policy.reject:
                 raise refused()
             return
+        faults = self.faults
+        if faults is not None and faults.active and faults.datagram(
+                src, dst, data, flow, self._deliver_late, arriving=True):
+            return
+        net._deliver_datagram(src, dst, data)
+
+    def _deliver_late(self, src: Address, dst: Address, data: bytes, flow: str) -> None:
+        net = self._pods.get(dst[0])
+        if net is None:
+            raise unreachable()
         net._deliver_datagram(src, dst, data)
 
     # -- routing for this node's pods
@@ -1344,6 +1419,22 @@ class NodeNetwork:
             if policy.reject:
                 raise refused()
             await dropped()
+        faults = self.faults
+        if faults is not None and faults.active:
+            link = faults.stream(src, dst, flow)
+            if link is not None:
+                delay = link.connect_delay_s()
+                if delay is None:
+                    await dropped()     # partitioned: the SYN is never answered
+                elif delay > 0:
+                    await asyncio.sleep(delay)      # the handshake's round trip
+                back = link.inbound(peer)
+                return link.outbound(await self._route_stream(src, dst, back, flow, source))
+        return await self._route_stream(src, dst, peer, flow, source)
+
+    async def _route_stream(self, src: Address, dst: Address, peer: StreamPeer, flow: str,
+                            source: PodNet) -> StreamPeer:
+        net = self._pods.get(dst[0])
         if net is not None:
             _log.info("flow.route", **source._where(flow, src, dst, "tcp"), route="node-local",
                       to_pod=f"{net.namespace}/{net.pod}", verdict="local")
@@ -1363,6 +1454,14 @@ class NodeNetwork:
             if policy.reject:
                 raise refused()     # like ICMP port-unreachable: a connected socket hears it
             return
+        faults = self.faults
+        if faults is not None and faults.active and faults.datagram(
+                src, dst, data, flow, self._route_datagram):
+            return
+        self._route_datagram(src, dst, data, flow)
+
+    def _route_datagram(self, src: Address, dst: Address, data: bytes, flow: str) -> None:
+        net = self._pods.get(dst[0])
         if net is not None:
             net._deliver_datagram(src, dst, data)
         elif dst[0] == self.gateway and self.host_datagrams is not None:

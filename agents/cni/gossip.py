@@ -121,6 +121,9 @@ class GossipService:
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()  # new seeds: join now rather than at the next round
         self._peers_written: list[str] | None = None
+        # Network faults (agents/faults.py): True when a partition cuts our messages to this
+        # node. A cut message is lost: the request times out unanswered, as on a real network.
+        self.cut: Callable[[str], bool] | None = None
         routes.on_change(self._log_route_change)
         self.membership = Membership(node, pod_cidr, address, routes, settings,
                                      seeds=[*self._valid(seeds), *self._read_peers_file()])
@@ -288,6 +291,12 @@ class GossipService:
                        expect: tuple[str, ...] | None = None) -> Envelope | None:
         """Send `out`; the verified reply if `expect` names its types, else None."""
         assert self._session is not None, "start() first"
+        if self.cut is not None and out.to and self.cut(out.to):
+            await asyncio.sleep(timeout_s)      # lost on the way: no answer comes
+            log.debug("gossip.send_failed", component="gossip", node=self.node, peer=out.to,
+                      address=out.address, type=TYPE_OF[type(out.message)],
+                      error="partitioned (network fault)")
+            return None
         frame, nonce = seal(out.message, key=self._key, sender=self.node, receiver=out.to,
                             now=time.time())
         kind = TYPE_OF[type(out.message)]
@@ -333,6 +342,11 @@ class GossipService:
         except GossipError as e:
             self._reject(e, peer=peer, direction="request", type=kind)
             return web.Response(status=e.http_status, text=e.reason + "\n")
+        if self.cut is not None and self.cut(env.sender):
+            # our answer would be lost (a one-way partition from us to the sender): it never
+            # arrives, so the sender's own timeout fires; we hold on no longer than that
+            await asyncio.sleep(self.settings.request_timeout_ms / 1000)
+            return web.Response(status=503)
         reply = await self._answer(env.message)
         if reply is None:
             return web.Response(status=204)
