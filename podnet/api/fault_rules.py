@@ -73,7 +73,7 @@ ENDPOINT_KEYS = ("node", "pod", "service", "namespace", "selector")
 # Integer effects, then the one float and the switch (the order `describe_effect` prints).
 EFFECTS = ("delayMs", "jitterMs", "lossPct", "rateKbit", "partition")
 
-MAX_DELAY_MS = 600_000          # ten minutes: longer than any timeout a pod would wait
+MAX_DELAY_MS = 60_000           # one minute, the fault model's own limit (podnet/faults/model.py)
 MAX_RATE_KBIT = 100_000_000     # 100 Gbit/s: far above what the emulator moves
 MAX_SEED = 2**63 - 1
 

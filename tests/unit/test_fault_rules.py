@@ -149,3 +149,33 @@ def test_table_row() -> None:
     assert cells[1] == ["cut", "pod/a/b", "ns/c", "partition", "<none>", "30s", "to", "udp",
                         "<cluster>"]
     assert cells[2][4] == "expired"
+
+
+def test_limits_agree_with_the_fault_model() -> None:
+    from podnet.api import fault_rules
+    from podnet.faults import model
+
+    assert fault_rules.MAX_DELAY_MS == model.MAX_DELAY_MS
+    assert fault_rules.MAX_RATE_KBIT == model.MAX_RATE_KBIT
+    assert fault_rules.DIRECTIONS == model.DIRECTIONS
+    assert fault_rules.PROTOCOLS == model.PROTOCOLS
+    assert ("spec.delayMs", "Invalid value") in errors({"delayMs": model.MAX_DELAY_MS + 1})
+    assert errors({"delayMs": model.MAX_DELAY_MS}) == []
+
+
+@pytest.mark.parametrize("spec", [
+    {"from": {"node": "node-1"}, "to": {"node": "node-2"}, "partition": True},
+    {"from": {"pod": "a/web-0"}, "to": {"service": "kube-system/kube-dns"}, "lossPct": 30,
+     "protocol": "udp", "port": 53, "direction": "to", "seed": 7},
+    {"from": {"selector": "app=client", "namespace": "x"}, "to": {"namespace": "y"},
+     "jitterMs": 5, "rateKbit": 800, "duration": "1m"},
+    {"from": {"selector": "tier in (a,b)"}, "to": {"node": "n"}},
+])
+def test_what_the_api_accepts_the_fault_model_reads(spec: dict[str, Any]) -> None:
+    from podnet.faults.model import parse_fault
+
+    result = validate("NetworkFault", {"metadata": {"name": "f"}, "spec": spec},
+                      field_validation="Strict")
+    assert result.errors == []
+    parsed = parse_fault(result.obj, cluster_seed=1)
+    assert parsed.name == "f" and parsed.direction == result.obj["spec"]["direction"]
