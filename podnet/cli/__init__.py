@@ -7,7 +7,7 @@
     podnet logs [--flow ID] [--pod NS/NAME] [--node N] [--event GLOB] [--verdict V] [-f]
     podnet explain FROM TO [--port P] [--protocol tcp|udp] | --flow ID   [-o json]
     podnet fault add NAME --from SEL --to SEL [--delay-ms D] ... | list | del NAME|--all
-    podnet node stop|pause|resume NAME
+    podnet node stop|pause|resume|start NAME
     podnet controlplane ...      (the control plane process; `--help` lists its flags)
     podnet agent --name NAME --controlplane URL ...   (one node agent)
 
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     # for `podnet --help`, dispatched in main() before this parser runs.
     sub.add_parser("fault", help="inject network faults: add, list, del (see its --help)",
                    add_help=False)
-    sub.add_parser("node", help="stop, pause or resume a node's agent (see its --help)",
+    sub.add_parser("node", help="stop, pause, resume or start a node's agent (see its --help)",
                    add_help=False)
     sub.add_parser("controlplane", help="run the control plane process (see its --help)",
                    add_help=False)

@@ -195,18 +195,23 @@ def parser() -> _Parser:
     p.add_argument("--state-dir", metavar="DIR", default=None,
                    help="the cluster's state directory (default: $PODNET_STATE_DIR or ./.podnet)")
     sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    add = sub.add_parser("add", help="create or replace a fault",
+    # --state-dir is also accepted after the action (SUPPRESS: absent there, the one given
+    # before the action, if any, stands).
+    common = _Parser(add_help=False)
+    common.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+    add = sub.add_parser("add", help="create or replace a fault", parents=[common],
                          description="Create the fault NAME, or replace its whole spec: an "
                                      "effect left out (or 0) is none. " + f"SEL: {_SEL_HELP}.")
     add.add_argument("name", metavar="NAME")
     add.add_argument("--from", dest="src", required=True, metavar="SEL")
     add.add_argument("--to", dest="dst", required=True, metavar="SEL")
-    add.add_argument("--delay-ms", dest="delayMs", metavar="D", help="added one-way delay")
+    add.add_argument("--delay-ms", dest="delayMs", metavar="D", help="added delay, milliseconds")
     add.add_argument("--jitter-ms", dest="jitterMs", metavar="J",
-                     help="the delay varies by up to this much either way")
+                     help="the delay varies by up to this many ms either way")
     add.add_argument("--loss-pct", dest="lossPct", metavar="P",
                      help="percentage of datagrams dropped, 0-100")
-    add.add_argument("--rate-kbit", dest="rateKbit", metavar="R", help="bandwidth limit")
+    add.add_argument("--rate-kbit", dest="rateKbit", metavar="R", help="bandwidth limit, kbit/s")
     add.add_argument("--partition", action="store_true", help="drop everything")
     add.add_argument("--direction", choices=DIRECTIONS, default="both",
                      help="to: FROM->TO only; from: TO->FROM only; both (default)")
@@ -217,10 +222,10 @@ def parser() -> _Parser:
     add.add_argument("--seed", metavar="N",
                      help="seed of its loss and jitter (default: from the cluster's --seed "
                           "and the fault's name)")
-    ls = sub.add_parser("list", help="the faults in place")
+    ls = sub.add_parser("list", help="the faults in place", parents=[common])
     ls.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    rm = sub.add_parser("del", aliases=["delete"], help="remove faults (the links recover "
-                        "exactly)")
+    rm = sub.add_parser("del", aliases=["delete"], parents=[common],
+                        help="remove faults (the links recover exactly)")
     rm.add_argument("names", nargs="*", metavar="NAME")
     rm.add_argument("--all", action="store_true", help="remove every fault")
     return p
