@@ -42,6 +42,7 @@ import structlog
 
 from agents.netstack import HIGH_WATER, NodeNetwork, StreamPeer
 from podnet.client import ApiClient
+from podnet.faults.lookup import endpoints_by_ip
 from podnet.faults.model import Endpoint, Fault, FaultSet, TokenBucket, parse_faults
 from podnet.informer import Informer
 from podnet.resources import BY_KIND
@@ -52,7 +53,6 @@ Address = tuple[str, int]
 Obj = Mapping[str, Any]
 Key = tuple[str, str]
 
-DNS_SERVICE = "kube-system/kube-dns"
 # Open streams that cannot deliver for this long under a partition are reset, like a TCP
 # user timeout (Linux's default retransmission limit takes ~15 minutes; 15 s keeps a drill
 # short and is what many services set). Env PODNET_FAULT_USER_TIMEOUT_S overrides it.
@@ -62,7 +62,6 @@ MAX_DELAYED_DATAGRAMS = 10_000   # in flight per agent (netem's queue limit is 1
 MAX_UDP_FLOWS = 8192
 DROP_EVENTS_PER_S = 100
 SEGMENT = 16384             # a stream chunk is delayed, lost and paced in pieces this big
-_TERMINAL = ("Succeeded", "Failed")
 
 
 def _fmt(addr: Address) -> str:
@@ -182,32 +181,7 @@ class FaultState:
         return Endpoint(ip=ip)
 
     def _index(self) -> None:
-        by_ip: dict[str, Endpoint] = {}
-        for (ns, name), pod in self.pods.items():
-            status, spec = pod.get("status"), pod.get("spec")
-            if not isinstance(status, Mapping):
-                continue
-            ip = status.get("podIP")
-            if not isinstance(ip, str) or not ip or status.get("phase") in _TERMINAL:
-                continue
-            node = spec.get("nodeName") if isinstance(spec, Mapping) else None
-            by_ip[ip] = Endpoint(ip=ip, node=str(node or ""), namespace=ns, pod=name,
-                                 labels=_labels(pod))
-        services: dict[str, set[str]] = {}
-        for (ns, name), svc in self.services.items():
-            spec = svc.get("spec")
-            ip = spec.get("clusterIP") if isinstance(spec, Mapping) else None
-            if isinstance(ip, str) and ip and ip != "None":
-                services.setdefault(ip, set()).add(f"{ns}/{name}")
-        for ip, names in services.items():
-            by_ip[ip] = Endpoint(ip=ip, services=frozenset(names))
-        # kube-dns has no pod: the control plane answers. Faults see the pod and Service of a
-        # real cluster (as NetworkPolicy does), so ns/kube-system, k8s-app=kube-dns and
-        # svc/kube-system/kube-dns all select it.
-        by_ip[self.dns_ip] = Endpoint(
-            ip=self.dns_ip, namespace="kube-system", pod="coredns",
-            labels={"k8s-app": "kube-dns"},
-            services=frozenset(services.get(self.dns_ip, set()) | {DNS_SERVICE}))
+        by_ip = endpoints_by_ip(self.pods.values(), self.services.values(), self.dns_ip)
         cidrs = []
         for node, cidr in self.nodes.items():
             try:

@@ -26,10 +26,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from podnet.faults.lookup import endpoints_by_ip
+from podnet.faults.model import Endpoint as FaultEndpoint
+from podnet.faults.model import Fault, parse_faults
 from podnet.policy.engine import KUBE_DNS, Peer, PolicySet, Verdict
 from podnet.services.servicemap import Endpoint, Service, ServiceMap, ServicePort
 
-__all__ = ["ExplainError", "Explanation", "Leg", "Snapshot", "as_json", "explain", "render"]
+__all__ = ["ExplainError", "Explanation", "FaultCrossed", "Leg", "Snapshot", "as_json", "explain",
+           "render"]
 
 ALLOWED, DENIED, UNREACHABLE = "ALLOWED", "DENIED", "UNREACHABLE"
 _DROP_NOTE = ("a denied connection is dropped, as by a CNI: TCP clients time out (curl -m 2 "
@@ -64,12 +68,23 @@ class Snapshot:
     service_cidr: str = "10.96.0.0/12"
     proxy_address: str = ""     # the control plane's tunnel endpoint
     dns_ip: str = "10.96.0.10"
+    faults: list[dict[str, Any]] = field(default_factory=list)     # NetworkFaults
+    fault_seed: int = 0
 
 
 @dataclass(frozen=True)
 class Hop:
     step: str   # "source", "route", "tunnel", "proxy", ...
     text: str
+
+
+@dataclass(frozen=True)
+class FaultCrossed:
+    """A NetworkFault on this path: which way(s) it acts and what it does."""
+
+    name: str
+    effects: str
+    ways: tuple[str, ...]       # "request" (source -> destination), "reply"
 
 
 @dataclass
@@ -84,6 +99,7 @@ class Leg:
     egress: Verdict | None = None
     ingress: Verdict | None = None
     unreachable: str | None = None      # why the packet cannot get there, policy aside
+    faults: list[FaultCrossed] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
@@ -407,7 +423,53 @@ def _endpoint_peer(view: _View, ep: Endpoint) -> tuple[Peer, str]:
 def explain(snap: Snapshot, source: str, destination: str, port: str | None = None,
             protocol: str | None = None) -> Explanation:
     """What would happen to a packet from `source` to `destination` (refs as the CLI takes
-    them). Raises ExplainError for input that names nothing."""
+    them), and the NetworkFaults on its way. Raises ExplainError for input that names
+    nothing."""
+    ex = _explain(snap, source, destination, port, protocol)
+    if snap.faults:
+        _add_faults(snap, ex)
+    return ex
+
+
+def _add_faults(snap: Snapshot, ex: Explanation) -> None:
+    """The faults each leg crosses, matched as the agents match them (docs/faults.md): by the
+    client's agent against the Service a flow was sent to, and against the pod it reaches."""
+    faults, problems = parse_faults(snap.faults, cluster_seed=snap.fault_seed)
+    ex.notes += [f"unreadable NetworkFault {p}" for p in problems]
+    if not faults:
+        return
+    by_ip = endpoints_by_ip(snap.pods, snap.services, snap.dns_ip)
+    src_ip = next((h.text.split()[1] for h in ex.hops if h.step == "source"), "")
+    src = by_ip.get(src_ip, FaultEndpoint(ip=src_ip))
+    protocol = ex.protocol.lower()
+    via = [by_ip[ip] for ip in (_dst_ip(ex),) if ip in by_ip and by_ip[ip].services]
+    for leg in ex.legs:
+        found: dict[str, tuple[Fault, list[str]]] = {}
+        for dst in [*via, by_ip.get(leg.ip, FaultEndpoint(ip=leg.ip))]:
+            port = ex.port if dst.services else leg.port
+            for way, (a, b) in (("request", (src, dst)), ("reply", (dst, src))):
+                for fault in faults.matching(a, b, port, protocol):
+                    ways = found.setdefault(fault.name, (fault, []))[1]
+                    if way not in ways:
+                        ways.append(way)
+        leg.faults = [FaultCrossed(f.name, f.effects(), tuple(ways))
+                      for f, ways in found.values()]
+        if any(f.partition for f, _ in found.values()):
+            ex.notes.append(f"{leg.destination}: a partition is in force on this path: "
+                            "connects time out, datagrams are lost")
+
+
+def _dst_ip(ex: Explanation) -> str:
+    text = next((h.text for h in ex.hops if h.step == "destination"), "")
+    for word in text.split():
+        head = word.split(":")[0]
+        if _is_ip(head):
+            return head
+    return ""
+
+
+def _explain(snap: Snapshot, source: str, destination: str, port: str | None,
+             protocol: str | None) -> Explanation:
     view = _View(snap)
     proto = _protocol(protocol)
     if port is not None and not port.isdigit() and not port.replace("-", "").isalnum():
@@ -564,6 +626,10 @@ def render(ex: Explanation) -> str:
         for v, who in ((leg.egress, ex.source), (leg.ingress, leg.destination)):
             if v is not None:
                 lines.append(f"{indent}{v.direction:<{width}} {_verdict_line(v, who)}")
+        for crossed in leg.faults:
+            ways = " and ".join(crossed.ways)
+            lines.append(f"{indent}{'fault':<{width}} {crossed.name}: {crossed.effects} "
+                         f"({ways})")
     if ex.notes:
         lines.append("")
         lines += [f"note: {n}" for n in ex.notes]
@@ -588,6 +654,8 @@ def as_json(ex: Explanation) -> dict[str, Any]:
                   "protocol": leg.protocol, "outcome": leg.outcome,
                   "path": [{"step": h.step, "text": h.text} for h in leg.hops],
                   "unreachable": leg.unreachable, "egress": _verdict_json(leg.egress),
-                  "ingress": _verdict_json(leg.ingress)} for leg in ex.legs],
+                  "ingress": _verdict_json(leg.ingress),
+                  "faults": [{"name": f.name, "effects": f.effects, "ways": list(f.ways)}
+                             for f in leg.faults]} for leg in ex.legs],
         "notes": ex.notes,
     }

@@ -103,6 +103,15 @@ async def fetch_snapshot(info: dict[str, Any]) -> Snapshot:
         if isinstance(name, str) and address:
             nodes.append({"name": name, "address": address})
     snap.routes = await fetch_routes(nodes, agent_token(secret), ROUTES_TIMEOUT_S)
+    snap.fault_seed = cluster.fault_seed
+    if "NetworkFault" in BY_KIND:
+        async with ApiClient(info["api"], api_token(secret),
+                             ssl_context=client_ssl(info)) as api:
+            try:
+                body = await api.list(BY_KIND["NetworkFault"])
+            except ApiError:
+                body = None     # an API without faults: explain the path without them
+        snap.faults = [i for i in (body or {}).get("items") or [] if isinstance(i, dict)]
     return snap
 
 

@@ -147,6 +147,20 @@ class Fault:
         return not (self.partition or self.delay_ms > 0 or self.jitter_ms > 0
                     or self.loss_pct > 0 or self.rate_kbit > 0)
 
+    def effects(self) -> str:
+        """What it does, in a few words: "delay 100ms +-10ms, loss 5%" (or "nothing")."""
+        parts = []
+        if self.partition:
+            parts.append("partition")
+        if self.delay_ms or self.jitter_ms:
+            parts.append(f"delay {self.delay_ms:g}ms"
+                         + (f" +-{self.jitter_ms:g}ms" if self.jitter_ms else ""))
+        if self.loss_pct:
+            parts.append(f"loss {self.loss_pct:g}%")
+        if self.rate_kbit:
+            parts.append(f"rate {self.rate_kbit:g}kbit/s")
+        return ", ".join(parts) or "nothing (every value 0)"
+
     @property
     def node_level(self) -> bool:
         """Between node selectors on both sides: also cuts the agents' own traffic."""
