@@ -8,6 +8,7 @@ import re
 import ssl
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,21 @@ def test_node_pause_resume_stop_start(seeded: RunningCluster) -> None:
     wait_for(lambda: node2_state(seeded) == "alive", 20, what="restarted node-2 alive")
     unknown = seeded.podnet("node", "pause", "node-9")
     assert unknown.returncode == 2 and "no node 'node-9'" in unknown.stderr
+
+
+def test_faults_survive_a_restart_and_expired_ones_go_at_start_up(
+        seeded: RunningCluster) -> None:
+    seeded.podnet("fault", "add", "keep", "--from", "node/node-1", "--to", "ns/default",
+                  "--delay-ms", "5", check=True)
+    seeded.podnet("fault", "add", "brief", "--from", "node/node-1", "--to", "ns/default",
+                  "--delay-ms", "5", "--duration", "1s", check=True)
+    expires = wait_for(lambda: (fault(seeded, "brief") or {}).get("status", {})
+                       .get("expiresAt"), 5, what="status.expiresAt")
+    seeded.podnet("down", check=True)
+    deadline = datetime.fromisoformat(expires)
+    wait_for(lambda: datetime.now(UTC) > deadline, 5, what="the fault's expiry to pass")
+    restarted = start_cluster(seeded.state_dir, 2, "--seed", "42")
+    seeded.info = restarted.info        # the fixture stops the new processes
+    wait_for(lambda: fault(seeded, "brief") is None, 10, what="the expired fault deleted")
+    kept = fault(seeded, "keep")
+    assert kept is not None and kept["spec"]["delayMs"] == 5
