@@ -168,7 +168,8 @@ def _cells(fault: dict[str, Any], now: datetime) -> list[str]:
     if isinstance(spec.get("port"), int):
         match += f":{spec['port']}"
     expires = _when(status.get("expiresAt") if isinstance(status, dict) else None)
-    left = "<none>" if expires is None else (
+    pending = str(spec.get("duration") or "0") not in ("0", "0s") and not status
+    left = ("<pending>" if pending else "<none>") if expires is None else (
         _human((expires - now).total_seconds()) if expires > now else "expired")
     created = _when(meta.get("creationTimestamp"))
     age = "<unknown>" if created is None else _human((now - created).total_seconds())
