@@ -325,13 +325,15 @@ class FaultEngine:
                 return True
             delay += fault.delay_s(entry.label, seq)
         now = self.clock()
+        paced = 0.0     # several rates: the slowest decides (each bucket takes the bytes)
         for fault in entry.faults:
             if fault.rate_kbit > 0:
                 wait = self._bucket(fault, True, now).reserve(len(data) + 28, now)
                 if wait > UDP_QUEUE_S:
                     self._dropped(fault.name, seq=seq, reason="rate", **fields)
                     return True
-                delay += wait
+                paced = max(paced, wait)
+        delay += paced
         if not entry.logged and delay > 0:
             entry.logged = True
             self.log.info("fault.delayed", faults=[f.name for f in entry.faults],
@@ -513,13 +515,14 @@ class _Lane:
         for start in range(0, len(data), SEGMENT):
             segment = data[start:start + SEGMENT] if len(data) > SEGMENT else data
             seq, self.seq = self.seq, self.seq + 1
-            delay = 0.0
+            delay = paced = 0.0
             for fault in faults:
                 delay += fault.delay_s(label, seq) + fault.retransmit_s(label, seq)
                 if fault.rate_kbit > 0:
                     t = link.engine.clock()
-                    delay += link.engine._bucket(fault, self.forward, t).reserve(
-                        len(segment), t)
+                    paced = max(paced, link.engine._bucket(fault, self.forward, t).reserve(
+                        len(segment), t))
+            delay += paced
             if delay > 0:
                 link._log_delayed()
             release = max(self.last, now + delay)
@@ -622,6 +625,8 @@ class FaultWatch:
             state.replace(kind, items)
             if kind == "NetworkFault":
                 self._changed("listed", None)
+            elif engine.active:
+                engine.forget_unmatched()
 
         async def on_event(event: str, obj: dict[str, Any]) -> None:
             state.apply(kind, event, obj)
