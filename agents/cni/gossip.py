@@ -342,12 +342,13 @@ class GossipService:
         except GossipError as e:
             self._reject(e, peer=peer, direction="request", type=kind)
             return web.Response(status=e.http_status, text=e.reason + "\n")
+        reply = await self._answer(env.message)
         if self.cut is not None and self.cut(env.sender):
-            # our answer would be lost (a one-way partition from us to the sender): it never
-            # arrives, so the sender's own timeout fires; we hold on no longer than that
+            # the message arrived, but our answer would be lost (a partition from us to the
+            # sender): it never comes, so the sender's own timeout fires; we hold on no
+            # longer than that
             await asyncio.sleep(self.settings.request_timeout_ms / 1000)
             return web.Response(status=503)
-        reply = await self._answer(env.message)
         if reply is None:
             return web.Response(status=204)
         body, _ = seal(reply, key=self._key, sender=self.node, receiver=env.sender,
