@@ -204,6 +204,12 @@ class FaultLinkHook(Protocol):
     def outbound(self, target: StreamPeer) -> StreamPeer: ...
 
 
+class RemoteRoutes(Protocol):
+    """Optional for a `RemoteDelivery`: whether it has a route toward `ip` right now."""
+
+    def has_route(self, ip: str) -> bool: ...
+
+
 class RemoteEcho(Protocol):
     """Optional for a `RemoteDelivery`: an ICMP echo to a pod on another node (ping)."""
 
@@ -1421,6 +1427,8 @@ class NodeNetwork:
             await dropped()
         faults = self.faults
         if faults is not None and faults.active:
+            if self._unroutable(dst[0]):
+                raise unreachable()     # the sender's routing comes before any fault on the wire
             link = faults.stream(src, dst, flow)
             if link is not None:
                 delay = link.connect_delay_s()
@@ -1455,10 +1463,24 @@ class NodeNetwork:
                 raise refused()     # like ICMP port-unreachable: a connected socket hears it
             return
         faults = self.faults
-        if faults is not None and faults.active and faults.datagram(
-                src, dst, data, flow, self._route_datagram):
-            return
+        if faults is not None and faults.active:
+            if self._unroutable(dst[0]):
+                raise unreachable()     # the sender's routing comes before any fault on the wire
+            if faults.datagram(src, dst, data, flow, self._route_datagram):
+                return
         self._route_datagram(src, dst, data, flow)
+
+    def _unroutable(self, ip: str) -> bool:
+        """No way out toward `ip`: as a kernel says EHOSTUNREACH before a packet reaches the
+        wire, a destination with no route (a node's withdrawn by gossip, say, under a node
+        partition) fails at once rather than being dropped by a fault further on."""
+        if ip in self._pods or (ip == self.gateway and self.host_datagrams is not None):
+            return False
+        if self.remote is None or self.is_local(ip):
+            return True
+        routes = cast(RemoteRoutes | None, getattr(self.remote, "has_route", None)
+                      and self.remote)
+        return routes is not None and not routes.has_route(ip)
 
     def _route_datagram(self, src: Address, dst: Address, data: bytes, flow: str) -> None:
         net = self._pods.get(dst[0])

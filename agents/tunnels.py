@@ -88,6 +88,10 @@ class TunnelManager(TunnelPeer):
 
     # -- routing
 
+    def has_route(self, ip: str) -> bool:
+        """`RemoteRoutes`: a route toward `ip` (a pod on another node or a Service) now."""
+        return self._route(ip) is not None
+
     def _route(self, ip: str) -> Route | None:
         try:
             addr = ipaddress.IPv4Address(ip)
