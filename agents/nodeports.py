@@ -244,6 +244,7 @@ class TcpNodePort:
         self.sock: socket.socket | None = self._bind()
         self.server: asyncio.AbstractServer | None = None
         self.announced: bool | None = None      # the serving state last logged
+        self.refusal = ""                       # and, while refusing, the reason logged
 
     def _bind(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -400,8 +401,9 @@ class NodePorts:
         found = self.map.node_port(*port.key)
         ready = self.map.ready_endpoints(*found) if found is not None else []
         usable = [e for e in ready if self.is_local(e)] if svc.external_local else ready
-        if port.announced is bool(usable):
-            return      # no change
+        refusal = "" if usable else "no local endpoints" if ready else "no ready endpoints"
+        if port.announced is bool(usable) and port.refusal == refusal:
+            return      # no change (a new reason to refuse is news: it is logged)
         where = {"service": svc.key, "address": self.where(port.key), "proto": "tcp"}
         try:
             await port.serve(bool(usable))
@@ -412,12 +414,11 @@ class NodePorts:
             port.close()
             self._not_bound(port.key, svc.key, exc)
             return
-        port.announced = bool(usable)
+        port.announced, port.refusal = bool(usable), refusal
         if usable:
             self.log.info("nodeport.listening", **where, endpoints=len(usable))
         else:
-            self.log.info("nodeport.refusing", **where,
-                          reason="no local endpoints" if ready else "no ready endpoints")
+            self.log.info("nodeport.refusing", **where, reason=refusal)
 
     async def _listen(self, key: PortKey, svc: Service) -> Any:
         loop = asyncio.get_running_loop()
