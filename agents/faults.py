@@ -494,6 +494,7 @@ class _Lane:
         self.timer: asyncio.TimerHandle | None = None
         self.stall: asyncio.TimerHandle | None = None
         self.closed = False
+        self.wake_scheduled = False
         self.loop = asyncio.get_running_loop()
 
     # StreamPeer, as the writer sees it
@@ -546,12 +547,18 @@ class _Lane:
         self.fail(exc)      # a reset overtakes everything
 
     def wake(self) -> None:
-        # our writer is ready to receive again: what flows toward it may move
-        self.other.pump()
+        # our writer is ready to receive again: what flows toward it may move. From the
+        # loop, never synchronously: the reader resuming may not be waiting for data yet
+        # (asyncio's StreamReader resumes before it creates its waiter)
+        other = self.other
+        if not other.wake_scheduled:
+            other.wake_scheduled = True
+            self.loop.call_soon(other.pump)
 
     # moving chunks
 
     def pump(self) -> None:
+        self.wake_scheduled = False
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -9,14 +9,20 @@ every wait for a change polls; no assertion is on how long podnet took."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
 
 import pytest
+from aiohttp import web
 from harness import RunningCluster, wait_for
 
-pytestmark = pytest.mark.kubectl
+from agents.cni.routes import Route, RouteTable
+from agents.faults import FaultEngine, FaultState
+from agents.netstack import NodeNetwork
+from agents.tunnels import TunnelManager
 
 PODS = """\
 apiVersion: v1
@@ -97,6 +103,7 @@ def lab(cluster: RunningCluster) -> Iterator[Lab]:
     yield lab
 
 
+@pytest.mark.kubectl
 def test_delay_between_pods_on_two_nodes_shows_in_latency(lab: Lab) -> None:
     url = f"http://{lab.web_ip}/"
     lab.apply(fault_yaml("slow-web", '{"pod": "default/client"}', '{"selector": "app=web"}',
@@ -113,6 +120,7 @@ def test_delay_between_pods_on_two_nodes_shows_in_latency(lab: Lab) -> None:
              interval_s=0.2, what="the delay gone")
 
 
+@pytest.mark.kubectl
 def test_delay_through_a_clusterip_matches_the_service(lab: Lab) -> None:
     url = f"http://{lab.service_ip}/"
     lab.apply(fault_yaml("slow-svc", '{"pod": "default/client"}', '{"service": "default/web"}',
@@ -135,6 +143,7 @@ def dig_ok(lab: Lab) -> bool:
     return result.returncode == 0 and lab.service_ip in result.stdout
 
 
+@pytest.mark.kubectl
 def test_udp_loss_drops_dns_queries(lab: Lab) -> None:
     assert dig_ok(lab)
     lab.apply(fault_yaml("lossy-dns", '{"namespace": "default"}',
@@ -147,6 +156,7 @@ def test_udp_loss_drops_dns_queries(lab: Lab) -> None:
     wait_for(lambda: dig_ok(lab), 30, interval_s=0.2, what="DNS answering again")
 
 
+@pytest.mark.kubectl
 def test_node_partition_makes_routes_suspect_then_dead_and_heals(lab: Lab) -> None:
     assert lab.routes("node-1").get("node-2") == "alive"
     lab.apply(fault_yaml("split", '{"node": "node-1"}', '{"node": "node-2"}',
@@ -172,3 +182,112 @@ def test_node_partition_makes_routes_suspect_then_dead_and_heals(lab: Lab) -> No
              what="the routes alive again")
     wait_for(lambda: lab.curl_s(f"http://{lab.web_ip}/") is not None, 30,
              what="the client reaching nginx again")
+
+
+# --- across a real tunnel, in process: lanes between a pod's end and the tunnel -----------------
+
+
+@dataclass
+class TunnelNode:
+    network: NodeNetwork
+    tunnels: TunnelManager
+    runner: web.AppRunner
+    engine: FaultEngine
+    state: FaultState
+
+
+@pytest.fixture
+async def tunnel_pair() -> AsyncIterator[list[TunnelNode]]:
+    nodes: list[TunnelNode] = []
+    pods = [{"metadata": {"name": name, "namespace": "default"},
+             "spec": {"nodeName": node}, "status": {"podIP": ip, "phase": "Running"}}
+            for name, node, ip in (("client", "node-1", "10.244.1.5"),
+                                   ("server", "node-2", "10.244.2.5"))]
+    for name, cidr in (("node-1", "10.244.1.0/24"), ("node-2", "10.244.2.0/24")):
+        network = NodeNetwork(name, cidr)
+        routes = RouteTable(name)
+        tunnels = TunnelManager(name, b"faults-core-test-secret", routes, network)
+        app = web.Application()
+        tunnels.add_routes(app)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        state = FaultState()
+        state.replace("Pod", pods)
+        engine = FaultEngine(state, name, user_timeout_s=0.5, network=network)
+        network.faults = engine
+        nodes.append(TunnelNode(network, tunnels, runner, engine, state))
+    for node, other, cidr, name in ((nodes[0], nodes[1], "10.244.2.0/24", "node-2"),
+                                    (nodes[1], nodes[0], "10.244.1.0/24", "node-1")):
+        host, port = other.runner.addresses[0][:2]
+        node.tunnels.routes.update(Route(cidr, name, f"{host}:{port}"))
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            for p in node.network.pods():
+                node.network.detach(p.ip)
+            await node.tunnels.close()
+            await node.runner.cleanup()
+
+
+def set_faults(nodes: list[TunnelNode], *faults: dict[str, Any]) -> None:
+    for node in nodes:
+        node.state.replace("NetworkFault", faults)
+        node.engine.refresh()
+
+
+async def tunnel_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+def fault_obj(**spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "f"},
+            "spec": {"from": {"pod": "default/client"}, "to": {"pod": "default/server"},
+                     **spec}}
+
+
+async def test_faults_across_a_tunnel_keep_the_stream_and_partition_resets_it(
+        tunnel_pair: list[TunnelNode]) -> None:
+    n1, n2 = tunnel_pair
+    client = n1.network.attach("10.244.1.5", pod="client", namespace="default",
+                               hostname="client")
+    server = n2.network.attach("10.244.2.5", pod="server", namespace="default",
+                               hostname="server")
+    await server.start_server(tunnel_echo, "0.0.0.0", 80)
+    # opened before any fault: no lane yet
+    old_reader, old_writer = await client.open_connection("10.244.2.5", 80)
+    old_writer.write(b"ping")
+    assert await old_reader.readexactly(4) == b"ping"
+
+    # delay, jitter and loss across the tunnel: every byte, in order
+    set_faults(tunnel_pair, fault_obj(delayMs=5, jitterMs=5, lossPct=10, seed=1))
+    reader, writer = await client.open_connection("10.244.2.5", 80)
+    payload = bytes(range(256)) * 2048       # 512 KiB
+    writer.write(payload)
+    assert await asyncio.wait_for(reader.readexactly(len(payload)), 60) == payload
+    writer.close()
+
+    # a partition: a new connect is never answered, the stream opened before any fault
+    # stalls and is reset once the user timeout (0.5 s here) passes
+    set_faults(tunnel_pair, fault_obj(partition=True))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(client.open_connection("10.244.2.5", 80), 0.3)
+    old_writer.write(b"lost?")
+    with pytest.raises((ConnectionError, TimeoutError, asyncio.IncompleteReadError)):
+        await asyncio.wait_for(old_reader.readexactly(5), 30)
+
+    # deleted: a new connection goes straight through, without a lane
+    set_faults(tunnel_pair)
+    reader, writer = await client.open_connection("10.244.2.5", 80)
+    assert type(cast(Any, writer.transport)._peer).__name__ != "_Lane"
+    writer.write(b"back")
+    assert await reader.readexactly(4) == b"back"
+    writer.close()

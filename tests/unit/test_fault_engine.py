@@ -274,3 +274,15 @@ def test_endpoints_for_dns_and_services() -> None:
     assert not state.faults and len(state.errors) == 3
     state.replace("Pod", [{"metadata": "junk"}, {"spec": 1, "status": "x"}])
     assert state.endpoint("10.244.1.2").pod == ""
+
+
+async def test_a_reader_that_pauses_and_resumes_gets_everything(lab: Lab) -> None:
+    # readexactly() beyond the reader's limit pauses and resumes the transport; the lane must
+    # move data from the loop when woken, or the resumed reader would miss it and hang
+    await echo_server(lab.b)
+    lab.set(fault_obj(delayMs=1, jitterMs=1))
+    reader, writer = await lab.a.open_connection(B_IP, 80)
+    payload = bytes(range(256)) * 2048
+    writer.write(payload)
+    assert await asyncio.wait_for(reader.readexactly(len(payload)), 30) == payload
+    writer.close()
