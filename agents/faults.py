@@ -57,6 +57,7 @@ Key = tuple[str, str]
 # user timeout (Linux's default retransmission limit takes ~15 minutes; 15 s keeps a drill
 # short and is what many services set). Env PODNET_FAULT_USER_TIMEOUT_S overrides it.
 USER_TIMEOUT_S = 15.0
+SYN_TIMEOUT_S = 127.0       # an unanswered connect fails after this (Linux: 6 SYN retries)
 UDP_QUEUE_S = 0.5           # a rate-limited datagram that would wait longer is dropped
 MAX_DELAYED_DATAGRAMS = 10_000   # in flight per agent (netem's queue limit is 1000 per qdisc)
 MAX_UDP_FLOWS = 8192
@@ -402,6 +403,7 @@ class FaultLink:
         self.fwd: list[Fault] = []
         self.bwd: list[Fault] = []
         self.delay_logged = False
+        self.cut_logged = False
         self.lanes: list[_Lane] = []
         self.dead = False
         self._match()
@@ -430,13 +432,34 @@ class FaultLink:
         fwd, bwd = self.faults(True), self.faults(False)
         cut = [f for f in fwd + bwd if f.partition]
         if cut:
-            self.engine.log.info("fault.partitioned", fault=cut[0].name, **self.fields())
+            if not self.cut_logged:
+                self.cut_logged = True
+                self.engine.log.info("fault.partitioned", fault=cut[0].name, **self.fields())
             return None
         delay = (sum(f.delay_s(self.label, -1) for f in fwd)
                  + sum(f.delay_s(self.label + "<", -1) for f in bwd))
         if delay > 0 or any(f.delay_ms or f.jitter_ms or f.loss_pct for f in fwd + bwd):
             self._log_delayed()
         return delay
+
+    async def connect(self) -> None:
+        """The handshake from the connecting side: one round trip through the faults. Under a
+        partition the SYN is resent as Linux does (after 1 s, then doubling) until the
+        partition ends, or fails with ETIMEDOUT after SYN_TIMEOUT_S (127 s, as an unanswered
+        SYN does); the caller's own timeout usually fires first."""
+        waited, backoff = 0.0, 1.0
+        while True:
+            delay = self.connect_delay_s()
+            if delay is not None:
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                return
+            if waited >= SYN_TIMEOUT_S:
+                raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+            step = min(backoff, SYN_TIMEOUT_S - waited)
+            await asyncio.sleep(step)
+            waited += step
+            backoff *= 2
 
     def _log_delayed(self) -> None:
         if not self.delay_logged:

@@ -199,6 +199,8 @@ class FaultLinkHook(Protocol):
 
     def connect_delay_s(self) -> float | None: ...
 
+    async def connect(self) -> None: ...
+
     def inbound(self, target: StreamPeer) -> StreamPeer: ...
 
     def outbound(self, target: StreamPeer) -> StreamPeer: ...
@@ -1431,11 +1433,7 @@ class NodeNetwork:
                 raise unreachable()     # the sender's routing comes before any fault on the wire
             link = faults.stream(src, dst, flow)
             if link is not None:
-                delay = link.connect_delay_s()
-                if delay is None:
-                    await dropped()     # partitioned: the SYN is never answered
-                elif delay > 0:
-                    await asyncio.sleep(delay)      # the handshake's round trip
+                await link.connect()    # the handshake's round trip; waits out a partition
                 back = link.inbound(peer)
                 return link.outbound(await self._route_stream(src, dst, back, flow, source))
         return await self._route_stream(src, dst, peer, flow, source)

@@ -286,3 +286,17 @@ async def test_a_reader_that_pauses_and_resumes_gets_everything(lab: Lab) -> Non
     writer.write(payload)
     assert await asyncio.wait_for(reader.readexactly(len(payload)), 30) == payload
     writer.close()
+
+
+async def test_a_connect_waiting_out_a_partition_gets_through_when_it_heals(lab: Lab) -> None:
+    await echo_server(lab.b)
+    lab.set(fault_obj(partition=True))
+    connect = asyncio.ensure_future(lab.a.open_connection(B_IP, 80))
+    await asyncio.wait({connect}, timeout=0.2)
+    assert not connect.done()               # the SYN goes unanswered
+    lab.set()
+    # the next SYN retransmission (1 s after the first, as on Linux) is answered
+    reader, writer = await asyncio.wait_for(connect, 10)
+    writer.write(b"ok")
+    assert await reader.readexactly(2) == b"ok"
+    writer.close()
