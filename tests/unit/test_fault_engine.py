@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
-from agents.faults import FaultEngine, FaultState
+from agents.faults import DROP_EVENTS_PER_S, FaultEngine, FaultState, _DropLog
 from agents.netstack import HIGH_WATER, NodeNetwork, PodNet
 
 A_IP, B_IP = "10.244.1.2", "10.244.1.3"
@@ -300,3 +302,17 @@ async def test_a_connect_waiting_out_a_partition_gets_through_when_it_heals(lab:
     writer.write(b"ok")
     assert await reader.readexactly(2) == b"ok"
     writer.close()
+
+
+def test_dropped_events_are_rate_limited_with_a_summary() -> None:
+    now = [0.0]
+    with capture_logs() as logs:
+        drops = _DropLog(structlog.get_logger(), lambda: now[0])
+        for seq in range(DROP_EVENTS_PER_S + 50):
+            drops("lossy", seq=seq)
+        now[0] = 1.5
+        drops("lossy", seq=999)
+    events = [e["event"] for e in logs]
+    assert events.count("fault.dropped") == DROP_EVENTS_PER_S + 1
+    summary = next(e for e in logs if e["event"] == "fault.dropped_summary")
+    assert summary["suppressed"] == 50 and summary["fault"] == "lossy"
