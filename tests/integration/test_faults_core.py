@@ -115,6 +115,11 @@ def test_delay_between_pods_on_two_nodes_shows_in_latency(lab: Lab) -> None:
     assert took >= least
     delayed = [e for e in lab.events("fault.delayed") if e.get("dst") == f"{lab.web_ip}:80"]
     assert delayed and "slow-web" in delayed[-1]["faults"]
+    # podnet explain names it, on the request way only
+    explained = lab.cluster.podnet("explain", "default/client", "default/web", "-o", "json")
+    assert explained.returncode == 0, explained.stderr
+    assert json.loads(explained.stdout)["legs"][0]["faults"] == [
+        {"name": "slow-web", "effects": f"delay {DELAY_MS}ms", "ways": ["request"]}]
     lab.delete("slow-web")
     wait_for(lambda: (t := lab.curl_s(url)) is not None and t < DELAY_MS / 1000, 30,
              interval_s=0.2, what="the delay gone")
