@@ -442,11 +442,12 @@ class FaultLink:
             self._log_delayed()
         return delay
 
-    async def connect(self) -> None:
+    async def connect(self, unroutable: Callable[[], bool] | None = None) -> None:
         """The handshake from the connecting side: one round trip through the faults. Under a
         partition the SYN is resent as Linux does (after 1 s, then doubling) until the
         partition ends, or fails with ETIMEDOUT after SYN_TIMEOUT_S (127 s, as an unanswered
-        SYN does); the caller's own timeout usually fires first."""
+        SYN does), or with EHOSTUNREACH once `unroutable()` says the route is gone; the
+        caller's own timeout usually fires first."""
         waited, backoff = 0.0, 1.0
         while True:
             delay = self.connect_delay_s()
@@ -460,6 +461,10 @@ class FaultLink:
             await asyncio.sleep(step)
             waited += step
             backoff *= 2
+            if unroutable is not None and unroutable():
+                # the route went away meanwhile (gossip declared the node dead): the next
+                # SYN has nowhere to go, as a kernel says
+                raise OSError(errno.EHOSTUNREACH, "No route to host")
 
     def _log_delayed(self) -> None:
         if not self.delay_logged:

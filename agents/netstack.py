@@ -199,7 +199,7 @@ class FaultLinkHook(Protocol):
 
     def connect_delay_s(self) -> float | None: ...
 
-    async def connect(self) -> None: ...
+    async def connect(self, unroutable: Callable[[], bool] | None = None) -> None: ...
 
     def inbound(self, target: StreamPeer) -> StreamPeer: ...
 
@@ -1433,7 +1433,8 @@ class NodeNetwork:
                 raise unreachable()     # the sender's routing comes before any fault on the wire
             link = faults.stream(src, dst, flow)
             if link is not None:
-                await link.connect()    # the handshake's round trip; waits out a partition
+                # the handshake's round trip; waits out a partition (or its route's end)
+                await link.connect(lambda: self._unroutable(dst[0]))
                 back = link.inbound(peer)
                 return link.outbound(await self._route_stream(src, dst, back, flow, source))
         return await self._route_stream(src, dst, peer, flow, source)

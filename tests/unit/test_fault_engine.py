@@ -6,6 +6,7 @@ the engine decided."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -316,3 +317,15 @@ def test_dropped_events_are_rate_limited_with_a_summary() -> None:
     assert events.count("fault.dropped") == DROP_EVENTS_PER_S + 1
     summary = next(e for e in logs if e["event"] == "fault.dropped_summary")
     assert summary["suppressed"] == 50 and summary["fault"] == "lossy"
+
+
+async def test_a_connect_waiting_out_a_partition_fails_when_the_route_goes(lab: Lab) -> None:
+    await echo_server(lab.b)
+    lab.set(fault_obj(partition=True))
+    connect = asyncio.ensure_future(lab.a.open_connection(B_IP, 80))
+    await asyncio.wait({connect}, timeout=0.1)
+    assert not connect.done()
+    lab.network.detach(B_IP)        # no route any more: the next SYN cannot leave
+    with pytest.raises(OSError) as err:
+        await asyncio.wait_for(connect, 10)
+    assert err.value.errno == errno.EHOSTUNREACH
