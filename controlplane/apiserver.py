@@ -46,6 +46,9 @@ AgentAddress = Callable[[str], tuple[str, int] | None]
 # /podnet/cluster-info carries the cluster CA and its HMAC under the cluster secret, so an
 # agent that holds only the secret can pin the CA before it sends any token (podnet/pki.py).
 OPEN_PATHS = frozenset({"/version", "/healthz", "/readyz", "/livez", "/podnet/cluster-info"})
+# The topology page authenticates its own requests (a login cookie or the bearer token): a
+# browser following a link cannot send an Authorization header (controlplane/ui/).
+SELF_AUTHENTICATED_PREFIX = "/podnet/ui/"
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 AGGREGATED_DISCOVERY = ("v2", "v2beta1")
 POLL_S = 1.0             # how often an idle stream checks that its client is still there
@@ -418,7 +421,8 @@ class ApiServer:
 
     @web.middleware
     async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
+        if request.path not in OPEN_PATHS \
+                and not request.path.startswith(SELF_AUTHENTICATED_PREFIX):
             presented = request.headers.get("Authorization")
             if not (token_matches(presented, self.api_token)
                     or token_matches(presented, self.agent_token)):
@@ -985,16 +989,21 @@ def _client_gone(request: web.Request) -> bool:
 def build_app(api: Api, *, api_token: str, agent_token: str,
               agent_address: AgentAddress | None = None,
               max_body_bytes: int = 3 * 1024 * 1024,
-              cluster_info: dict[str, Any] | None = None) -> web.Application:
+              cluster_info: dict[str, Any] | None = None,
+              extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
     """The API server as an aiohttp application (run it with AppRunner/TCPSite).
 
     `cluster_info` is served without auth at /podnet/cluster-info (the CA and its HMAC).
+    `extra_routes` adds routes matched before the Kubernetes API's catch-all (the topology
+    page under /podnet/ui/, which authenticates its own requests).
     """
     server = ApiServer(api, api_token=api_token, agent_token=agent_token,
                        agent_address=agent_address, max_body_bytes=max_body_bytes)
     server.info = cluster_info
     app = web.Application(client_max_size=max_body_bytes,
                           middlewares=[server.errors, server.auth])
+    if extra_routes is not None:
+        extra_routes(app)
     app.router.add_route("*", "/{path:.*}", server.dispatch)
     app.cleanup_ctx.append(server.http_client)
     app.on_shutdown.append(server.on_shutdown)
