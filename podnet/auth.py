@@ -9,6 +9,7 @@ a kubeconfig leaks API access but not the key that authenticates agents, gossip 
                  control plane presents to agents (exec and log proxying).
 - `derive_key(secret, purpose)`: per-protocol keys; gossip messages and tunnel sessions are
                  authenticated with HMACs under their own key.
+- `ui_login_code` / `ui_session`: the topology page's one-time login code and session cookie.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 SECRET_BYTES = 32
@@ -69,3 +72,98 @@ def token_matches(presented: str | None, expected: str) -> bool:
     if not presented or not presented.startswith("Bearer "):
         return False
     return hmac.compare_digest(presented[7:].strip().encode(), expected.encode())
+
+
+# ---------------------------------------------------------------- the topology page's login
+#
+# `podnet ui` mints a one-time login code locally from the secret; the control plane checks it
+# and answers with a session cookie. Both are stateless HMAC tokens under their own key
+# (nothing to store but the nonces of codes already used, kept until those codes expire), so
+# a code can be minted by any holder of the secret without asking the control plane.
+
+UI_LOGIN_TTL_S = 86400.0
+UI_SESSION_TTL_S = 7 * 86400.0
+_NONCE = re.compile(r"[0-9a-f]{32}")
+_MAC = re.compile(r"[0-9a-f]{64}")
+_MAX_TOKEN_CHARS = 200  # anything longer is garbage, refused before any parsing
+
+
+@dataclass(frozen=True)
+class UiToken:
+    """A verified login code or session: its nonce and when it expires (epoch seconds)."""
+
+    nonce: str
+    expires: int
+
+
+def _ui_mac(secret: bytes, kind: str, nonce: str, expires: int) -> str:
+    key = derive_key(secret, f"ui-{kind}")
+    return hmac.new(key, f"{kind}.{nonce}.{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def _ui_mint(secret: bytes, kind: str, now: float, ttl_s: float) -> str:
+    nonce = secrets.token_hex(16)
+    expires = int(now + ttl_s)
+    return f"{nonce}.{expires}.{_ui_mac(secret, kind, nonce, expires)}"
+
+
+def _ui_check(secret: bytes, kind: str, token: object, now: float) -> UiToken | None:
+    if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    nonce, expires_text, mac = parts
+    if not (_NONCE.fullmatch(nonce) and expires_text.isdigit() and len(expires_text) <= 12
+            and _MAC.fullmatch(mac)):
+        return None
+    expires = int(expires_text)
+    if not hmac.compare_digest(mac, _ui_mac(secret, kind, nonce, expires)):
+        return None
+    if expires <= now:
+        return None
+    return UiToken(nonce, expires)
+
+
+def ui_login_code(secret: bytes, now: float, ttl_s: float = UI_LOGIN_TTL_S) -> str:
+    """A one-time login code for the topology page's URL (`?login=CODE`)."""
+    return _ui_mint(secret, "login", now, ttl_s)
+
+
+def check_ui_login_code(secret: bytes, code: object, now: float) -> UiToken | None:
+    """The code's nonce and expiry when it is genuine and unexpired, else None. Whether it
+    was already used is `UsedLoginCodes`' business (this function keeps no state)."""
+    return _ui_check(secret, "login", code, now)
+
+
+def ui_session(secret: bytes, now: float, ttl_s: float = UI_SESSION_TTL_S) -> str:
+    """The value of the page's session cookie (its own expiry, 7 days by default)."""
+    return _ui_mint(secret, "session", now, ttl_s)
+
+
+def check_ui_session(secret: bytes, token: object, now: float) -> bool:
+    return _ui_check(secret, "session", token, now) is not None
+
+
+class UsedLoginCodes:
+    """The nonces of login codes already redeemed, each kept until its code expires, so a
+    code works once. Bounded: past `limit` live entries a redemption is refused (a flood of
+    genuine codes means the secret leaked; refusing is safer than forgetting)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._used: dict[str, int] = {}
+
+    def redeem(self, secret: bytes, code: object, now: float) -> bool:
+        token = check_ui_login_code(secret, code, now)
+        if token is None:
+            return False
+        if len(self._used) >= self.limit:
+            self._used = {n: e for n, e in self._used.items() if e > now}
+        if token.nonce in self._used or len(self._used) >= self.limit:
+            return False
+        self._used[token.nonce] = token.expires
+        return True
+
+    def __len__(self) -> int:
+        return len(self._used)
