@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test venv lint bench clean
+.PHONY: up test venv lint bench screenshot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Re-take docs/images/topology.png (the README's picture of the page) from the page's test;
+# needs Debian's chromium (`apt-get install chromium`).
+screenshot: $(STAMP)
+	PODNET_UPDATE_SCREENSHOT=1 $(BIN)/pytest -q tests/integration/test_topology_page.py
 
 clean:
 	rm -rf $(VENV) .podnet .pytest_cache .mypy_cache .ruff_cache *.egg-info
