@@ -26,6 +26,7 @@ from agents.cni.routes import Route, RouteTable
 from agents.faults import FaultEngine, FaultState, FaultWatch
 from agents.netstack import NodeNetwork
 from agents.nodeports import NodePorts
+from agents.observe import ObserveEndpoint
 from agents.policy import Enforcer, PolicyState, PolicyWatch
 from agents.runtime import PodRuntime
 from agents.server import build_agent_app
@@ -186,9 +187,13 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
                                seeds=s.peer_list,
                                peers_file=s.state_dir / "run" / f"peers-{s.name}.json")
 
+        # The live feed for the control plane's topology page (flows, routes, link counters).
+        observe = ObserveEndpoint(s.name, routes, tunnels)
+
         def cni_routes(app: web.Application) -> None:
             gossip.add_routes(app)
             tunnels.add_routes(app)
+            observe.add_routes(app)
 
         runner = web.AppRunner(build_agent_app(runtime, token, extra=cni_routes,
                                                route_table=routes), access_log=None)

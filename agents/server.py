@@ -15,6 +15,7 @@ from aiohttp import web
 from agents.cni.routes import RouteTable
 from agents.exec_server import exec_handler
 from agents.netstack import PodNet
+from agents.observe import route_rows
 from agents.portforward_server import PortForwardEndpoint
 from agents.runtime import PodRuntime
 from agents.toolbox import ExecTarget
@@ -111,12 +112,9 @@ def build_agent_app(runtime: PodRuntime, agent_token: str,
 
     async def routes(_: web.Request) -> web.Response:
         """This node's route table as it sees it (`podnet routes`)."""
-        now = time.time()
         table = route_table.all() if route_table is not None else []
-        return web.json_response({"node": runtime.node, "routes": [
-            {"podCIDR": r.pod_cidr, "node": r.node, "address": r.address, "state": r.state,
-             "version": r.version, "age_s": round(max(0.0, now - r.since), 1)}
-            for r in table]})
+        return web.json_response({"node": runtime.node,
+                                  "routes": route_rows(table, time.time())})
 
     app = web.Application(middlewares=[auth])
     app.router.add_get("/routes", routes)

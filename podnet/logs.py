@@ -20,10 +20,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
+
+from podnet.observe.ring import flow_ring
 
 LOG_FILE_MAX_BYTES = 20 * 2**20     # one process's current log file, before it is rotated
 LOG_FILES_KEPT = 3                  # rotated files kept per process (.1 newest ... .3 oldest)
@@ -113,15 +115,19 @@ class RotatingFile:
 
 
 class _Sinks:
-    """The last processor: writes the event to the JSON file and to stderr."""
+    """The last processor: writes the event to the JSON file and to stderr, and keeps flow
+    events in the process's flow ring for live readers (podnet/observe/ring.py)."""
 
     def __init__(self, file: RotatingFile | None, stderr: TextIO, console: bool) -> None:
         self.file = file
+        self.ring = flow_ring()
         self.stderr = stderr
         self.console = structlog.dev.ConsoleRenderer(colors=stderr.isatty()) if console else None
 
     def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> str:
         line = json.dumps(event, default=str, separators=(",", ":"))
+        if event.get("flow"):
+            self.ring.append(cast(dict[str, Any], event))   # the very dict written, not a copy
         if self.file is not None:
             self.file.write(line)
         if self.console is not None:

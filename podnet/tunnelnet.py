@@ -100,6 +100,27 @@ class StreamPeer(Protocol):
     def wake(self) -> None: ...
 
 
+class LinkCounters:
+    """Cumulative traffic with one peer over every tunnel to or from it, kept across re-dials
+    (`TunnelPeer.link_stats()`). Bumped once per WebSocket record, never per byte or frame:
+    two int adds beside a socket write or read are all the data path pays."""
+
+    __slots__ = ("bytes_in", "bytes_out", "errors", "records_in", "records_out")
+
+    def __init__(self) -> None:
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.records_out = 0
+        self.records_in = 0
+        # Tunnel failures and rejections, failed dials, streams refused or reset by the peer.
+        self.errors = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"bytes_out": self.bytes_out, "bytes_in": self.bytes_in,
+                "records_out": self.records_out, "records_in": self.records_in,
+                "errors": self.errors}
+
+
 class TunnelStream(NamedTuple):
     peer: str               # the node at the other end
     flow: str
@@ -258,6 +279,7 @@ class Tunnel:
         self.peer = peer
         self.dialed = dialed
         self.address = address          # the peer agent's address (dialed) or remote (accepted)
+        self.counters = host.link_counters(peer)
         self.ends: dict[int, TunnelEnd] = {}
         self.opening: dict[int, asyncio.Future[None]] = {}
         self.closed: str | None = None
@@ -319,12 +341,16 @@ class Tunnel:
         and only suspends to wait for a full socket buffer to drain. So the common case costs
         no task and no extra loop turn (a writer task would add one per message, a third of a
         small round trip); the rare wait is finished by a task, which then resumes flushing."""
+        counters = self.counters
+        counters.records_out += 1
+        counters.bytes_out += len(record)
         coro = self.ws.send_bytes(record)
         try:
             waiting = coro.send(None)
         except StopIteration:
             return
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+            counters.errors += 1
             self.fail(f"write failed: {type(exc).__name__}")
             return
         self._blocked = asyncio.create_task(self._finish_send(coro, waiting),
@@ -342,6 +368,7 @@ class Tunnel:
                 except StopIteration:
                     break
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+            self.counters.errors += 1
             self.fail(f"write failed: {type(exc).__name__}")
             return
         finally:
@@ -383,6 +410,7 @@ class Tunnel:
         reason = "closed by peer"
         receive, binary = self.ws.receive, aiohttp.WSMsgType.BINARY
         closed = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+        counters = self.counters
         try:
             while True:
                 msg = await receive()
@@ -391,12 +419,17 @@ class Tunnel:
                         break
                     reason = f"WebSocket error: {msg.data}" \
                         if msg.type is aiohttp.WSMsgType.ERROR else "unexpected WebSocket message"
+                    counters.errors += 1
                     self.host.log.warning("tunnel.rejected", peer=self.peer,
                                              reason=reason, kind=msg.type.name)
                     break
+                data = msg.data
+                counters.records_in += 1
+                counters.bytes_in += len(data)
                 try:
-                    events = self.session.receive(msg.data)
+                    events = self.session.receive(data)
                 except TunnelError as exc:
+                    counters.errors += 1
                     reason = exc.reason
                     self.host.log.warning("tunnel.rejected", peer=self.peer,
                                              reason=exc.reason, streams=len(self.ends))
@@ -412,6 +445,7 @@ class Tunnel:
                 if self.session.output_size:
                     self.kick()
         except (ConnectionError, aiohttp.ClientError) as exc:
+            counters.errors += 1
             reason = f"read failed: {type(exc).__name__}"
         self.fail(reason)
 
@@ -439,6 +473,7 @@ class Tunnel:
                 if end is not None:
                     end.on_fin()
             elif kind is Rst:
+                self.counters.errors += 1       # a stream reset by the peer
                 end = ends.get(event.sid)
                 if end is not None:
                     end.on_reset(error(event.errno))
@@ -449,6 +484,7 @@ class Tunnel:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
             elif kind is OpenFail:
+                self.counters.errors += 1       # an open the peer refused
                 waiter = self.opening.pop(event.sid, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(error(event.errno))
@@ -543,6 +579,7 @@ class TunnelPeer:
         self._closing = False
         # Tunnels with stream data queued during the dispatch of an inbound record.
         self._batch: list[Tunnel] | None = None
+        self._links: dict[str, LinkCounters] = {}
 
     # -- wiring
 
@@ -552,6 +589,17 @@ class TunnelPeer:
     def tunnels(self) -> list[tuple[str, str, int]]:
         """(peer, "out"|"in", open streams) for every live tunnel, for status views."""
         return sorted((t.peer, "out" if t.dialed else "in", len(t.ends)) for t in self._live())
+
+    def link_counters(self, peer: str) -> LinkCounters:
+        """The counters of every tunnel to or from `peer` (made on first use)."""
+        counters = self._links.get(peer)
+        if counters is None:
+            counters = self._links[peer] = LinkCounters()
+        return counters
+
+    def link_stats(self) -> dict[str, dict[str, int]]:
+        """Cumulative bytes, records and errors per peer since this process started."""
+        return {peer: c.as_dict() for peer, c in sorted(self._links.items())}
 
     def streams(self) -> list[TunnelStream]:
         """Every stream the tunnels carry, with what each holds in memory right now."""
@@ -689,11 +737,13 @@ class TunnelPeer:
                     raise TunnelError("handshake refused by peer")
                 keys = accept_welcome(self._key, msg.data, hello, now=time.time())
         except TunnelError as exc:
+            self.link_counters(peer).errors += 1
             self.log.warning("tunnel.rejected", peer=peer, address=address,
                              reason=exc.reason, direction="out")
             await self._discard(ws)
             raise unreachable() from None
         except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+            self.link_counters(peer).errors += 1
             self.log.warning("tunnel.dial_failed", peer=peer, address=address,
                              error=str(exc) or type(exc).__name__)
             await self._discard(ws)

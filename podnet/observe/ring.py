@@ -1,0 +1,105 @@
+"""The flow ring: this process's most recent flow events, in memory, for live readers.
+
+`podnet.logs` appends every event that carries a `flow` (the same dict it writes to the JSON
+log) to the process-global ring; readers (an agent's `/observe` stream, the control plane's UI
+hub) poll it by sequence number. Appending is the only cost on the logging path: an int bump
+and a deque append, no I/O, and a wake-up only when a reader is actually waiting. A reader that
+falls behind by more than the capacity is told how many events it missed, never silently
+short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from typing import Any
+
+__all__ = ["DEFAULT_CAPACITY", "FlowRing", "flow_ring"]
+
+DEFAULT_CAPACITY = 4096
+
+
+class FlowRing:
+    """A bounded sequence of events numbered 1, 2, 3, ... in append order."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.last_seq = 0               # seq of the newest event (0: none yet)
+        self.total_evicted = 0          # events pushed out by newer ones since start
+        self._events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=capacity)
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def oldest_seq(self) -> int:
+        """seq of the oldest event still held (last_seq + 1 when empty)."""
+        return self.last_seq - len(self._events) + 1
+
+    def append(self, event: dict[str, Any]) -> None:
+        """Add one event. O(1), no I/O; wakes waiting readers only if there are any."""
+        self.last_seq += 1
+        if len(self._events) == self.capacity:
+            self.total_evicted += 1
+        self._events.append((self.last_seq, event))
+        if self._waiters:
+            self._wake()
+
+    def read(self, after_seq: int) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+        """The held events with seq > `after_seq` (oldest first) and how many events after
+        `after_seq` were rotated away before this read."""
+        after_seq = max(0, after_seq)
+        count = self.last_seq - after_seq
+        if count <= 0:
+            return [], 0
+        held = len(self._events)
+        missed = max(0, count - held)
+        # Walk from the new end: a reader that keeps up touches only what is new to it.
+        newest = list(itertools.islice(reversed(self._events), min(count, held)))
+        newest.reverse()
+        return newest, missed
+
+    async def wait(self, after_seq: int) -> None:
+        """Return once an event with seq > `after_seq` exists (at once if one does)."""
+        loop = asyncio.get_running_loop()
+        while self.last_seq <= after_seq:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            loop = waiter.get_loop()
+            if loop is running:
+                waiter.set_result(None)
+            elif not loop.is_closed():
+                # Logged from another thread (an executor): hand the wake-up to its loop.
+                loop.call_soon_threadsafe(_settle, waiter)
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+_RING = FlowRing()
+
+
+def flow_ring() -> FlowRing:
+    """This process's ring (the one `podnet.logs` feeds)."""
+    return _RING
