@@ -33,15 +33,18 @@ from controlplane.proxy import ClusterIPProxy, serve_tunnels
 from controlplane.serviceipam import ServiceIpam, ensure_system_services
 from controlplane.statefulsets import StatefulSetController
 from controlplane.store import Store
+from controlplane.ui import UiHub, UiServer
+from controlplane.ui.hub import NoFlows, NoLinks
 from controlplane.workloads import (
     DeploymentController,
     GarbageCollector,
     PodEviction,
     ReplicaSetController,
 )
-from podnet import discovery, eventloop, logs, settings
+from podnet import __version__, discovery, eventloop, logs, settings
 from podnet.auth import SecretError, agent_token, api_token, generate_secret, load_secret
 from podnet.cluster import write_json_atomic
+from podnet.observe.ring import flow_ring
 from podnet.pki import PkiError, ensure_pki, server_context, sign_cluster_info
 from podnet.resources import BY_KIND
 from podnet.services.nodeports import parse_range
@@ -126,8 +129,13 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
         stack.push_async_callback(proxy.close)
         crt, key, ca_pem = ensure_pki(s.state_dir / "pki", [s.listen_host, socket.gethostname(),
                                                             *s.san_list])
+        # The topology page (/podnet/ui/): its hub runs feeds only while a page is open.
+        ui = UiServer(UiHub(store, agent_token=agent_token(secret), version=__version__,
+                            new_flows=NoFlows, new_links=NoLinks, ring=flow_ring(),
+                            local_links=proxy.link_stats),
+                      secret, api_token(secret))
         app = build_app(api, api_token=api_token(secret), agent_token=agent_token(secret),
-                        agent_address=agent_address(api),
+                        agent_address=agent_address(api), extra_routes=ui.add_routes,
                         cluster_info=sign_cluster_info(secret, {
                             "ca": ca_pem.decode(), "clusterCIDR": s.cluster_cidr,
                             "serviceCIDR": s.service_cidr, "clusterDomain": s.cluster_domain,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.auth import api_token, generate_secret, load_secret
+from podnet.cli.ui import login_url
 from podnet.client import ApiClient, ApiUnavailable
 from podnet.cluster import ClusterNotFound, read_cluster, write_json_atomic, write_kubeconfig
 from podnet.manifests import ManifestError, apply, load_manifests
@@ -232,6 +233,7 @@ async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], d
             info = cluster_info(state_dir, api_url, cp, agents, node_objs)
             info["ca_file"] = str(Path(cp_info["ca_file"]).resolve())
             info["dns"] = cp_info.get("dns")  # {host, port}: `dig @host -p port ...`
+            info["ui"] = login_url(api_url, secret, time.time())  # the topology page
             write_kubeconfig(state_dir / "kubeconfig", api_url, api_token(secret), ca_pem)
             write_json_atomic(state_dir / "cluster.json", info)
             print_status(info, elapsed)
@@ -293,6 +295,8 @@ def print_status(info: dict[str, Any], elapsed_s: float) -> None:
     print(f"  API         {info['api']}")
     print(f"  kubeconfig  {info['kubeconfig']}")
     print(f"  logs        {info['logs_dir']}")
+    if ui := info.get("ui"):
+        print(f"  UI          {ui}")
     if dns := info.get("dns"):
         print(f"  DNS         {dns['host']}:{dns['port']} (UDP+TCP; try: dig @{dns['host']} "
               f"-p {dns['port']} kubernetes.default.svc.cluster.local)")

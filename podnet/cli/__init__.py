@@ -8,6 +8,7 @@
     podnet explain FROM TO [--port P] [--protocol tcp|udp] | --flow ID   [-o json]
     podnet fault add NAME --from SEL --to SEL [--delay-ms D] ... | list | del NAME|--all
     podnet node stop|pause|resume|start NAME
+    podnet ui                    (a one-time login URL of the live topology page)
     podnet controlplane ...      (the control plane process; `--help` lists its flags)
     podnet agent --name NAME --controlplane URL ...   (one node agent)
 
@@ -83,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--node", default=None, help="only this node's view")
     rt.add_argument("-o", "--output", choices=("table", "json"), default="table",
                     help="json: an object keyed by the node whose view it is")
+
+    ui = sub.add_parser("ui", help="print a one-time login URL of the live topology page",
+                        description="Print a fresh URL of the cluster's topology page (nodes, "
+                                    "pods, Services, policies, faults, flows, links; served by "
+                                    "the control plane). The link logs a browser in once; the "
+                                    "session cookie it sets lasts 7 days.")
+    _state_dir_arg(ui)
 
     ap = sub.add_parser("apply", help="create or update objects from YAML (like kubectl apply)",
                         description="Apply manifests through the API. The cluster comes from "
@@ -192,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             from podnet.cli import explaincmd
 
             return explaincmd.run(args, state_dir(args.state_dir))
+        if args.command == "ui":
+            from podnet.cli import ui
+
+            return ui.run(read_cluster(state_dir(args.state_dir)))
         if args.command == "routes":
             from podnet import routesview
 

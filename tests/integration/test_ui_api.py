@@ -1,0 +1,295 @@
+"""The topology page's HTTP side on a real cluster: `podnet ui` login links (one use, then a
+session cookie), every path refusing requests without the cookie or the bearer token, static
+files without traversal, the live event stream (snapshot, then patches as kubectl changes the
+cluster, gossip from the agents' /observe feeds, flows and links) and the JSON endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from harness import RunningCluster, start_cluster, stop_cluster
+from yarl import URL
+
+STATIC = Path(__file__).resolve().parents[2] / "controlplane" / "ui" / "static"
+APP = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: echo, image: podnet/echo, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  nodeName: node-1
+  containers: [{name: toolbox, image: podnet/toolbox}]
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    c = start_cluster(tmp_path_factory.mktemp("ui"), 2)
+    try:
+        yield c
+    finally:
+        stop_cluster(c)
+
+
+def login_url(c: RunningCluster) -> str:
+    out = c.podnet("ui")
+    assert out.returncode == 0, out.stderr
+    url = str(out.stdout).strip()
+    assert re.fullmatch(re.escape(c.info["api"]) + r"/podnet/ui/\?login=[0-9a-f.]+", url), url
+    return url
+
+
+@pytest.fixture
+async def http(cluster: RunningCluster) -> AsyncIterator[aiohttp.ClientSession]:
+    ctx = ssl.create_default_context(cafile=cluster.info["ca_file"])
+    # No cookie jar: the tests carry the cookie themselves, to see exactly what was set.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx),
+                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield session
+
+
+async def log_in(c: RunningCluster, http: aiohttp.ClientSession) -> dict[str, str]:
+    async with http.get(login_url(c), allow_redirects=False) as resp:
+        assert resp.status == 303, await resp.text()
+        assert resp.headers["Location"] == "/podnet/ui/"
+        cookie = resp.cookies["podnet-ui"]
+    return {"Cookie": f"podnet-ui={cookie.value}"}
+
+
+def test_up_prints_the_ui_line_and_cluster_json_has_it(
+        cluster: RunningCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    from podnet.up import print_status
+
+    assert cluster.info["ui"].startswith(cluster.info["api"] + "/podnet/ui/?login=")
+    print_status(cluster.info, 1.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert f"  UI          {cluster.info['ui']}" in lines, lines
+    assert "topology page" in cluster.podnet("ui", "--help").stdout
+
+
+async def test_login_link_works_once_and_sets_the_session_cookie(
+        cluster: RunningCluster, http: aiohttp.ClientSession) -> None:
+    url = login_url(cluster)
+    async with http.get(url, allow_redirects=False) as resp:
+        assert resp.status == 303
+        assert resp.headers["Location"] == "/podnet/ui/"
+        raw = resp.headers["Set-Cookie"]
+        morsel = resp.cookies["podnet-ui"]
+    for attr in ("HttpOnly", "Secure", "SameSite=Lax", "Path=/podnet/ui/"):
+        assert attr.lower() in raw.lower(), raw
+    cookie = {"Cookie": f"podnet-ui={morsel.value}"}
+    async with http.get(url, allow_redirects=False) as resp:   # the same link again
+        assert resp.status == 401
+        assert "already used or has expired" in await resp.text()
+        assert "podnet ui" in await resp.text()
+    forged = re.sub(r"login=.*", "login=" + "0" * 32 + ".9999999999." + "0" * 64, url)
+    for bad in (forged, url.replace("login=", "login=x"), cluster.info["api"]
+                + "/podnet/ui/?login=" + "%FF" * 300):
+        async with http.get(bad, allow_redirects=False) as resp:
+            assert resp.status == 401, bad
+    async with http.get(cluster.info["api"] + "/podnet/ui/", headers=cookie) as resp:
+        if (STATIC / "index.html").exists():
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/html")
+            assert "<html" in (await resp.text()).lower()
+        else:  # the page's files not written yet
+            assert resp.status == 404
+
+
+async def test_every_path_refuses_without_cookie_or_token(
+        cluster: RunningCluster, http: aiohttp.ClientSession) -> None:
+    api = cluster.info["api"]
+    paths = ["/podnet/ui/", "/podnet/ui/events", "/podnet/ui/api/view",
+             "/podnet/ui/api/flows/abc-1", "/podnet/ui/static/index.html",
+             "/podnet/ui/nothing/here", "/podnet/ui/api/v1/pods"]
+    for headers in ({}, {"Cookie": "podnet-ui=garbage"},
+                    {"Cookie": "podnet-ui=" + "0" * 32 + ".9999999999." + "0" * 64},
+                    {"Authorization": "Bearer wrong"}):
+        for path in paths:
+            async with http.get(api + path, headers=headers) as resp:
+                assert resp.status == 401, (path, headers, resp.status)
+        async with http.post(api + "/podnet/ui/api/view", headers=headers, data=b"{}") as resp:
+            assert resp.status == 401
+    token = {"Authorization": f"Bearer {cluster.token}"}
+    async with http.get(api + "/podnet/ui/api/view", headers=token) as resp:
+        assert resp.status == 200
+    async with http.post(api + "/podnet/ui/api/view", headers=token) as resp:
+        assert resp.status == 405
+    async with http.get(api + "/podnet/ui/nothing/here", headers=token) as resp:
+        assert resp.status == 404
+
+
+async def test_static_files_have_types_and_no_traversal(
+        cluster: RunningCluster, http: aiohttp.ClientSession) -> None:
+    api = cluster.info["api"]
+    cookie = await log_in(cluster, http)
+    for name, ctype in (("app.css", "text/css"), ("app.js", "text/javascript"),
+                        ("index.html", "text/html")):
+        if not (STATIC / name).exists():
+            continue
+        async with http.get(f"{api}/podnet/ui/static/{name}", headers=cookie) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith(ctype)
+            assert resp.headers["Cache-Control"] == "no-cache"
+            assert await resp.read() == (STATIC / name).read_bytes()
+    for bad in ("..%2Fweb.py", "%2E%2E", "..", ".hidden.css", "web.py", "..%2F..%2Fhub.py",
+                "missing.css", "a" * 300 + ".css"):
+        # encoded=True: sent as written (the client would resolve the dots itself)
+        raw = URL(f"{api}/podnet/ui/static/{bad}", encoded=True)
+        async with http.get(raw, headers=cookie, allow_redirects=False) as resp:
+            assert resp.status == 404, bad
+
+
+async def sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    """(event, decoded data) for each server-sent event; ("ping", None) for comments."""
+    buf = b""
+    async for chunk in resp.content.iter_any():
+        buf += chunk
+        while b"\n\n" in buf:
+            block, buf = buf.split(b"\n\n", 1)
+            event, data = "message", ""
+            for line in block.decode().split("\n"):
+                if line.startswith(":"):
+                    event = "ping"
+                elif line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data += line[6:]
+            if event == "message" and not data:
+                continue  # the retry: directive
+            yield event, (json.loads(data) if data else None)
+
+
+class Model:
+    """The page's picture, kept from a snapshot and patches as the page keeps it."""
+
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        self.view = {kind: {e["key"]: e for e in items}
+                     for kind, items in snapshot["view"].items()}
+        self.flows = {r["id"]: r for r in snapshot["flows"]}
+        self.stats = snapshot["flowStats"]
+        self.links = snapshot["links"]
+
+    def apply(self, event: str, data: Any) -> None:
+        if event == "patch":
+            for kind, items in data["upsert"].items():
+                for e in items:
+                    self.view[kind][e["key"]] = e
+            for kind, keys in data["delete"].items():
+                for k in keys:
+                    self.view[kind].pop(k, None)
+        elif event == "flows":
+            for r in data["rows"]:
+                self.flows[r["id"]] = r
+            self.stats = data["stats"]
+        elif event == "links":
+            self.links = data
+        elif event == "snapshot":
+            self.__init__(data)  # type: ignore[misc]
+
+
+async def follow(resp: aiohttp.ClientResponse, model: Model, what: str, done: Any,
+                 timeout_s: float = 30.0) -> None:
+    """Apply events until `done(model)` holds."""
+    async def run() -> None:
+        if done(model):
+            return
+        async for event, data in sse(resp):
+            model.apply(event, data)
+            if done(model):
+                return
+        raise AssertionError(f"the event stream ended before {what}")
+    try:
+        await asyncio.wait_for(run(), timeout_s)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}: {model.view}") from None
+
+
+async def test_events_stream_a_snapshot_then_patches(
+        cluster: RunningCluster, http: aiohttp.ClientSession) -> None:
+    api = cluster.info["api"]
+    cookie = await log_in(cluster, http)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
+    async with http.get(api + "/podnet/ui/events", headers=cookie, timeout=timeout) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        events = sse(resp)
+        event, snapshot = await asyncio.wait_for(anext(events), 10)
+        assert event == "snapshot"
+        assert set(snapshot) >= {"view", "flows", "flowStats", "links", "server"}
+        assert {"ts", "version"} <= set(snapshot["server"])
+        model = Model(snapshot)
+        assert set(model.view["nodes"]) == {"node-1", "node-2"}
+        assert model.view["nodes"]["node-1"]["podCIDR"]
+        assert "clientResets" in model.stats
+
+        # Gossip arrives from the agents' /observe feeds: each node seen alive by the other.
+        await follow(resp, model, "both nodes alive by gossip", lambda m: all(
+            n["gossip"] == "alive" and n["ready"] for n in m.view["nodes"].values()))
+        assert model.view["nodes"]["node-1"]["seenBy"] == {"node-2": "alive"}
+
+        manifest = cluster.state_dir / "app.yaml"
+        manifest.write_text(APP)
+        applied = await asyncio.to_thread(cluster.kubectl, "apply", "-f", str(manifest))
+        assert applied.returncode == 0, applied.stderr
+
+        def app_is_up(m: Model) -> bool:
+            web_pods = [p for p in m.view["pods"].values()
+                        if p["labels"].get("app") == "web" and p["phase"] == "Running"
+                        and p["ip"] and p["ready"]]
+            svc = m.view["services"].get("default/web")
+            ready = {e["pod"] for e in svc["endpoints"] if e["ready"]} if svc else set()
+            return len(web_pods) == 2 and ready == {p["key"] for p in web_pods} \
+                and bool(svc and svc["clusterIP"])
+        await follow(resp, model, "the Deployment's pods Running and the Service's endpoints",
+                     app_is_up)
+        assert model.view["services"]["default/web"]["ports"] == ["80/TCP"]
+        assert model.view["pods"]["default/client"]["node"] == "node-1"
+
+        deleted = await asyncio.to_thread(cluster.kubectl, "delete", "pod", "client",
+                                          "--wait=false")
+        assert deleted.returncode == 0, deleted.stderr
+        await follow(resp, model, "the deleted pod gone",
+                     lambda m: "default/client" not in m.view["pods"])
+        await follow(resp, model, "a links message", lambda m: isinstance(m.links, list))
+
+
+async def test_view_and_flow_endpoints(cluster: RunningCluster,
+                                       http: aiohttp.ClientSession) -> None:
+    api = cluster.info["api"]
+    token = {"Authorization": f"Bearer {cluster.token}"}
+    async with http.get(api + "/podnet/ui/api/view", headers=token) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("application/json")
+        view = await resp.json()
+    assert {n["key"] for n in view["view"]["nodes"]} == {"node-1", "node-2"}
+    for bad in ("has%20space", "semi;colon", "x" * 200, "%00", "-leading"):
+        async with http.get(f"{api}/podnet/ui/api/flows/{bad}", headers=token) as resp:
+            assert resp.status == 400, bad
+    async with http.get(f"{api}/podnet/ui/api/flows/nope-1", headers=token) as resp:
+        assert resp.status == 404
