@@ -212,8 +212,15 @@ class Browser:
             raise
         return cls(proc, profile, conn, ws_url)
 
-    async def new_page(self, *, width: int = 1600, height: int = 1000) -> Page:
-        created = await self._conn.send("Target.createTarget", {"url": "about:blank"})
+    async def new_page(self, *, width: int = 1600, height: int = 1000,
+                       isolated: bool = False) -> Page:
+        """A new tab. `isolated`: in a fresh browser context (its own cookies, like a private
+        window), e.g. to be a visitor who never logged in."""
+        params: dict[str, Any] = {"url": "about:blank"}
+        if isolated:
+            context = await self._conn.send("Target.createBrowserContext")
+            params["browserContextId"] = context["browserContextId"]
+        created = await self._conn.send("Target.createTarget", params)
         attached = await self._conn.send("Target.attachToTarget",
                                          {"targetId": created["targetId"], "flatten": True})
         page = Page(self._conn, attached["sessionId"], created["targetId"])

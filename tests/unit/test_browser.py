@@ -125,6 +125,11 @@ async def test_redirect_cookie_and_error_status(site: str, browser: Browser) -> 
     assert [(c["name"], c["value"], c["httpOnly"]) for c in cookies] == [
         ("session", "s3cret", True)]
     assert await page.evaluate("document.cookie") == ""   # HttpOnly: not visible to JS
+    stranger = await browser.new_page(isolated=True)    # its own cookie jar
+    assert await stranger.cookies(site + "/") == []
+    assert (await browser.new_page()).session_id != stranger.session_id
+    assert [c["name"] for c in await (await browser.new_page()).cookies(site + "/")] == [
+        "session"]
 
     assert await page.navigate(site + "/denied") == 401
     assert await page.evaluate("document.querySelector('#why').textContent") == "no"
