@@ -23,12 +23,14 @@
     denied: ['denied'], deny: ['denied'],
     allowed: ['allowed'], allow: ['allowed'],
   };
+  // Verdicts that mean the flow stopped there (podnet/cli/flowstory.py's failed words).
+  const BAD_VERDICT = /denied|refus|unreach|reset|drop|fail|timeout|etimedout|no reply/;
   const SERVICE_COLOURS = ['#2563eb', '#9333ea', '#db2777', '#0891b2', '#65a30d', '#c2410c',
     '#4f46e5', '#0d9488', '#a16207', '#be123c'];
   // Pod tiles: three densities so 300 pods on 3 nodes still fit on a screen.
   const TILE = {
-    full: { w: 150, h: 42, gap: 8, nameFont: 6.7 },
-    compact: { w: 96, h: 30, gap: 5, nameFont: 5.6 },
+    full: { w: 150, h: 42, gap: 8, nameFont: 7.3 },
+    compact: { w: 96, h: 30, gap: 5, nameFont: 6.1 },
     dense: { w: 16, h: 16, gap: 4, nameFont: 0 },
   };
   const M = 16;                    // outer margin
@@ -51,7 +53,7 @@
   const dirty = {
     nodes: new Set(), pods: new Set(), services: new Set(), policies: new Set(),
     faults: new Set(), layout: true, flows: false, flowStats: false, links: false,
-    summary: true, updated: null,
+    summary: true, updated: null, topologyUpdated: null,
   };
 
   // ---- svg helpers ---------------------------------------------------------------------------
@@ -294,9 +296,10 @@
     setT(e.ip, clip(`${s.clusterIP || 'None'}${ports ? '  ' + ports : ''}`, 32));
     const eps = s.endpoints || [];
     const ready = eps.filter((x) => x.ready).length;
-    setT(e.eps, `${ready}/${eps.length} endpoints ready` + (s.type && s.type !== 'ClusterIP' ? ` · ${s.type}` : ''));
+    const kind = s.type && s.type !== 'ClusterIP' ? ` · ${s.type}` : '';
+    setT(e.eps, (eps.length ? `${ready}/${eps.length} endpoints ready` : 'no endpoints') + kind);
     setA(e.g, 'data-ready-endpoints', ready);
-    setA(e.eps, 'class', 'seps' + (ready === 0 ? ' none' : ''));
+    setA(e.eps, 'class', 'seps' + (eps.length === 0 ? ' empty' : ready === 0 ? ' none' : ''));
     setT(e.tip, `Service ${key} (${s.type || 'ClusterIP'})\nClusterIP ${s.clusterIP || 'None'}  ports ${ports || '-'}\n` +
       (eps.length ? eps.map((x) => `  ${x.ip} ${x.pod || '(no pod)'} on ${x.node || '?'} ${x.ready ? 'ready' : 'not ready'}`).join('\n') : '  no endpoints'));
   }
@@ -656,7 +659,7 @@
       if (!pt) pt = prev || { x: M + 20, y: M + 20 };
       const from = prev || pt;
       const verdict = (h.verdict || '').toLowerCase();
-      const bad = /denied|refused|unreachable|reset|dropped|fail|timeout/.test(verdict);
+      const bad = BAD_VERDICT.test(verdict);
       const path = svg('path', {
         class: 'hop' + (bad ? ' bad' : ''),
         'data-at-kind': at.kind || '',
@@ -854,9 +857,11 @@
     if (f.proto && String(row.proto || '').toLowerCase() !== f.proto) return false;
     if (f.podName && !podMatches(f, row.srcPod) && !podMatches(f, row.dstPod)) return false;
     if (f.verdicts) {
-      const v = String(row.verdict || '').toLowerCase();
-      const o = String(row.outcome || '').toLowerCase();
-      if (!f.verdicts.has(v) && !f.verdicts.has(o)) return false;
+      // Like `podnet logs --verdict`: any event's verdict in the flow, or its outcome.
+      const have = (Array.isArray(row.verdicts) && row.verdicts.length ? row.verdicts : [row.verdict || ''])
+        .map((v) => String(v).toLowerCase());
+      have.push(String(row.outcome || '').toLowerCase());
+      if (!have.some((v) => f.verdicts.has(v))) return false;
     }
     return true;
   }
@@ -987,6 +992,9 @@
     return `${b >= 100 ? b.toFixed(0) : b >= 10 ? b.toFixed(1) : b.toFixed(2)} ${u[i]}`;
   }
 
+  // The control plane's proxy is a tunnel peer too; "proxy" reads better on a small card.
+  const nodeLabel = (n) => (n === PROXY_KEY ? 'proxy' : n);
+
   function renderLinks() {
     const series = Array.isArray(model.links) ? model.links : [];
     const wrap = $('link-cards');
@@ -1051,7 +1059,7 @@
         const h = Math.min(CARD.ch, 6 + p[2] * 3);
         setA(m, 'x', r(X(p[0]) - 1.5)); setA(m, 'y', r(CARD.cy + CARD.ch - h)); setA(m, 'height', r(h));
       });
-      setT(e.label, clip(`${s.from} → ${s.to}`, Math.floor((CARD.w - 56) / 6.6)));
+      setT(e.label, clip(`${nodeLabel(s.from)} → ${nodeLabel(s.to)}`, Math.floor((CARD.w - 56) / 6.8)));
       const errNow = last[2] || 0;
       setT(e.rate, fmtRate(last[1]) + (errNow > 0 ? ` · ${errNow.toFixed(errNow < 10 ? 1 : 0)} err/s` : ''));
       setT(e.errn, errTotal > 0 ? `${Math.round(errTotal)} err` : '');
@@ -1165,8 +1173,13 @@
           model.links = Array.isArray(d) ? d : (d.links || d.series || []);
           dirty.links = true;
         }
+        // Only the server's clock: a message without a ts (links) leaves the mark alone, so
+        // the bench's latency reading is never advanced by an unrelated message.
         const ts = msgTs(type, d);
-        dirty.updated = ts !== null ? ts : Date.now() / 1000;
+        if (ts !== null) {
+          dirty.updated = ts;
+          if (type === 'snapshot' || type === 'patch') dirty.topologyUpdated = ts;
+        }
       } catch (err) {
         console.warn('podnet: could not apply a', type, 'message:', err);
       }
@@ -1189,6 +1202,10 @@
     if (dirty.updated !== null) {
       root.setAttribute('data-updated', String(dirty.updated));
       dirty.updated = null;
+    }
+    if (dirty.topologyUpdated !== null) {
+      root.setAttribute('data-topology-updated', String(dirty.topologyUpdated));
+      dirty.topologyUpdated = null;
     }
   }
 
