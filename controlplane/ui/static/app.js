@@ -41,6 +41,12 @@
   const PROXY_BOX = { w: 188, h: 58 };
 
   const $ = (id) => document.getElementById(id);
+  // Pane sizes, read once now (before anything is drawn) and then kept by a ResizeObserver.
+  const sizes = {
+    topoW: document.getElementById('topology-scroll').clientWidth,
+    topoH: document.getElementById('topology-scroll').clientHeight,
+    linksW: document.getElementById('link-cards').clientWidth,
+  };
   const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
 
   // ---- model ---------------------------------------------------------------------------------
@@ -472,7 +478,7 @@
 
   function layout() {
     const scroll = $('topology-scroll');
-    const W = Math.max(640, scroll.clientWidth - 2);
+    const W = Math.max(640, sizes.topoW - 2);
     const { groups, loose } = podsByNode();
     const plan = markerPlan();
 
@@ -591,7 +597,7 @@
       void kind;
     }
     // At least the visible height, so the floating hop legend always has room.
-    const H = Math.max(rowY + rowH + M + 10, scroll.clientHeight - 4);
+    const H = Math.max(rowY + rowH + M + 10, sizes.topoH - 4);
     setA(root, 'viewBox', `0 0 ${W} ${r(H)}`);
     setA(root, 'width', W);
     setA(root, 'height', r(H));
@@ -719,9 +725,11 @@
     const legend = document.querySelector('#flow-path .hop-legend');
     if (!legend) return;
     const sc = $('topology-scroll');
-    const y = Math.max(4, sc.scrollTop + sc.clientHeight - legend._h - 12);
-    const right = Math.max(4, sc.scrollLeft + Math.min(sc.clientWidth, metrics.width || sc.clientWidth) - LEG.w - 12);
-    const left = sc.scrollLeft + 12;
+    const top = sc.scrollTop;
+    const sl = sc.scrollLeft;
+    const y = Math.max(4, top + sizes.topoH - legend._h - 12);
+    const right = Math.max(4, sl + Math.min(sizes.topoW, metrics.width || sizes.topoW) - LEG.w - 12);
+    const left = sl + 12;
     // The bottom corner that hides fewer of the path's own points.
     const pts = legend._points || [];
     const hidden = (x) => pts.filter((p) => p.x >= x - 10 && p.x <= x + LEG.w + 10 && p.y >= y - 10 && p.y <= y + legend._h + 10).length;
@@ -907,6 +915,24 @@
     return tr;
   }
 
+  // Make parent's children exactly `want`, cheaply in the common case (new rows on top, the
+  // oldest falling off the bottom): only those rows are inserted and removed.
+  function syncChildren(parent, want) {
+    const kids = parent.children;
+    const k = kids.length ? want.indexOf(kids[0]) : want.length;
+    let run = k >= 0;
+    for (let i = 0; run && k + i < want.length && i < kids.length; i++) {
+      if (kids[i] !== want[k + i]) run = false;
+    }
+    if (!run) { parent.replaceChildren(...want); return; }
+    if (k > 0) {
+      const frag = document.createDocumentFragment();
+      for (let i = 0; i < k; i++) frag.appendChild(want[i]);
+      parent.insertBefore(frag, parent.firstChild);
+    }
+    while (kids.length > want.length) parent.lastChild.remove();
+  }
+
   function renderFlows() {
     const f = currentFilter();
     const rows = Array.from(model.flows.values());
@@ -918,11 +944,7 @@
       total += 1;
       if (shown.length < MAX_VISIBLE_ROWS) shown.push(flowTr(row));
     }
-    const body = $('flow-rows');
-    const kids = body.children;
-    let same = kids.length === shown.length;
-    for (let i = 0; same && i < shown.length; i++) if (kids[i] !== shown[i]) same = false;
-    if (!same) body.replaceChildren(...shown);
+    syncChildren($('flow-rows'), shown);
     for (const [id, tr] of flowTrs) if (!model.flows.has(id)) flowTrs.delete(id);
     const empty = $('flow-empty');
     empty.hidden = shown.length > 0;
@@ -1004,7 +1026,7 @@
     const t0 = now - 60;
     // Cards share the width: one row up to 4 pairs, two rows beyond.
     const n = Math.max(1, series.length);
-    const avail = Math.max(300, wrap.clientWidth - 26);
+    const avail = Math.max(300, sizes.linksW - 26);
     let perRow = Math.max(1, Math.min(n, Math.floor((avail + 10) / 172)));
     perRow = Math.ceil(n / Math.ceil(n / perRow));   // balance the rows
     CARD.w = Math.max(160, Math.min(300, Math.floor((avail - 10 * (perRow - 1)) / perRow)));
@@ -1160,8 +1182,11 @@
     setTimeout(run, 250);
   }
 
+  const perf = { flushes: 0, messages: 0, lastMs: 0, maxMs: 0, totalMs: 0 };
   function flush() {
+    const t0 = performance.now();
     const batch = queue.splice(0);
+    perf.messages += batch.length;
     for (const [type, d] of batch) {
       try {
         if (type === 'snapshot') applySnapshot(d);
@@ -1185,6 +1210,11 @@
       }
     }
     render();
+    const ms = performance.now() - t0;
+    perf.flushes += 1;
+    perf.lastMs = ms;
+    perf.totalMs += ms;
+    if (ms > perf.maxMs) perf.maxMs = ms;
   }
 
   function render() {
@@ -1194,10 +1224,12 @@
     if (dirty.nodes.size || dirty.pods.size || dirty.services.size || dirty.policies.size || dirty.faults.size) dirty.layout = true;
     dirty.nodes.clear(); dirty.pods.clear(); dirty.services.clear();
     dirty.policies.clear(); dirty.faults.clear();
-    if (dirty.layout) { dirty.layout = false; layout(); }
-    if (dirty.flows) { dirty.flows = false; renderFlows(); }
+    let t = performance.now();
+    const lap = (name) => { const n = performance.now(); perf[name] = (perf[name] || 0) + n - t; t = n; };
+    if (dirty.layout) { dirty.layout = false; layout(); lap('layoutMs'); }
+    if (dirty.flows) { dirty.flows = false; renderFlows(); lap('flowsMs'); }
     if (dirty.flowStats) { dirty.flowStats = false; renderStats(); }
-    if (dirty.links) { dirty.links = false; renderLinks(); }
+    if (dirty.links) { dirty.links = false; renderLinks(); lap('linksMs'); }
     if (dirty.summary) { dirty.summary = false; renderSummary(); }
     if (dirty.updated !== null) {
       root.setAttribute('data-updated', String(dirty.updated));
@@ -1264,15 +1296,24 @@
     schedule();
   });
   $('topology-scroll').addEventListener('scroll', placeLegend, { passive: true });
+  // Sizes come from the ResizeObserver only: reading clientWidth after changing the DOM would
+  // force the browser to lay out the whole page (hundreds of tiles) in the middle of a flush.
   let resizeTimer = null;
-  new ResizeObserver(() => {
+  const ro = new ResizeObserver((entries) => {
+    for (const en of entries) {
+      if (en.target.id === 'topology-scroll') {
+        sizes.topoW = en.contentRect.width; sizes.topoH = en.contentRect.height;
+      } else sizes.linksW = en.contentRect.width;
+    }
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(() => {
       dirty.links = true;
-      if (Math.abs(($('topology-scroll').clientWidth - 2) - metrics.width) > 1) dirty.layout = true;
+      dirty.layout = true;   // width: columns; height: the svg fills the pane
       schedule();
     }, 60);
-  }).observe($('topology-scroll'));
+  });
+  ro.observe($('topology-scroll'));
+  ro.observe($('link-cards'));
 
   // For tests and the bench: the page's own view of what it applied.
   window.podnetUI = {
@@ -1282,6 +1323,8 @@
       edges: els.edges.size,
     }),
     selectFlow,
+    // How long applying messages took (ms): the page's own share of an update's latency.
+    perf: () => ({ ...perf, meanMs: perf.flushes ? perf.totalMs / perf.flushes : 0 }),
   };
 
   layout();
