@@ -34,7 +34,6 @@ from controlplane.serviceipam import ServiceIpam, ensure_system_services
 from controlplane.statefulsets import StatefulSetController
 from controlplane.store import Store
 from controlplane.ui import UiHub, UiServer
-from controlplane.ui.hub import NoFlows, NoLinks
 from controlplane.workloads import (
     DeploymentController,
     GarbageCollector,
@@ -44,6 +43,8 @@ from controlplane.workloads import (
 from podnet import __version__, discovery, eventloop, logs, settings
 from podnet.auth import SecretError, agent_token, api_token, generate_secret, load_secret
 from podnet.cluster import write_json_atomic
+from podnet.observe.flows import FlowTable
+from podnet.observe.links import LinkHistory
 from podnet.observe.ring import flow_ring
 from podnet.pki import PkiError, ensure_pki, server_context, sign_cluster_info
 from podnet.resources import BY_KIND
@@ -131,7 +132,7 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                                                             *s.san_list])
         # The topology page (/podnet/ui/): its hub runs feeds only while a page is open.
         ui = UiServer(UiHub(store, agent_token=agent_token(secret), version=__version__,
-                            new_flows=NoFlows, new_links=NoLinks, ring=flow_ring(),
+                            new_flows=FlowTable, new_links=LinkHistory, ring=flow_ring(),
                             local_links=proxy.link_stats),
                       secret, api_token(secret))
         app = build_app(api, api_token=api_token(secret), agent_token=agent_token(secret),

@@ -43,25 +43,26 @@ MAX_QUEUE_MESSAGES = 200    # a client further behind than this gets a snapshot 
 MAX_QUEUE_BYTES = 8 << 20
 MAX_LINE_BYTES = 8 << 20    # one NDJSON line from an agent (500 flow events fit easily)
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
-LOCAL_PROCESS = "controlplane"
-LOCAL_NODE = "@controlplane"
+LOCAL_PROCESS = "controlplane"     # as `podnet logs` names it
+LOCAL_NODE = "@controlplane"       # the proxy's name as a tunnel peer
 
 
 class Flows(Protocol):
     """What the hub needs of podnet/observe/flows.py's FlowTable."""
 
-    def add(self, event: Mapping[str, Any]) -> None: ...
-    def row(self, flow_id: str) -> dict[str, Any] | None: ...
+    def add(self, event: Mapping[str, Any], process: str | None = None) -> bool: ...
+    def note_missed(self, process: str, count: int) -> None: ...
+    def take_changed(self) -> list[dict[str, Any]]: ...
     def rows(self) -> list[dict[str, Any]]: ...
     def detail(self, flow_id: str) -> dict[str, Any] | None: ...
     def stats(self) -> dict[str, Any]: ...
-    def missed(self, process: str, count: int) -> None: ...
 
 
 class Links(Protocol):
     """What the hub needs of podnet/observe/links.py's LinkHistory."""
 
-    def observe(self, node: str, ts: float, peers: Mapping[str, Mapping[str, int]]) -> None: ...
+    def observe(self, node: str, ts: float, peers: Mapping[str, Any]) -> None: ...
+    def forget(self, node: str) -> None: ...
     def series(self) -> list[dict[str, Any]]: ...
 
 
@@ -72,36 +73,6 @@ class Ring(Protocol):
     def last_seq(self) -> int: ...
     def read(self, after_seq: int) -> tuple[list[tuple[int, dict[str, Any]]], int]: ...
     async def wait(self, after_seq: int) -> None: ...
-
-
-class NoFlows:
-    """Flows off: the hub still serves the topology (and tests of it need nothing more)."""
-
-    def add(self, event: Mapping[str, Any]) -> None:
-        return None
-
-    def row(self, flow_id: str) -> dict[str, Any] | None:
-        return None
-
-    def rows(self) -> list[dict[str, Any]]:
-        return []
-
-    def detail(self, flow_id: str) -> dict[str, Any] | None:
-        return None
-
-    def stats(self) -> dict[str, Any]:
-        return {"flowsKept": 0, "flowsEvicted": 0, "eventsMissed": {}, "eventsDropped": 0}
-
-    def missed(self, process: str, count: int) -> None:
-        return None
-
-
-class NoLinks:
-    def observe(self, node: str, ts: float, peers: Mapping[str, Mapping[str, int]]) -> None:
-        return None
-
-    def series(self) -> list[dict[str, Any]]:
-        return []
 
 
 def sse(event: str, payload: Any) -> bytes:
@@ -289,7 +260,7 @@ class AgentFeed:
                     raise ValueError("a flow event without an int seq and a flow id")
                 if seq > self.since:
                     self.since = seq
-                    hub.add_flow_event(event)
+                    hub.add_flow_event(event, self.process)
         elif kind == "links":
             ts = msg.get("ts")
             peers = _counters(msg.get("peers"))
@@ -334,9 +305,8 @@ class UiHub:
         self.routes: dict[str, list[Any]] = {}
         self.flows: Flows = self.new_flows()
         self.links: Links = self.new_links()
-        self._changed_flows: dict[str, None] = {}   # ordered set of flow ids to send
         self._topology_dirty = False
-        self._stats_changed = False                 # missed counts grew
+        self._flows_dirty = False       # rows or counts changed since the last flows message
         self._kick = asyncio.Event()
         self._snapshot: bytes | None = None
 
@@ -457,16 +427,14 @@ class UiHub:
         if self.routes.pop(node, None) is not None:
             self._mark_topology()
 
-    def add_flow_event(self, event: Mapping[str, Any]) -> None:
-        self.flows.add(event)
-        flow = event.get("flow")
-        if isinstance(flow, str):
-            self._changed_flows[flow] = None
-            self._kick.set()
+    def add_flow_event(self, event: Mapping[str, Any], process: str) -> None:
+        self.flows.add(event, process)  # a dropped one still changes the counts shown
+        self._flows_dirty = True
+        self._kick.set()
 
     def flows_missed(self, process: str, count: int) -> None:
-        self.flows.missed(process, count)
-        self._stats_changed = True
+        self.flows.note_missed(process, count)
+        self._flows_dirty = True
         self._kick.set()
 
     def observe_links(self, node: str, ts: float, peers: Mapping[str, Mapping[str, int]]
@@ -482,7 +450,7 @@ class UiHub:
                 self.flows_missed(LOCAL_PROCESS, missed)
             for seq, event in events:
                 since = seq
-                self.add_flow_event(event)
+                self.add_flow_event(event, LOCAL_PROCESS)
             # Read in batches: a busy proxy logs many events; one pass per tick is plenty.
             await asyncio.sleep(MIN_INTERVAL_S / 2)
 
@@ -496,6 +464,8 @@ class UiHub:
                 feed.task.cancel()
                 del self._feeds[node]
                 self.forget_routes(node)
+                if node not in self.view["nodes"]:
+                    self.links.forget(node)     # it left the cluster
         for node, address in wanted.items():
             if node not in self._feeds and ":" in address:
                 self._feeds[node] = AgentFeed(self, node, address)
@@ -550,10 +520,10 @@ class UiHub:
             self._sync_feeds()
             if patch is not None:
                 self._broadcast(sse("patch", {**patch, "ts": self.clock()}))
-        if self._changed_flows or self._stats_changed:
-            rows = [r for r in (self.flows.row(f) for f in self._changed_flows) if r]
-            self._changed_flows = {}
-            self._stats_changed = False
+        if self._flows_dirty:
+            self._flows_dirty = False
+            rows = self.flows.take_changed()
+            rows.reverse()  # newest change first, as the panel lists them
             self._broadcast(sse("flows", {"rows": rows, "stats": self.flow_stats(),
                                           "ts": self.clock()}))
 
