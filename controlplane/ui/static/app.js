@@ -636,6 +636,34 @@
     return null;
   }
 
+  // The hops in the order the traffic crossed the topology (client pod, its node's tunnel,
+  // the proxy, the far node, the endpoint pod; the client's close last). The detail lists them
+  // in log time, where a tunnel's stream_out is logged only once the far side answered.
+  function pathOrder(detail) {
+    const row = detail.flow || {};
+    const hops = detail.hops || [];
+    const src = row.srcPod || podByIp(row.src) || '';
+    const srcPod = src ? model.pods.get(src) : null;
+    const srcNode = (srcPod && srcPod.node) || (hops[0] && hops[0].node) || '';
+    const rank = (h) => {
+      const at = h.at || {};
+      if (h.event === 'flow.closed') return 5;
+      if (at.kind === 'proxy') return 2;
+      if (at.kind === 'pod') return at.key === src ? 0 : 4;
+      if (at.kind === 'node') return at.key === srcNode ? 1 : (at.key === PROXY_KEY ? 2 : 3);
+      return null;
+    };
+    let last = 0;
+    const items = hops.map((h, i) => {
+      let k = rank(h);
+      if (k === null) k = last;
+      last = k;
+      return { h, i, k };
+    });
+    items.sort((a, b) => a.k - b.k || a.i - b.i);
+    return items;
+  }
+
   function drawPath(detail) {
     let g = $('flow-path');
     if (!g) g = svg('g', { id: 'flow-path' }, layerFlow);
@@ -658,7 +686,7 @@
     const title = svg('text', { x: 12, y: 18, class: 'legend-title' }, legend);
     title.textContent = `flow ${row.id || selectedFlow || ''} · ${detail.outcome || row.outcome || 'UNKNOWN'} · ${hops.length} hop${hops.length === 1 ? '' : 's'}`;
     legend._h = legH;
-    hops.forEach((h, i) => {
+    pathOrder(detail).forEach(({ h, i: logIndex }, i) => {
       const at = h.at || {};
       let pt = pointFor(at);
       if (!pt && h.node) pt = pointFor({ kind: 'node', key: h.node });
@@ -671,6 +699,7 @@
         'data-at-kind': at.kind || '',
         'data-at-key': at.key || '',
         'data-index': i,
+        'data-log-index': logIndex,
         'data-event': h.event || '',
       }, segs);
       if (Math.hypot(pt.x - from.x, pt.y - from.y) < 2) {
@@ -925,10 +954,17 @@
       if (kids[i] !== want[k + i]) run = false;
     }
     if (!run) { parent.replaceChildren(...want); return; }
+    const had = kids.length;
     if (k > 0) {
       const frag = document.createDocumentFragment();
       for (let i = 0; i < k; i++) frag.appendChild(want[i]);
       parent.insertBefore(frag, parent.firstChild);
+    }
+    // Rows past the old run (a filter was widened): appended after it.
+    if (k + had < want.length) {
+      const frag = document.createDocumentFragment();
+      for (let i = k + had; i < want.length; i++) frag.appendChild(want[i]);
+      parent.appendChild(frag);
     }
     while (kids.length > want.length) parent.lastChild.remove();
   }
