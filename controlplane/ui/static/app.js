@@ -597,6 +597,7 @@
       void kind;
     }
     // At least the visible height, so the floating hop legend always has room.
+    contentBottom = rowY + rowH;
     const H = Math.max(rowY + rowH + M + 10, sizes.topoH - 4);
     setA(root, 'viewBox', `0 0 ${W} ${r(H)}`);
     setA(root, 'width', W);
@@ -608,6 +609,7 @@
 
   // ---- flow path -----------------------------------------------------------------------------
   let currentPath = null;   // the last fetched detail, redrawn when the layout moves
+  let contentBottom = 0;    // where the node boxes end (the hop legend goes below if it fits)
   let selectedFlow = null;
   let selectedEvents = -1;
 
@@ -624,7 +626,8 @@
     if (at.kind === 'node') {
       if (at.key === PROXY_KEY) return pointFor({ kind: 'proxy', key: at.key });
       const n = positions.nodes.get(at.key);
-      return n ? { x: n.x + n.w / 2, y: n.y + 30 } : null;
+      // On the box's top edge: the node's tunnel end, clear of its texts.
+      return n ? { x: n.x + n.w / 2, y: n.y } : null;
     }
     return null;
   }
@@ -650,7 +653,14 @@
       if (h.event === 'flow.closed') return 5;
       if (at.kind === 'proxy') return 2;
       if (at.kind === 'pod') return at.key === src ? 0 : 4;
-      if (at.kind === 'node') return at.key === srcNode ? 1 : (at.key === PROXY_KEY ? 2 : 3);
+      if (at.kind === 'node') {
+        if (at.key === PROXY_KEY) return 2;
+        // A tunnel's sending end is on the way out, its receiving end on the way in (the
+        // same node can be both when the proxy picked an endpoint beside the client).
+        if (h.event === 'tunnel.stream_out') return 1;
+        if (h.event === 'tunnel.stream_in') return 3;
+        return at.key === srcNode ? 1 : 3;
+      }
       return null;
     };
     let last = 0;
@@ -675,6 +685,13 @@
     setA(g, 'data-outcome', detail.outcome || row.outcome || 'UNKNOWN');
     const srcKey = row.srcPod || podByIp(row.src);
     let prev = pointFor({ kind: 'pod', key: srcKey });
+    // The pods the flow touched, outlined.
+    const touched = svg('g', { class: 'touched' }, g);
+    const podKeys = new Set((detail.hops || []).filter((h) => h.at && h.at.kind === 'pod').map((h) => h.at.key));
+    for (const pk of podKeys) {
+      const pp = positions.pods.get(pk);
+      if (pp) svg('rect', { x: r(pp.x - 4), y: r(pp.y - 4), width: r(pp.w + 8), height: r(pp.h + 8), rx: 8 }, touched);
+    }
     const segs = svg('g', { class: 'segs' }, g);
     const badges = svg('g', { class: 'badges' }, g);
     const legend = svg('g', { class: 'hop-legend' }, g);
@@ -756,6 +773,12 @@
     const sc = $('topology-scroll');
     const top = sc.scrollTop;
     const sl = sc.scrollLeft;
+    // Under the node boxes when it fits in view there; else in a bottom corner of the view.
+    const below = contentBottom + 18;
+    if (below >= top && below + legend._h <= top + sizes.topoH - 8) {
+      legend.setAttribute('transform', `translate(${r(sl + M)},${r(below)})`);
+      return;
+    }
     const y = Math.max(4, top + sizes.topoH - legend._h - 12);
     const right = Math.max(4, sl + Math.min(sizes.topoW, metrics.width || sizes.topoW) - LEG.w - 12);
     const left = sl + 12;
