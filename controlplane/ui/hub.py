@@ -28,12 +28,22 @@ import aiohttp
 import structlog
 
 from controlplane.store import Store
-from podnet.observe.topology import View, as_lists, build_view, diff, empty_view, patch_empty
+from podnet.observe.topology import (
+    DEPENDS,
+    View,
+    as_lists,
+    diff,
+    empty_view,
+    patch_empty,
+    rebuild,
+)
 from podnet.resources import BY_KIND, Resource
 
 log = structlog.get_logger().bind(component="ui")
 
-WATCHED = ("Node", "Pod", "Service", "EndpointSlice", "NetworkPolicy", "NetworkFault")
+# The stored kinds the page shows, and the view input each one is (topology.DEPENDS).
+WATCHED = {"Node": "nodes", "Pod": "pods", "Service": "services", "EndpointSlice": "slices",
+           "NetworkPolicy": "policies", "NetworkFault": "faults"}
 MIN_INTERVAL_S = 0.2        # at most one patch (and one flows message) per 200 ms
 SETTLE_S = 0.03             # let a burst of writes land before the first rebuild
 LINKS_EVERY_S = 1.0
@@ -166,6 +176,28 @@ def _counters(peers: Any) -> dict[str, dict[str, int]] | None:
     return out
 
 
+class LinkReports:
+    """One reporter's link counters, as LinkHistory should see them. A report's first sight
+    of a peer is only a baseline there; but a peer that appears in a later report of the same
+    process had no tunnel (zero counters) at the report before, so it is given that zero
+    baseline: the bytes of a link's first connection are counted, not lost."""
+
+    def __init__(self) -> None:
+        self.last_ts: float | None = None
+        self.peers: set[str] = set()
+
+    def reports(self, ts: float, peers: Mapping[str, Mapping[str, int]]
+                ) -> list[tuple[float, Mapping[str, Mapping[str, int]]]]:
+        out: list[tuple[float, Mapping[str, Mapping[str, int]]]] = []
+        new = [p for p in peers if p not in self.peers]
+        if self.last_ts is not None and new and ts > self.last_ts:
+            out.append((self.last_ts, {p: dict.fromkeys(peers[p], 0) for p in new}))
+        out.append((ts, peers))
+        self.last_ts = ts
+        self.peers.update(peers)
+        return out
+
+
 class AgentFeed:
     """One node agent's `/observe` stream, reconnected with back-off while the hub runs."""
 
@@ -176,6 +208,7 @@ class AgentFeed:
         self.process = f"agent-{node}"
         self.since = 0          # the last flow seq received (resumes after a reconnect)
         self.boot: str | None = None   # the agent process's id, from its hello
+        self.link_reports = LinkReports()
         self.task = asyncio.create_task(self.run(), name=f"ui-observe-{node}")
 
     async def run(self) -> None:
@@ -201,6 +234,7 @@ class AgentFeed:
         url = f"http://{self.address}/observe"
         timeout = aiohttp.ClientTimeout(total=None, connect=3, sock_read=30)
         got = False
+        self.link_reports = LinkReports()   # a new connection starts from a baseline
         async with session.get(url, params={"since": str(self.since)}, timeout=timeout,
                                headers=self.hub.agent_headers) as resp:
             if resp.status != 200:
@@ -266,7 +300,8 @@ class AgentFeed:
             peers = _counters(msg.get("peers"))
             if isinstance(ts, bool) or not isinstance(ts, (int, float)) or peers is None:
                 raise ValueError("links needs a numeric ts and integer counters")
-            hub.observe_links(self.node, float(ts), peers)
+            for at, counters in self.link_reports.reports(float(ts), peers):
+                hub.observe_links(self.node, at, counters)
         return False
 
 
@@ -305,7 +340,7 @@ class UiHub:
         self.routes: dict[str, list[Any]] = {}
         self.flows: Flows = self.new_flows()
         self.links: Links = self.new_links()
-        self._topology_dirty = False
+        self._dirty: set[str] = set()   # view inputs changed since the last rebuild
         self._flows_dirty = False       # rows or counts changed since the last flows message
         self._kick = asyncio.Event()
         self._snapshot: bytes | None = None
@@ -354,10 +389,11 @@ class UiHub:
             self._stopping.cancel()
         self._reset_state()
         self.active = True
+        self._dirty = set(DEPENDS)
         self._rebuild()  # the first snapshot is complete at once (agents' data follows)
-        for kind in WATCHED:
+        for kind, source in WATCHED.items():
             res = BY_KIND[kind]
-            self._tasks.append(asyncio.create_task(self._follow(res),
+            self._tasks.append(asyncio.create_task(self._follow(res, source),
                                                    name=f"ui-feed-{res.plural}"))
         self._tasks.append(asyncio.create_task(self._publisher(), name="ui-publish"))
         self._tasks.append(asyncio.create_task(self._links_ticker(), name="ui-links"))
@@ -402,30 +438,30 @@ class UiHub:
 
     # ------------------------------------------------------------------ inputs
 
-    async def _follow(self, res: Resource) -> None:
+    async def _follow(self, res: Resource, source: str) -> None:
         while True:
             sub = self.store.subscribe(res)
             try:
                 while await sub.get() is not None:
-                    self._mark_topology()
+                    self._mark(source)
             finally:
                 sub.close()
             # Closed after falling behind: rebuilding reads the store whole, nothing is lost.
-            self._mark_topology()
+            self._mark(source)
 
-    def _mark_topology(self) -> None:
-        self._topology_dirty = True
+    def _mark(self, source: str) -> None:
+        self._dirty.add(source)
         self._kick.set()
 
     def set_routes(self, node: str, routes: list[Any]) -> None:
         if self.routes.get(node) != routes:
             self.routes[node] = routes
-            self._mark_topology()
+            self._mark("routes")
 
     def forget_routes(self, node: str) -> None:
         """A feed ended: that agent's opinion of the others no longer counts."""
         if self.routes.pop(node, None) is not None:
-            self._mark_topology()
+            self._mark("routes")
 
     def add_flow_event(self, event: Mapping[str, Any], process: str) -> None:
         self.flows.add(event, process)  # a dropped one still changes the counts shown
@@ -473,13 +509,21 @@ class UiHub:
     # ------------------------------------------------------------------ outputs
 
     def _rebuild(self) -> dict[str, dict[str, list[Any]]] | None:
-        """Rebuild the view from the store; the patch, or None when nothing changed."""
-        self._topology_dirty = False
+        """Rebuild the kinds whose inputs changed; the patch, or None when nothing did."""
+        kinds = {k for source in self._dirty for k in DEPENDS[source]}
+        self._dirty = set()
         s = self.store
-        new = build_view(s.scan(BY_KIND["Node"]), s.scan(BY_KIND["Pod"]),
-                         s.scan(BY_KIND["Service"]), s.scan(BY_KIND["EndpointSlice"]),
-                         s.scan(BY_KIND["NetworkPolicy"]), s.scan(BY_KIND["NetworkFault"]),
-                         self.routes, self.clock())
+
+        def scan(kind: str, *needed_by: str) -> list[Mapping[str, Any]]:
+            return s.scan(BY_KIND[kind]) if kinds.intersection(needed_by) else []
+
+        new = rebuild(self.view, kinds, nodes=scan("Node", "nodes"),
+                      pods=scan("Pod", "pods"),
+                      services=scan("Service", "services"),
+                      slices=scan("EndpointSlice", "services"),
+                      policies=scan("NetworkPolicy", "policies"),
+                      faults=scan("NetworkFault", "faults"),
+                      routes_by_node=self.routes, now=self.clock())
         patch = diff(self.view, new)
         if patch_empty(patch):
             return None
@@ -515,7 +559,7 @@ class UiHub:
 
     def publish(self) -> None:
         """Send what changed since the last call (one patch, one flows message at most)."""
-        if self._topology_dirty:
+        if self._dirty:
             patch = self._rebuild()
             self._sync_feeds()
             if patch is not None:
@@ -544,11 +588,13 @@ class UiHub:
             last = time.monotonic()
 
     async def _links_ticker(self) -> None:
+        local = LinkReports()
         while True:
             await asyncio.sleep(LINKS_EVERY_S)
             if self.local_links is not None:
                 try:
-                    self.links.observe(LOCAL_NODE, self.clock(), self.local_links())
+                    for at, counters in local.reports(self.clock(), self.local_links()):
+                        self.links.observe(LOCAL_NODE, at, counters)
                 except Exception:
                     log.exception("ui.local_links_failed")
             if self.clients:

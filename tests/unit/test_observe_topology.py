@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from podnet.observe.topology import as_lists, build_view, diff, empty_view, patch_empty
+from podnet.observe.topology import (
+    DEPENDS,
+    as_lists,
+    build_view,
+    diff,
+    empty_view,
+    patch_empty,
+    rebuild,
+)
 
 
 def node(name: str, cidr: str, port: int, ready: bool = True,
@@ -195,3 +203,28 @@ def test_diff_from_empty_is_everything_and_lists_are_sorted() -> None:
     lists = as_lists(v)
     assert [n["key"] for n in lists["nodes"]] == ["node-1", "node-2", "node-3"]
     assert set(lists) == {"nodes", "pods", "services", "policies", "faults"}
+
+
+def test_rebuild_only_what_an_input_feeds_and_agree_with_a_full_build() -> None:
+    pol = {"metadata": {"namespace": "default", "name": "web-in"},
+           "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}
+    full_args: dict[str, Any] = {"nodes": NODES, "pods": PODS, "services": [], "slices": [],
+                                 "policies": [pol], "faults": [], "routes_by_node": {},
+                                 "now": 0.0}
+    old = build_view(**full_args)
+    # A pod change: pods, and what is derived from pods, again; nodes shared untouched.
+    pods = [*PODS, pod("web-3", "node-2", "10.244.2.7", {"app": "web"})]
+    kinds = {k for k in DEPENDS["pods"]}
+    new = rebuild(old, kinds, **{**full_args, "pods": pods, "nodes": []})
+    assert new["nodes"] is old["nodes"]
+    assert new == build_view(**{**full_args, "pods": pods})
+    assert "default/web-3" in new["policies"]["default/web-in"]["selects"]
+    # A route change rebuilds only the nodes: the pods are not even read.
+    routes = {"node-1": [{"podCIDR": "10.244.2.0/24", "node": "node-2", "state": "suspect"}]}
+    newer = rebuild(new, set(DEPENDS["routes"]),
+                    **{**full_args, "pods": [], "routes_by_node": routes})
+    assert newer["pods"] is new["pods"]
+    assert newer["nodes"]["node-2"]["gossip"] == "suspect"
+    p = diff(new, newer)
+    assert [e["key"] for e in p["upsert"]["nodes"]] == ["node-1", "node-2"]
+    assert set(p["upsert"]) == {"nodes"}
