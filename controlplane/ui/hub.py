@@ -94,7 +94,10 @@ def sse(event: str, payload: Any) -> bytes:
 class Client:
     """One open page: a queue of encoded messages its HTTP handler writes out."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_messages: int = MAX_QUEUE_MESSAGES,
+                 max_bytes: int = MAX_QUEUE_BYTES) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self.queue: deque[bytes] = deque()
         self.queued_bytes = 0
         self.ready = asyncio.Event()
@@ -112,7 +115,7 @@ class Client:
 
     @property
     def overloaded(self) -> bool:
-        return len(self.queue) > MAX_QUEUE_MESSAGES or self.queued_bytes > MAX_QUEUE_BYTES
+        return len(self.queue) > self.max_messages or self.queued_bytes > self.max_bytes
 
     async def next(self, timeout_s: float) -> list[bytes] | None:
         """Everything queued (empty list: closed), or None when `timeout_s` passed idle."""
@@ -313,7 +316,8 @@ class UiHub:
                  new_flows: Callable[[], Flows], new_links: Callable[[], Links],
                  ring: Ring | None = None,
                  local_links: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
-                 linger_s: float = LINGER_S, clock: Callable[[], float] = time.time) -> None:
+                 linger_s: float = LINGER_S, max_queue_messages: int = MAX_QUEUE_MESSAGES,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.agent_headers = {"Authorization": f"Bearer {agent_token}"}
         self.version = version
@@ -322,6 +326,7 @@ class UiHub:
         self.ring = ring
         self.local_links = local_links
         self.linger_s = linger_s
+        self.max_queue_messages = max_queue_messages
         self.clock = clock
         self.clients: set[Client] = set()
         self.client_resets = 0
@@ -373,7 +378,7 @@ class UiHub:
     def attach(self) -> Client:
         """A new page: it gets the current snapshot first, then every later message."""
         self.acquire()
-        client = Client()
+        client = Client(self.max_queue_messages)
         client.put(self.snapshot_bytes())
         self.clients.add(client)
         return client

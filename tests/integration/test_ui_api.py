@@ -344,3 +344,135 @@ def test_a_link_that_appears_between_reports_counts_its_first_bytes() -> None:
     # A fresh connection's first report is only a baseline (what came before is unknown).
     fresh = LinkReports()
     assert fresh.reports(t0 + 2, {"node-3": zero}) == [(t0 + 2, {"node-3": zero})]
+
+
+# ---------------------------------------------------------------- the hub in process
+# A real store (SQLite on disk) and real sockets, without a whole cluster: the cases a
+# cluster does not produce on demand (a page that stops reading, an agent sending garbage).
+
+async def poll(check: Any, what: str, timeout_s: float = 10.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        got = check()
+        if got:
+            return got
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_hub(tmp_path: Path, **kw: Any) -> Any:
+    from controlplane.store import Store
+    from controlplane.ui.hub import UiHub
+    from podnet.observe.flows import FlowTable
+    from podnet.observe.links import LinkHistory
+
+    store = Store.open(tmp_path / "store.db")
+    return store, UiHub(store, agent_token="t0ken", version="test", new_flows=FlowTable,
+                        new_links=LinkHistory, **kw)
+
+
+def stored_node(name: str, port: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+            "spec": {"podCIDR": "10.244.1.0/24"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                       "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}}
+
+
+def decode(data: bytes) -> list[tuple[str, Any]]:
+    out = []
+    for block in data.decode().split("\n\n"):
+        lines = block.split("\n")
+        if lines[0].startswith("event: "):
+            out.append((lines[0][7:], json.loads(lines[1][6:])))
+    return out
+
+
+async def test_a_page_that_stops_reading_gets_a_fresh_snapshot(tmp_path: Path) -> None:
+    from podnet.resources import BY_KIND
+
+    store, hub = make_hub(tmp_path, max_queue_messages=3)
+    try:
+        client = hub.attach()
+        for i in range(6):  # six patches, never read
+            store.create(BY_KIND["Pod"], {"metadata": {"namespace": "default",
+                                                       "name": f"p{i}"}, "spec": {}})
+            hub._mark("pods")
+            hub.publish()
+        assert hub.client_resets >= 1
+        events = decode(b"".join(await client.next(1.0)))
+        assert events[0][0] == "snapshot"       # the backlog replaced, not piled up
+        assert len(events) <= 4
+        model = Model(events[0][1])
+        for event, data in events[1:]:
+            model.apply(event, data)
+        assert set(model.view["pods"]) == {f"default/p{i}" for i in range(6)}
+        assert model.stats["clientResets"] == hub.client_resets
+        hub.detach(client)
+    finally:
+        await hub.close()
+        store.close()
+
+
+async def test_nothing_runs_once_the_last_page_closed(tmp_path: Path) -> None:
+    store, hub = make_hub(tmp_path, linger_s=0.05)
+    try:
+        client = hub.attach()
+        tasks = list(hub._tasks)
+        assert hub.active and tasks
+        await poll(lambda: any(store._subs.values()), "the hub following the store")
+        hub.detach(client)
+        await poll(lambda: not hub.active and all(t.done() for t in tasks), "the hub stopped")
+        assert not any(store._subs.values())    # no store feed left behind
+        assert not hub._feeds and hub._session is None
+        again = hub.attach()                    # and it starts again for the next page
+        assert hub.active
+        hub.detach(again)
+    finally:
+        await hub.close()
+        store.close()
+
+
+async def test_garbage_from_an_agent_is_skipped_and_logged(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from podnet.resources import BY_KIND
+
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def observe(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("Authorization", ""))
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        for line in (b"not json", b"[1,2]", b"[" * 100000, b'{"type":"flows","events":5}',
+                     b'{"type":"links","ts":"x","peers":{}}',
+                     b'{"type":"hello","node":"node-1","seq":0,"since":0,"boot":"b1"}',
+                     b'{"type":"routes","routes":[{"podCIDR":"10.244.2.0/24","node":"node-2",'
+                     b'"state":"suspect"}]}'):
+            await resp.write(line + b"\n")
+        await done.wait()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/observe", observe)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    store, hub = make_hub(tmp_path)
+    try:
+        store.create(BY_KIND["Node"], stored_node("node-1", port))
+        store.create(BY_KIND["Node"], stored_node("node-2", 1))
+        client = hub.attach()
+        await poll(lambda: hub.view["nodes"]["node-2"]["gossip"] == "suspect",
+                   "the valid routes line applied after the garbage")
+        assert seen and seen[0] == "Bearer t0ken"
+        assert hub.view["nodes"]["node-2"]["seenBy"] == {"node-1": "suspect"}
+        hub.detach(client)
+    finally:
+        done.set()
+        await hub.close()
+        store.close()
+        await runner.cleanup()
