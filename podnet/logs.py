@@ -127,7 +127,7 @@ class _Sinks:
     def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> str:
         line = json.dumps(event, default=str, separators=(",", ":"))
         if event.get("flow"):
-            self.ring.append(cast(dict[str, Any], event))   # the very dict written, not a copy
+            self.ring.append(cast(dict[str, Any], event), line)    # kept as the line written
         if self.file is not None:
             self.file.write(line)
         if self.console is not None:

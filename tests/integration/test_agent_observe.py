@@ -127,6 +127,12 @@ async def test_flows_are_batched_with_seq_and_missed_counted(feed: Feed) -> None
     live = await next_line(resp, "flows")
     assert live["events"][0]["flow"] == "live-1" and live["events"][0]["seq"] == 11
     assert live["missed"] == 0 and isinstance(live["events"][0]["odd"], str)
+    # As the logging hook appends them: with the line the log file got.
+    ring.append({"flow": "live-2", "event": "flow.route"},
+                '{"flow":"live-2","event":"flow.route","ts":"2026-12-07T17:48:15Z"}')
+    live = await next_line(resp, "flows")
+    assert live["events"] == [{"flow": "live-2", "event": "flow.route",
+                               "ts": "2026-12-07T17:48:15Z", "seq": 12}]
     resp.close()
 
 

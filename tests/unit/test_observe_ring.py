@@ -51,6 +51,22 @@ def test_reader_ahead_of_the_ring_gets_nothing() -> None:
     assert ring.read(-7) == ([(1, {"flow": "x"})], 0)
 
 
+def test_events_given_with_their_line_are_kept_as_the_line() -> None:
+    ring = FlowRing(capacity=4)
+    ring.append({"flow": "d-1", "n": 1})
+    ring.append({"flow": "s-2", "n": 2}, '{"flow":"s-2","n":2}')
+    assert isinstance(ring._events[1][1], str)       # no dict held for it
+    assert ring.read(0) == ([(1, {"flow": "d-1", "n": 1}), (2, {"flow": "s-2", "n": 2})], 0)
+    ring.append({"flow": "o-3", "odd": {1}})         # not JSON as is: encoded like the log
+    assert ring.read_json(0) == ([(1, '{"flow":"d-1","n":1}'), (2, '{"flow":"s-2","n":2}'),
+                                  (3, '{"flow":"o-3","odd":"{1}"}')], 0)
+    assert ring.read_json(0, limit=2) == ([(1, '{"flow":"d-1","n":1}'),
+                                           (2, '{"flow":"s-2","n":2}')], 0)
+    for n in range(4, 8):
+        ring.append({"flow": f"f-{n}"}, f'{{"flow":"f-{n}"}}')
+    assert ring.read_json(1, limit=1) == ([(4, '{"flow":"f-4"}')], 2)
+
+
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError):
         FlowRing(capacity=0)
@@ -115,5 +131,9 @@ def test_logging_feeds_flow_events_to_the_ring(tmp_path: Path) -> None:
         flows = [d for d in written if d.get("flow")]
         assert [json.loads(json.dumps(e)) for _, e in events] == flows
         assert events[0][1]["node"] == "node-9" and events[0][1]["ts"]
+        # Held as the JSON line the file got (small, and nothing for the GC to walk).
+        lines, _ = ring.read_json(before)
+        assert [text for _, text in lines] == [line for line in (tmp_path / "unit.jsonl")
+                                               .read_text().splitlines() if '"flow"' in line]
     finally:
         structlog.reset_defaults()
