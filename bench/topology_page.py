@@ -53,7 +53,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser import Browser, Page, chromium_path  # noqa: E402
+from browser import CHROMIUM, Browser, Page, chromium_path  # noqa: E402
 from harness import RunningCluster, start_cluster, stop_cluster  # noqa: E402
 
 TARGET_CPU_RATIO = 1.2
@@ -375,8 +375,8 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=10)
     args = parser.parse_args()
     if chromium_path() is None:
-        print("bench/topology_page.py: skipped: chromium is not installed (/usr/bin/chromium; "
-              "`apt-get install chromium`)")
+        print(f"bench/topology_page.py: skipped: chromium is not installed ({CHROMIUM} "
+              "missing; `apt-get install chromium`)")
         return 0
     return asyncio.run(run(args))
 
