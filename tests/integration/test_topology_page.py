@@ -11,7 +11,8 @@ artifact: `<state dir>/artifacts/topology.png`; with PODNET_UPDATE_SCREENSHOT=1 
 copied to docs/images/topology.png (the README's picture; `make screenshot`).
 
 Also: a login link works once (a second use, or a forged one, is a 401 page telling how to
-get a new link), and the page and its feed answer 401 to a browser without the cookie.
+get a new link), and the page and its feed answer 401 to a browser without the cookie; and a
+hung node's box turns dead (gossip) and not Ready, then alive again once it resumes.
 """
 
 from __future__ import annotations
@@ -365,17 +366,18 @@ async def _kubectl_json(cluster: RunningCluster, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-async def _poll_js(page: Page, expression: str, ok: Any, what: str) -> Any:
+async def _poll_js(page: Page, expression: str, ok: Any, what: str,
+                   timeout_s: float = TIMEOUT_S) -> Any:
     """Poll a JS expression until `ok(value)` holds; the value."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT_S
+    deadline = loop.time() + timeout_s
     value: Any = None
     while loop.time() < deadline:
         value = await page.evaluate(expression)
         if ok(value):
             return value
         await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {TIMEOUT_S}s waiting for {what}; the page shows: "
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; the page shows: "
                          f"{json.dumps(value)[:3000]}")
 
 
@@ -468,3 +470,34 @@ def _proxy_choice(cluster: RunningCluster, flow: str) -> dict[str, str]:
                         "node": str(event.get("endpoint_node", ""))}
         return None
     return wait_for(check, 15, 0.2, what=f"the proxy's choice for flow {flow} in the logs")
+
+
+async def test_node_boxes_follow_gossip_and_readiness(cluster: RunningCluster) -> None:
+    """A hung node (SIGSTOP): the other agents' gossip declares it dead and the control plane
+    marks it NotReady, and its box says so; resumed, it is alive and Ready again."""
+    url = await asyncio.to_thread(login_url, cluster)
+    node = "g.node[data-node=\"node-3\"]"
+    state = (f"(g => g && [g.dataset.gossip, g.dataset.ready])"
+             f"(document.querySelector('#topology {node}'))")
+    async with await Browser.launch(width=WIDTH, height=HEIGHT) as browser:
+        page = await browser.new_page()
+        assert await page.navigate(url) == 200
+        await _poll_js(page, state, lambda s: s == ["alive", "true"], "node-3 alive and Ready")
+        paused = await asyncio.to_thread(cluster.podnet, "node", "pause", "node-3")
+        assert paused.returncode == 0, paused.stderr
+        try:
+            await _poll_js(page, state, lambda s: bool(s) and s[0] == "dead",
+                           "node-3 dead by gossip on its box", timeout_s=60)
+            await _poll_js(page, state, lambda s: bool(s) and s[1] == "false",
+                           "node-3 not Ready on its box", timeout_s=60)
+            ready = await _kubectl_json(cluster, "get", "node", "node-3")
+            assert {c["type"]: c["status"] for c in ready["status"]["conditions"]}[
+                "Ready"] != "True"
+            text = await page.evaluate(f"document.querySelector('#topology {node}').textContent")
+            assert "dead" in text, text
+        finally:
+            resumed = await asyncio.to_thread(cluster.podnet, "node", "resume", "node-3")
+        assert resumed.returncode == 0, resumed.stderr
+        await _poll_js(page, state, lambda s: s == ["alive", "true"],
+                       "node-3 alive and Ready again", timeout_s=60)
+        assert page.errors == [], page.errors
