@@ -349,3 +349,20 @@ def test_reader_gone_is_logged_and_agent_keeps_serving(cluster: RunningCluster) 
         assert again.line()["type"] == "hello"
     finally:
         again.close()
+
+
+def test_a_refused_stream_counts_as_a_link_error(cluster: RunningCluster) -> None:
+    token = agent_token(load_secret(cluster.state_dir / "secret"))
+    one = Stream(_address(cluster, "node-1"), token)
+    try:
+        base = one.until(lambda o: o["type"] == "links", "links line")
+        errors = base["peers"].get("node-2", {}).get("errors", 0)
+        # Nobody listens on 9999 in echo-2: node-2 answers the OPEN with OPEN_FAIL.
+        result = cluster.podnet("exec", "client", "--", "curl", "-s", "-m", "5",
+                                f"http://{_ip(cluster, 'echo-2')}:9999/")
+        assert result.returncode == 7, result.stderr
+        one.until(lambda o: o["type"] == "links"
+                  and o["peers"].get("node-2", {}).get("errors", 0) > errors,
+                  "node-1's errors with node-2 growing", limit=50)
+    finally:
+        one.close()
