@@ -39,7 +39,7 @@ from podnet.observe.topology import (
 )
 from podnet.resources import BY_KIND, Resource
 
-log = structlog.get_logger().bind(component="ui")
+log = structlog.get_logger(component="ui")  # lazy: bound once logging is configured
 
 # The stored kinds the page shows, and the view input each one is (topology.DEPENDS).
 WATCHED = {"Node": "nodes", "Pod": "pods", "Service": "services", "EndpointSlice": "slices",
@@ -225,7 +225,7 @@ class AgentFeed:
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
                 failures += 1
                 if failures == 1:  # once per outage, not once per retry
-                    log.info("ui.feed_lost", node=self.node, address=self.address,
+                    log.info("ui.feed_lost", agent=self.node, address=self.address,
                              error=str(e) or type(e).__name__)
             finally:
                 self.hub.forget_routes(self.node)
@@ -254,7 +254,7 @@ class AgentFeed:
                     except (ValueError, RecursionError) as e:
                         bad += 1
                         if bad == 1:  # one event per connection, not one per line
-                            log.warning("ui.feed_bad_line", node=self.node, error=str(e),
+                            log.warning("ui.feed_bad_line", agent=self.node, error=str(e),
                                         line=line[:200].decode(errors="replace"))
                         continue
                     got = True
@@ -274,7 +274,7 @@ class AgentFeed:
             if self.boot is not None and boot != self.boot and since != 0:
                 # A new agent process whose ring already passed our seq: its events 1..since
                 # are new to us too. Read it again from the start.
-                log.info("ui.feed_restarted", node=self.node, since=self.since)
+                log.info("ui.feed_restarted", agent=self.node, since=self.since)
                 self.since, self.boot = 0, None
                 return True
             self.boot = boot

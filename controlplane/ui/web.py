@@ -30,7 +30,7 @@ from aiohttp import web
 from controlplane.ui.hub import PING_EVERY_S, UiHub
 from podnet.auth import UsedLoginCodes, check_ui_session, token_matches, ui_session
 
-log = structlog.get_logger().bind(component="ui")
+log = structlog.get_logger(component="ui")  # lazy: bound once logging is configured
 
 PREFIX = "/podnet/ui/"
 COOKIE = "podnet-ui"
@@ -159,6 +159,9 @@ class UiServer:
             return self.refuse(request)
         if self.hub.closed:
             raise web.HTTPServiceUnavailable(text="the control plane is shutting down")
+        if request.method == "HEAD":  # headers only: no stream to hold the hub open
+            return web.Response(headers={"Content-Type": "text/event-stream",
+                                         "Cache-Control": "no-cache"})
         client = self.hub.attach()
         resp = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
