@@ -11,7 +11,7 @@
   const BASE = '/podnet/ui/';
   const KINDS = ['nodes', 'pods', 'services', 'policies', 'faults'];
   const MAX_FLOWS = 1000;          // the server's FlowTable keeps as many
-  const MAX_VISIBLE_ROWS = 400;    // rows in the table at once (the rest are counted)
+  const MAX_VISIBLE_ROWS = 200;    // rows in the table at once (the rest are counted)
   const STALE_MS = 20000;          // links come every second: silence this long means down
   const PROXY_KEY = '@controlplane';
   // `podnet logs --verdict` aliases (podnet/logview.py VERDICT_ALIASES).
@@ -867,12 +867,14 @@
     }
     box.innerHTML = html;
     box.hidden = false;
-    box.querySelector('.close').addEventListener('click', () => {
-      selectedFlow = null;
-      clearPath();
-      box.hidden = true;
-      for (const tr of $('flow-rows').querySelectorAll('tr.selected')) tr.classList.remove('selected');
-    });
+    box.querySelector('.close').addEventListener('click', closeDetail);
+  }
+
+  function closeDetail() {
+    selectedFlow = null;
+    clearPath();
+    $('flow-detail').hidden = true;
+    for (const tr of $('flow-rows').querySelectorAll('tr.selected')) tr.classList.remove('selected');
   }
 
   // ---- flow table ----------------------------------------------------------------------------
@@ -1010,6 +1012,9 @@
     empty.textContent = model.flows.size ? 'No flow matches these filters.' : 'No flows yet. Traffic between pods shows up here.';
     $('flow-table-wrap').dataset.shown = String(shown.length);
     $('flow-table-wrap').dataset.matching = String(total);
+    const more = $('flow-more');
+    more.hidden = total <= shown.length;
+    more.textContent = `the newest ${shown.length} of ${total} matching flows are listed`;
     // The selected flow gained events: fetch its story again so the path completes.
     if (selectedFlow) {
       const row = model.flows.get(selectedFlow);
@@ -1355,6 +1360,9 @@
     schedule();
   });
   $('topology-scroll').addEventListener('scroll', placeLegend, { passive: true });
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && selectedFlow) closeDetail();
+  });
   // Sizes come from the ResizeObserver only: reading clientWidth after changing the DOM would
   // force the browser to lay out the whole page (hundreds of tiles) in the middle of a flush.
   let resizeTimer = null;
