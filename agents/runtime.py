@@ -103,6 +103,11 @@ class RunningPod:
         self.log = log.bind(pod=self.name, namespace=self.namespace, pod_ip=ip)
         self._status_dirty = asyncio.Event()
         self._status_task: asyncio.Task[None] | None = None
+        # What the API holds of this pod's status as far as this agent knows: the status it
+        # last wrote and that write's resourceVersion, and a write still in flight.
+        self._written: dict[str, Any] | None = None
+        self._written_rv = 0
+        self._sending: dict[str, Any] | None = None
         self._transitions: dict[str, tuple[str, str]] = {}  # condition -> (status, since)
         self.hurry = asyncio.Event()  # set when the grace period is cut short
         self.image_errors: dict[str, str] = {}  # container -> last image error reported
@@ -430,9 +435,31 @@ class RunningPod:
             "containerStatuses": [c.status(self.uid) for c in self.containers.values()],
         }
 
+    def observe(self, pod: dict[str, Any]) -> None:
+        """The API's copy of this pod, from the watch or a relist.
+
+        When its status says something else than this agent last wrote, another writer has
+        changed it (the node lifecycle controller marks the pods of a node it lost not Ready;
+        the node may come back), so write this agent's view again, as kubelet's status
+        manager resyncs. Our own writes and older news are recognised by resourceVersion and
+        by content, so a steady pod costs no write.
+        """
+        if self.terminating or self._written is None:
+            return  # nothing written yet: the writer will write anyway
+        rv = _resource_version(pod)
+        if rv is not None and rv <= self._written_rv:
+            return
+        stored = _status_digest(pod.get("status") or {})
+        if stored == _status_digest(self._written) or (
+                self._sending is not None and stored == _status_digest(self._sending)):
+            return
+        self.log.info("pod.status_resync", stored=stored[:2],
+                      ours=_status_digest(self._written)[:2])
+        self._written = None
+        self.mark_dirty()
+
     async def _status_writer(self) -> None:
         """Send the latest status whenever it changed; one request in flight at a time."""
-        last: dict[str, Any] | None = None
         while True:
             await self._status_dirty.wait()
             # Coalesce: a starting pod changes state several times within milliseconds
@@ -440,13 +467,14 @@ class RunningPod:
             await asyncio.sleep(STATUS_COALESCE_S)
             self._status_dirty.clear()
             status = self.status()
-            comparable = status
-            if comparable == last:
+            if status == self._written:
                 continue
+            self._sending = status
             try:
-                await self.runtime.api.patch(PODS, self.namespace, self.name,
-                                             {"status": status}, subresource="status")
-                last = comparable
+                stored = await self.runtime.api.patch(PODS, self.namespace, self.name,
+                                                      {"status": status}, subresource="status")
+                self._written = status
+                self._written_rv = _resource_version(stored) or 0
             except ApiError as e:
                 if e.code == 404:
                     return  # the pod is gone; the watch will tell the runtime
@@ -455,6 +483,8 @@ class RunningPod:
                 self.log.warning("pod.status_unsent", error=str(e))
                 await asyncio.sleep(1.0)
                 self._status_dirty.set()
+            finally:
+                self._sending = None
 
     # ---- exec ------------------------------------------------------------------------
 
@@ -468,6 +498,21 @@ class RunningPod:
         return ExecTarget(net=self.net, pod=self.name, namespace=self.namespace,
                           node=self.runtime.node, pod_ip=self.ip, hostname=self.hostname,
                           env=self._env(spec), files=self.files, routes=routes)
+
+
+def _resource_version(obj: dict[str, Any]) -> int | None:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or "")
+    except ValueError:
+        return None
+
+
+def _status_digest(status: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a pod status this agent asserts and others may overwrite: the phase, each
+    condition's status and the pod IP (not timestamps, nor fields the API adds)."""
+    conditions = tuple(sorted((str(c.get("type")), str(c.get("status")))
+                              for c in status.get("conditions") or []))
+    return status.get("phase"), conditions, status.get("podIP")
 
 
 async def _run_image(fn: Callable[[ContainerContext], Awaitable[int | None]],
@@ -552,6 +597,7 @@ class PodRuntime:
             return
         if running is not None:
             running.apply_spec_changes(pod)
+            running.observe(pod)
             return
         if uid in self._stopping:
             return
