@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from controlplane.store import Store
+from controlplane.store import Store, Subscription
 from podnet.observe.topology import (
     DEPENDS,
     View,
@@ -334,6 +334,7 @@ class UiHub:
         self.active = False
         self.closed = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[Subscription] = []
         self._feeds: dict[str, AgentFeed] = {}
         self._session: aiohttp.ClientSession | None = None
         self._stop_timer: asyncio.TimerHandle | None = None
@@ -394,12 +395,15 @@ class UiHub:
             self._stopping.cancel()
         self._reset_state()
         self.active = True
-        self._dirty = set(DEPENDS)
-        self._rebuild()  # the first snapshot is complete at once (agents' data follows)
+        # Subscribed before the first build, in the same turn: no write falls in between.
         for kind, source in WATCHED.items():
             res = BY_KIND[kind]
-            self._tasks.append(asyncio.create_task(self._follow(res, source),
+            sub = self.store.subscribe(res)
+            self._subs.append(sub)
+            self._tasks.append(asyncio.create_task(self._follow(res, source, sub),
                                                    name=f"ui-feed-{res.plural}"))
+        self._dirty = set(DEPENDS)
+        self._rebuild()  # the first snapshot is complete at once (agents' data follows)
         self._tasks.append(asyncio.create_task(self._publisher(), name="ui-publish"))
         self._tasks.append(asyncio.create_task(self._links_ticker(), name="ui-links"))
         if self.ring is not None:
@@ -415,6 +419,9 @@ class UiHub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for sub in self._subs:  # also those of a task cancelled before it first ran
+            sub.close()
+        self._subs = []
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -443,15 +450,16 @@ class UiHub:
 
     # ------------------------------------------------------------------ inputs
 
-    async def _follow(self, res: Resource, source: str) -> None:
+    async def _follow(self, res: Resource, source: str, sub: Subscription) -> None:
         while True:
-            sub = self.store.subscribe(res)
             try:
                 while await sub.get() is not None:
                     self._mark(source)
             finally:
                 sub.close()
             # Closed after falling behind: rebuilding reads the store whole, nothing is lost.
+            sub = self.store.subscribe(res)
+            self._subs = [*(x for x in self._subs if not x.closed), sub]
             self._mark(source)
 
     def _mark(self, source: str) -> None:

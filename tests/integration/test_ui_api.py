@@ -476,3 +476,14 @@ async def test_garbage_from_an_agent_is_skipped_and_logged(tmp_path: Path) -> No
         await hub.close()
         store.close()
         await runner.cleanup()
+
+
+async def test_a_shutdown_at_once_leaves_no_store_feed(tmp_path: Path) -> None:
+    store, hub = make_hub(tmp_path)
+    try:
+        client = hub.attach()
+        await hub.close()           # before any of the hub's tasks ever ran
+        assert client.closed and not hub.active
+        assert not any(store._subs.values())
+    finally:
+        store.close()
