@@ -25,7 +25,8 @@ second: flows for the flow panel and tunnel counters for the link chart).
    scaled up by one (one more `g.pod`). The page records the moment its DOM changed (a
    MutationObserver, Date.now()); the bench notes the moment before it sends the request.
    Median and p95 over --changes of each kind (target < 1 s), beside the API's own answer
-   time for the same writes (the floor).
+   time for the same writes (the floor), and the part from the hub sending the patch (the
+   `data-topology-updated` server time of the message the page had just applied) to the DOM.
 """
 
 from __future__ import annotations
@@ -98,7 +99,11 @@ OBSERVER = """(() => {
   };
   new MutationObserver(() => {
     const p = window.__probe;
-    if (p && !p.at && holds(p)) p.at = Date.now();
+    if (p && !p.at && holds(p)) {
+      p.at = Date.now();
+      // The server's send time of the message just applied (epoch s, the hub's clock).
+      p.sent = Number(document.querySelector('#topology')?.dataset.topologyUpdated);
+    }
   }).observe(document.body, {subtree: true, childList: true, attributes: true,
                              characterData: true});
   return true;
@@ -214,17 +219,20 @@ async def measure_cpu(pid: int, window_s: float) -> float:
 
 
 async def change_latency(api: Api, page: Page, sel: str, want: Any,
-                         change: Callable[[], Awaitable[int]]) -> tuple[float, float]:
-    """(ms from sending the change to the DOM showing it, ms the API took to answer)."""
+                         change: Callable[[], Awaitable[int]]) -> tuple[float, float, float]:
+    """(ms from sending the change to the DOM showing it, ms the API took to answer, ms from
+    the hub sending the patch to the DOM showing it)."""
     await page.evaluate(f"window.__probe = {{sel: {json.dumps(sel)}, want: {json.dumps(want)}}}")
     sent = time.time() * 1000
     code = await change()
     answered = time.time() * 1000
     if code >= 300:
         raise RuntimeError(f"change refused: {code}")
-    at = await page.wait_for("window.__probe.at", 30, interval_s=0.02,
-                             what=f"{sel} {want} on the page")
-    return float(at) - sent, answered - sent
+    seen = await page.wait_for("window.__probe.at && window.__probe", 30, interval_s=0.02,
+                               what=f"{sel} {want} on the page")
+    at = float(seen["at"])
+    hub = float(seen.get("sent") or 0) * 1000
+    return at - sent, answered - sent, (at - hub) if hub else float("nan")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -283,12 +291,15 @@ async def run(args: argparse.Namespace) -> int:
             await open_page(page, base, args.pods)
         latency: dict[str, list[float]] = {}
         floor: list[float] = []
+        wire: list[float] = []
 
         async def sample(kind: str, sel: str, want: Any,
                          change: Callable[[], Awaitable[int]]) -> None:
-            took, answered = await change_latency(api, page, sel, want, change)
+            took, answered, drawn = await change_latency(api, page, sel, want, change)
             latency.setdefault(kind, []).append(took)
             floor.append(answered)
+            if not math.isnan(drawn):
+                wire.append(drawn)
 
         for i in range(args.changes):
             name = f"probe-{i}"
@@ -360,6 +371,9 @@ async def run(args: argparse.Namespace) -> int:
           f"{p95(everything):6.0f} ms  {'ok' if latency_ok else 'ABOVE TARGET'} "
           f"(target < {TARGET_LATENCY_MS:.0f} ms)   the API's answer to the same writes: "
           f"median {statistics.median(floor):.0f} ms")
+    if wire:
+        print(f"    of which the hub's patch -> the DOM (data-topology-updated): median "
+              f"{statistics.median(wire):.0f} ms, p95 {p95(wire):.0f} ms")
     if errors:
         print(f"  page errors: {[str(e) for e in errors]}")
     print(f"  command: .venv/bin/python bench/topology_page.py --pods {args.pods} --window-s "
