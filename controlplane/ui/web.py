@@ -70,6 +70,27 @@ def login_needed_page() -> web.Response:
                  401)
 
 
+class QuietLog:
+    """Logs an event at most once per `every_s` per event name, with how many were left out
+    since: a page retrying every second with an expired cookie, or someone guessing codes,
+    must not flood the log."""
+
+    def __init__(self, clock: Callable[[], float], every_s: float = 10.0) -> None:
+        self.clock = clock
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        now = self.clock()
+        if now - self._last.get(event, -self.every_s) < self.every_s:
+            self._skipped[event] = self._skipped.get(event, 0) + 1
+            return
+        self._last[event] = now
+        skipped = self._skipped.pop(event, 0)
+        log.info(event, **fields, **({"not_logged_before": skipped} if skipped else {}))
+
+
 class UiServer:
     """The handlers; `add_routes` is what `build_app(extra_routes=...)` calls."""
 
@@ -81,6 +102,7 @@ class UiServer:
         self.static_dir = static_dir.resolve()
         self.clock = clock
         self.used_codes = UsedLoginCodes()
+        self.quiet = QuietLog(time.monotonic)
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -103,8 +125,8 @@ class UiServer:
         return token_matches(request.headers.get("Authorization"), self.api_token)
 
     def refuse(self, request: web.Request) -> web.Response:
-        log.info("ui.unauthorized", path=request.path, remote=request.remote,
-                 cookie=COOKIE in request.cookies)
+        self.quiet("ui.unauthorized", path=request.path, remote=request.remote,
+                   cookie=COOKIE in request.cookies)
         return web.json_response({"error": "unauthorized: log in with a link from "
                                            "`podnet ui`, or send the API's bearer token"},
                                  status=401, headers={"Cache-Control": "no-store"})
@@ -116,9 +138,9 @@ class UiServer:
         if codes:
             now = self.clock()
             if len(codes) != 1 or not self.used_codes.redeem(self.secret, codes[0], now):
-                log.info("ui.login_refused", remote=request.remote,
-                         reason="several codes" if len(codes) != 1
-                         else "used, expired or not genuine")
+                self.quiet("ui.login_refused", remote=request.remote,
+                           reason="several codes" if len(codes) != 1
+                           else "used, expired or not genuine")
                 return login_failed_page()
             log.info("ui.login", remote=request.remote)
             # 303: the browser GETs the bare page, so the code leaves the address bar.
@@ -129,8 +151,8 @@ class UiServer:
             resp.headers["Cache-Control"] = "no-store"
             return resp
         if not self.authorized(request):
-            log.info("ui.unauthorized", path=request.path, remote=request.remote,
-                     cookie=COOKIE in request.cookies)
+            self.quiet("ui.unauthorized", path=request.path, remote=request.remote,
+                       cookie=COOKIE in request.cookies)
             return login_needed_page()
         return self._file("index.html")
 
@@ -200,7 +222,7 @@ class UiServer:
             return self.refuse(request)
         flow_id = request.match_info["flow"]
         if not _FLOW_ID.fullmatch(flow_id):
-            log.info("ui.bad_request", path=request.path[:200], reason="flow id")
+            self.quiet("ui.bad_request", path=request.path[:200], reason="flow id")
             return web.json_response({"error": "not a flow id"}, status=400)
         if self.hub.closed:
             raise web.HTTPServiceUnavailable(text="the control plane is shutting down")
