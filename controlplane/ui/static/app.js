@@ -76,8 +76,10 @@
   function setT(e, t) {
     if (e.textContent !== t) e.textContent = t;
   }
+  // Arrays from the server, or an empty one (a malformed field must not stop the page).
+  const arr = (x) => (Array.isArray(x) ? x : []);
   function clip(s, n) {
-    s = s || '';
+    s = s === null || s === undefined ? '' : String(s);
     if (n <= 1) return '';
     return s.length > n ? s.slice(0, n - 1) + '…' : s;
   }
@@ -176,7 +178,7 @@
     const seen = node.seenBy && Object.keys(node.seenBy).length
       ? Object.entries(node.seenBy).map(([k, v]) => `  ${k} sees it ${v}`).join('\n')
       : '  no other agent reported it yet';
-    const routes = (node.routes || []).map((r) => `  ${r.podCIDR} -> ${r.node} (${r.state})`).join('\n');
+    const routes = arr(node.routes).map((r) => `  ${r.podCIDR} -> ${r.node} (${r.state})`).join('\n');
     setT(e.tip, `${node.name || key}: ${gossip}${ready ? ', Ready' : ', NotReady'}\n` +
       `podCIDR ${node.podCIDR || '-'}  address ${node.address || '-'}\n` +
       `gossip (SWIM):\n${seen}` + (routes ? `\nroute table:\n${routes}` : ''));
@@ -298,9 +300,9 @@
     setA(e.g, 'data-cluster-ip', s.clusterIP || '');
     setA(e.g, 'style', `--svc:${colour}`);
     setT(e.name, clip(s.name || key, 28));
-    const ports = (s.ports || []).join(', ');
+    const ports = arr(s.ports).join(', ');
     setT(e.ip, clip(`${s.clusterIP || 'None'}${ports ? '  ' + ports : ''}`, 32));
-    const eps = s.endpoints || [];
+    const eps = arr(s.endpoints);
     const ready = eps.filter((x) => x.ready).length;
     const kind = s.type && s.type !== 'ClusterIP' ? ` · ${s.type}` : '';
     setT(e.eps, (eps.length ? `${ready}/${eps.length} endpoints ready` : 'no endpoints') + kind);
@@ -325,7 +327,7 @@
       const colour = svcColour(key);
       const sx = sp.x + BAND_BOX.w / 2;
       const sy = sp.y + BAND_BOX.h;
-      for (const ep of s.endpoints || []) {
+      for (const ep of arr(s.endpoints)) {
         if (!ep.ready || !ep.pod) continue;
         const pp = positions.pods.get(ep.pod);
         if (!pp) continue;
@@ -366,7 +368,7 @@
       const pol = model.policies.get(key);
       // The node holding most of the pods it selects.
       const tally = new Map();
-      for (const pk of pol.selects || []) {
+      for (const pk of arr(pol.selects)) {
         const pod = model.pods.get(pk);
         if (pod && pod.node) tally.set(pod.node, (tally.get(pod.node) || 0) + 1);
       }
@@ -376,9 +378,9 @@
     }
     for (const key of sorted(model.faults)) {
       const f = model.faults.get(key);
-      let node = (f.nodes || []).find((n) => model.nodes.has(n)) || null;
+      let node = arr(f.nodes).find((n) => model.nodes.has(n)) || null;
       if (!node) {
-        const pod = (f.pods || []).map((k) => model.pods.get(k)).find((p) => p && p.node);
+        const pod = arr(f.pods).map((k) => model.pods.get(k)).find((p) => p && p.node);
         node = pod ? pod.node : null;
       }
       add(node, { kind: 'fault', key, label: f.name || key });
@@ -433,10 +435,10 @@
     const boxes = [];
     if (kind === 'policy') {
       const pol = model.policies.get(key);
-      setT(e.tip, `NetworkPolicy ${key} (${(pol.types || []).join(', ') || 'Ingress'})\n${pol.summary || ''}\n` +
-        `selects ${(pol.selects || []).length} pod(s): ${(pol.selects || []).slice(0, 12).join(', ')}` +
-        ((pol.selects || []).length > 12 ? ', …' : ''));
-      for (const pk of pol.selects || []) {
+      setT(e.tip, `NetworkPolicy ${key} (${arr(pol.types).join(', ') || 'Ingress'})\n${pol.summary || ''}\n` +
+        `selects ${arr(pol.selects).length} pod(s): ${arr(pol.selects).slice(0, 12).join(', ')}` +
+        (arr(pol.selects).length > 12 ? ', …' : ''));
+      for (const pk of arr(pol.selects)) {
         const pp = positions.pods.get(pk);
         if (pp) boxes.push([pp.x - 2, pp.y - 2, pp.w + 4, pp.h + 4, 6]);
       }
@@ -444,11 +446,11 @@
       const f = model.faults.get(key);
       setT(e.tip, `NetworkFault ${f.name || key}\n${f.summary || ''}` +
         (f.expires ? `\nexpires ${f.expires}` : '\nno expiry'));
-      for (const nk of f.nodes || []) {
+      for (const nk of arr(f.nodes)) {
         const np = positions.nodes.get(nk);
         if (np) boxes.push([np.x - 3, np.y - 3, np.w + 6, np.h + 6, 14]);
       }
-      for (const pk of f.pods || []) {
+      for (const pk of arr(f.pods)) {
         const pp = positions.pods.get(pk);
         if (pp) boxes.push([pp.x - 3, pp.y - 3, pp.w + 6, pp.h + 6, 7]);
       }
@@ -644,7 +646,7 @@
   // in log time, where a tunnel's stream_out is logged only once the far side answered.
   function pathOrder(detail) {
     const row = detail.flow || {};
-    const hops = detail.hops || [];
+    const hops = arr(detail.hops);
     const src = row.srcPod || podByIp(row.src) || '';
     const srcPod = src ? model.pods.get(src) : null;
     const srcNode = (srcPod && srcPod.node) || (hops[0] && hops[0].node) || '';
@@ -679,7 +681,7 @@
     if (!g) g = svg('g', { id: 'flow-path' }, layerFlow);
     while (g.firstChild) g.firstChild.remove();
     const row = detail.flow || {};
-    const hops = detail.hops || [];
+    const hops = arr(detail.hops);
     setA(g, 'data-flow', row.id || selectedFlow || '');
     setA(g, 'data-hops', hops.length);
     setA(g, 'data-outcome', detail.outcome || row.outcome || 'UNKNOWN');
@@ -687,7 +689,7 @@
     let prev = pointFor({ kind: 'pod', key: srcKey });
     // The pods the flow touched, outlined.
     const touched = svg('g', { class: 'touched' }, g);
-    const podKeys = new Set((detail.hops || []).filter((h) => h.at && h.at.kind === 'pod').map((h) => h.at.key));
+    const podKeys = new Set(arr(detail.hops).filter((h) => h.at && h.at.kind === 'pod').map((h) => h.at.key));
     for (const pk of podKeys) {
       const pp = positions.pods.get(pk);
       if (pp) svg('rect', { x: r(pp.x - 4), y: r(pp.y - 4), width: r(pp.w + 8), height: r(pp.h + 8), rx: 8 }, touched);
@@ -838,8 +840,8 @@
     const box = $('flow-detail');
     const row = d.flow || {};
     const outcome = d.outcome || row.outcome || 'UNKNOWN';
-    const hops = d.hops || [];
-    const decisions = d.decisions || [];
+    const hops = arr(d.hops);
+    const decisions = arr(d.decisions);
     let html = `<div class="dhead"><span class="badge o-${esc(outcome)}">${esc(outcome)}</span>` +
       `<b>flow ${esc(row.id || selectedFlow)}</b><button type="button" class="close" title="Hide the path">×</button></div>` +
       `<div class="route">${esc(row.srcPod || row.src || '?')} → ${esc(row.service ? row.service + ' → ' : '')}${esc(row.dstPod || row.dst || '?')}` +
@@ -915,7 +917,7 @@
 
   function matches(row, f) {
     if (f.flow && !String(row.id || '').startsWith(f.flow)) return false;
-    if (f.node && !(row.nodes || []).includes(f.node)) return false;
+    if (f.node && !arr(row.nodes).includes(f.node)) return false;
     if (f.proto && String(row.proto || '').toLowerCase() !== f.proto) return false;
     if (f.podName && !podMatches(f, row.srcPod) && !podMatches(f, row.dstPod)) return false;
     if (f.verdicts) {
@@ -944,12 +946,12 @@
     setT(cells[0], fmtTime(row.ts));
     const via = row.service ? ` ⟶ ${short(row.service)}` : '';
     setT(cells[1].firstChild, `${short(row.srcPod, row.src)}${via} → ${short(row.dstPod, row.dst)}`);
-    setT(cells[1].lastChild, `${row.id} · ${(row.nodes || []).join(', ')} · ${row.events || 0} events`);
+    setT(cells[1].lastChild, `${row.id} · ${arr(row.nodes).join(', ')} · ${row.events || 0} events`);
     setT(cells[2], row.proto || '');
     setT(cells[3].firstChild, row.verdict || outcome.toLowerCase());
     setA(cells[3].firstChild, 'class', 'badge o-' + outcome);
     tr.title = `flow ${row.id}: ${row.src || '?'} -> ${row.dst || '?'} ${row.proto || ''}\n` +
-      `outcome ${outcome}, verdict ${row.verdict || '-'}, ${row.events || 0} events\nnodes ${(row.nodes || []).join(', ')}`;
+      `outcome ${outcome}, verdict ${row.verdict || '-'}, ${row.events || 0} events\nnodes ${arr(row.nodes).join(', ')}`;
   }
 
   function flowTr(row) {
@@ -1050,7 +1052,7 @@
   }
 
   function addFlowRows(rows) {
-    for (const row of rows || []) {
+    for (const row of arr(rows)) {
       if (row && row.id) model.flows.set(row.id, row);
     }
     if (model.flows.size > MAX_FLOWS) {
@@ -1086,7 +1088,7 @@
     const wrap = $('link-cards');
     const want = new Set();
     let now = 0;
-    for (const s of series) for (const p of s.points || []) if (p[0] > now) now = p[0];
+    for (const s of series) for (const p of arr(s.points)) if (Array.isArray(p) && p[0] > now) now = p[0];
     const t0 = now - 60;
     // Cards share the width: one row up to 4 pairs, two rows beyond.
     const n = Math.max(1, series.length);
@@ -1124,7 +1126,7 @@
       setA(e.errn, 'x', CARD.w - 10);
       setA(e.peak, 'x', CARD.w - 10);
       setA(e.base, 'x2', CARD.cx + CARD.cw);
-      const pts = (s.points || []).filter((p) => p[0] >= t0);
+      const pts = arr(s.points).filter((p) => Array.isArray(p) && typeof p[0] === 'number' && p[0] >= t0);
       let peak = 0;
       for (const p of pts) peak = Math.max(peak, p[1] || 0);
       const scale = peak > 0 ? CARD.ch / peak : 0;
@@ -1201,7 +1203,7 @@
     const view = d.view || {};
     for (const kind of KINDS) {
       const fresh = new Map();
-      for (const ent of view[kind] || []) if (ent && typeof ent.key === 'string') fresh.set(ent.key, ent);
+      for (const ent of arr(view[kind])) if (ent && typeof ent.key === 'string') fresh.set(ent.key, ent);
       for (const key of model[kind].keys()) if (!fresh.has(key)) remove(kind, key);
       for (const ent of fresh.values()) {
         // Unchanged entities keep their elements untouched.
@@ -1211,9 +1213,9 @@
       }
     }
     model.flows.clear();
-    addFlowRows(d.flows || []);
+    addFlowRows(arr(d.flows));
     model.flowStats = d.flowStats || {};
-    model.links = d.links || [];
+    model.links = arr(d.links);
     model.server = d.server || {};
     dirty.flowStats = dirty.links = dirty.summary = dirty.layout = true;
   }
@@ -1222,8 +1224,8 @@
     const up = d.upsert || {};
     const del = d.delete || {};
     for (const kind of KINDS) {
-      for (const key of del[kind] || []) remove(kind, key);
-      for (const ent of up[kind] || []) upsert(kind, ent);
+      for (const key of arr(del[kind])) remove(kind, key);
+      for (const ent of arr(up[kind])) upsert(kind, ent);
     }
     dirty.layout = dirty.summary = true;
   }
@@ -1259,7 +1261,7 @@
           addFlowRows(d.rows);
           if (d.stats) { model.flowStats = d.stats; dirty.flowStats = true; }
         } else if (type === 'links') {
-          model.links = Array.isArray(d) ? d : (d.links || d.series || []);
+          model.links = Array.isArray(d) ? d : arr(d.links || d.series);
           dirty.links = true;
         }
         // Only the server's clock: a message without a ts (links) leaves the mark alone, so
@@ -1281,20 +1283,25 @@
     if (ms > perf.maxMs) perf.maxMs = ms;
   }
 
+  // One part that cannot be drawn (an entity of an unexpected shape) must not stop the rest.
+  function safely(what, fn) {
+    try { fn(); } catch (err) { console.warn('podnet: could not draw the', what, err); }
+  }
+
   function render() {
-    for (const key of dirty.nodes) updateNode(key);
-    for (const key of dirty.pods) updatePod(key);
-    for (const key of dirty.services) updateService(key);
+    for (const key of dirty.nodes) safely('node', () => updateNode(key));
+    for (const key of dirty.pods) safely('pod', () => updatePod(key));
+    for (const key of dirty.services) safely('service', () => updateService(key));
     if (dirty.nodes.size || dirty.pods.size || dirty.services.size || dirty.policies.size || dirty.faults.size) dirty.layout = true;
     dirty.nodes.clear(); dirty.pods.clear(); dirty.services.clear();
     dirty.policies.clear(); dirty.faults.clear();
     let t = performance.now();
     const lap = (name) => { const n = performance.now(); perf[name] = (perf[name] || 0) + n - t; t = n; };
-    if (dirty.layout) { dirty.layout = false; layout(); lap('layoutMs'); }
-    if (dirty.flows) { dirty.flows = false; renderFlows(); lap('flowsMs'); }
-    if (dirty.flowStats) { dirty.flowStats = false; renderStats(); }
-    if (dirty.links) { dirty.links = false; renderLinks(); lap('linksMs'); }
-    if (dirty.summary) { dirty.summary = false; renderSummary(); }
+    if (dirty.layout) { dirty.layout = false; safely('layout', layout); lap('layoutMs'); }
+    if (dirty.flows) { dirty.flows = false; safely('flows', renderFlows); lap('flowsMs'); }
+    if (dirty.flowStats) { dirty.flowStats = false; safely('flow stats', renderStats); }
+    if (dirty.links) { dirty.links = false; safely('links', renderLinks); lap('linksMs'); }
+    if (dirty.summary) { dirty.summary = false; safely('summary', renderSummary); }
     if (dirty.updated !== null) {
       root.setAttribute('data-updated', String(dirty.updated));
       dirty.updated = null;
