@@ -21,7 +21,7 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -81,6 +81,8 @@ class Ring(Protocol):
 
     @property
     def last_seq(self) -> int: ...
+    @property
+    def oldest_seq(self) -> int: ...
     def read(self, after_seq: int) -> tuple[list[tuple[int, dict[str, Any]]], int]: ...
     async def wait(self, after_seq: int) -> None: ...
 
@@ -212,6 +214,7 @@ class AgentFeed:
         self.since = 0          # the last flow seq received (resumes after a reconnect)
         self.boot: str | None = None   # the agent process's id, from its hello
         self.link_reports = LinkReports()
+        self.history = True
         self.task = asyncio.create_task(self.run(), name=f"ui-observe-{node}")
 
     async def run(self) -> None:
@@ -238,6 +241,7 @@ class AgentFeed:
         timeout = aiohttp.ClientTimeout(total=None, connect=3, sock_read=30)
         got = False
         self.link_reports = LinkReports()   # a new connection starts from a baseline
+        self.history = self.since == 0
         async with session.get(url, params={"since": str(self.since)}, timeout=timeout,
                                headers=self.hub.agent_headers) as resp:
             if resp.status != 200:
@@ -289,8 +293,11 @@ class AgentFeed:
             missed = _int(msg.get("missed"))
             if not isinstance(events, list) or missed is None or missed < 0:
                 raise ValueError("flows needs a list of events and a missed count >= 0")
-            if missed:
+            if missed and not self.history:
                 hub.flows_missed(self.process, missed)
+            # The first batch read from 0 is history: events rotated away before the page
+            # opened were not missed by it. After that every gap counts.
+            self.history = False
             for event in events:
                 seq = _int(event.get("seq")) if isinstance(event, dict) else None
                 if seq is None or not isinstance(event.get("flow"), str):
@@ -491,7 +498,9 @@ class UiHub:
         self.links.observe(node, ts, peers)
 
     async def _read_ring(self, ring: Ring) -> None:
-        since = 0  # what the ring still holds is recent history worth showing
+        # What the ring still holds is recent history worth showing; what it rotated away
+        # before the page opened is not "missed" by anyone.
+        since = max(0, ring.oldest_seq - 1)
         while True:
             await ring.wait(since)
             events, missed = ring.read(since)
@@ -618,11 +627,4 @@ class UiHub:
     def detail(self, flow_id: str) -> dict[str, Any] | None:
         return self.flows.detail(flow_id)
 
-    async def hold(self, use: Callable[[], Awaitable[Any]]) -> Any:
-        """Run `use` while holding the hub (an api request): feeds stay up for a linger."""
-        self.acquire()
-        try:
-            return await use()
-        finally:
-            self.release()
 

@@ -433,6 +433,13 @@ async def test_nothing_runs_once_the_last_page_closed(tmp_path: Path) -> None:
         store.close()
 
 
+def flow_event(seq: int, event: str) -> bytes:
+    return json.dumps({"seq": seq, "flow": "abc-1", "ts": f"2026-12-07T18:00:00.{seq:03d}Z",
+                       "event": event, "node": "node-1", "component": "agent",
+                       "pod": "client", "namespace": "default", "src": "10.244.1.2:1000",
+                       "dst": "10.244.2.3:80", "proto": "tcp", "verdict": "ok"}).encode()
+
+
 async def test_garbage_from_an_agent_is_skipped_and_logged(tmp_path: Path) -> None:
     from aiohttp import web
 
@@ -449,7 +456,12 @@ async def test_garbage_from_an_agent_is_skipped_and_logged(tmp_path: Path) -> No
                      b'{"type":"links","ts":"x","peers":{}}',
                      b'{"type":"hello","node":"node-1","seq":0,"since":0,"boot":"b1"}',
                      b'{"type":"routes","routes":[{"podCIDR":"10.244.2.0/24","node":"node-2",'
-                     b'"state":"suspect"}]}'):
+                     b'"state":"suspect"}]}',
+                     # history from before the page opened: its rotated part is not "missed"
+                     b'{"type":"flows","missed":5,"events":[' + flow_event(6, "flow.route")
+                     + b']}',
+                     b'{"type":"flows","missed":3,"events":[' + flow_event(10, "flow.closed")
+                     + b']}'):
             await resp.write(line + b"\n")
         await done.wait()
         return resp
@@ -469,6 +481,9 @@ async def test_garbage_from_an_agent_is_skipped_and_logged(tmp_path: Path) -> No
         await poll(lambda: hub.view["nodes"]["node-2"]["gossip"] == "suspect",
                    "the valid routes line applied after the garbage")
         assert seen and seen[0] == "Bearer t0ken"
+        await poll(lambda: hub.flows.row("abc-1") and hub.flows.row("abc-1")["events"] == 2,
+                   "both flow events")
+        assert hub.flow_stats()["eventsMissed"] == {"agent-node-1": 3}
         assert hub.view["nodes"]["node-2"]["seenBy"] == {"node-1": "suspect"}
         hub.detach(client)
     finally:
