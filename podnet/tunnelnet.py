@@ -101,9 +101,11 @@ class StreamPeer(Protocol):
 
 
 class LinkCounters:
-    """Cumulative traffic with one peer over every tunnel to or from it, kept across re-dials
-    (`TunnelPeer.link_stats()`). Bumped once per WebSocket record, never per byte or frame:
-    two int adds beside a socket write or read are all the data path pays."""
+    """Cumulative traffic with one peer over the tunnels to or from it that have ended (kept
+    across re-dials), and every error with it; `TunnelPeer.link_stats()` adds the live
+    tunnels' own counts. Off the data path: a live tunnel counts only its bytes, one int add
+    per WebSocket record each way (its records are its session's sequence numbers, which it
+    keeps anyway), and hands everything over here when it ends."""
 
     __slots__ = ("bytes_in", "bytes_out", "errors", "records_in", "records_out")
 
@@ -119,6 +121,12 @@ class LinkCounters:
         return {"bytes_out": self.bytes_out, "bytes_in": self.bytes_in,
                 "records_out": self.records_out, "records_in": self.records_in,
                 "errors": self.errors}
+
+
+def _records(session: Session) -> tuple[int, int]:
+    """Records sealed and records accepted so far: the session's sequence numbers (each
+    record's MAC covers its own), so counting them again per record would be paying twice."""
+    return session._send_seq, session._recv_seq
 
 
 class TunnelStream(NamedTuple):
@@ -279,7 +287,9 @@ class Tunnel:
         self.peer = peer
         self.dialed = dialed
         self.address = address          # the peer agent's address (dialed) or remote (accepted)
-        self.counters = host.link_counters(peer)
+        self.counters = host.link_counters(peer)    # errors now; the rest when this ends
+        self.bytes_out = 0              # WebSocket record bytes written and read
+        self.bytes_in = 0
         self.ends: dict[int, TunnelEnd] = {}
         self.opening: dict[int, asyncio.Future[None]] = {}
         self.closed: str | None = None
@@ -341,16 +351,14 @@ class Tunnel:
         and only suspends to wait for a full socket buffer to drain. So the common case costs
         no task and no extra loop turn (a writer task would add one per message, a third of a
         small round trip); the rare wait is finished by a task, which then resumes flushing."""
-        counters = self.counters
-        counters.records_out += 1
-        counters.bytes_out += len(record)
+        self.bytes_out += len(record)
         coro = self.ws.send_bytes(record)
         try:
             waiting = coro.send(None)
         except StopIteration:
             return
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
-            counters.errors += 1
+            self.counters.errors += 1
             self.fail(f"write failed: {type(exc).__name__}")
             return
         self._blocked = asyncio.create_task(self._finish_send(coro, waiting),
@@ -424,8 +432,7 @@ class Tunnel:
                                              reason=reason, kind=msg.type.name)
                     break
                 data = msg.data
-                counters.records_in += 1
-                counters.bytes_in += len(data)
+                self.bytes_in += len(data)
                 try:
                     events = self.session.receive(data)
                 except TunnelError as exc:
@@ -501,6 +508,7 @@ class Tunnel:
             return
         self.closed = reason
         self.host._forget_tunnel(self)
+        self._hand_over_counts()
         ends, self.ends = list(self.ends.values()), {}
         for end in ends:
             end.on_reset(reset(), log=False)    # logged once, below
@@ -513,6 +521,16 @@ class Tunnel:
         if self._blocked is not None and asyncio.current_task() is not self._blocked:
             self._blocked.cancel()
         self.host.spawn(self._close_ws(), f"tunnel-close {self.name}")
+
+    def _hand_over_counts(self) -> None:
+        """Add this tunnel's traffic to its peer's totals (once: it has just left the live
+        set that `link_stats()` reads; a record still read while it closes is not counted)."""
+        counters = self.counters
+        counters.bytes_out += self.bytes_out
+        counters.bytes_in += self.bytes_in
+        sent, received = _records(self.session)
+        counters.records_out += sent
+        counters.records_in += received
 
     async def _close_ws(self) -> None:
         try:
@@ -598,8 +616,17 @@ class TunnelPeer:
         return counters
 
     def link_stats(self) -> dict[str, dict[str, int]]:
-        """Cumulative bytes, records and errors per peer since this process started."""
-        return {peer: c.as_dict() for peer, c in sorted(self._links.items())}
+        """Cumulative bytes, records and errors per peer since this process started: the
+        ended tunnels' totals plus what each live one has carried so far."""
+        stats = {peer: c.as_dict() for peer, c in self._links.items()}
+        for tunnel in self._live():
+            entry = stats.setdefault(tunnel.peer, LinkCounters().as_dict())
+            entry["bytes_out"] += tunnel.bytes_out
+            entry["bytes_in"] += tunnel.bytes_in
+            sent, received = _records(tunnel.session)
+            entry["records_out"] += sent
+            entry["records_in"] += received
+        return dict(sorted(stats.items()))
 
     def streams(self) -> list[TunnelStream]:
         """Every stream the tunnels carry, with what each holds in memory right now."""

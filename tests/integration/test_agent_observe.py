@@ -26,6 +26,7 @@ from agents.cni.routes import DEAD, Route, RouteTable
 from agents.observe import ObserveEndpoint
 from podnet.auth import agent_token, load_secret
 from podnet.observe.ring import FlowRing
+from podnet.tunnelnet import TunnelPeer
 
 # -- part one: the endpoint in-process
 
@@ -198,6 +199,68 @@ async def _until(check: Any, what: str = "condition") -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Unused:
+    """A local stream end for opens the peer refuses (never called)."""
+
+    def ready(self) -> bool:
+        return True
+
+    def deliver(self, data: bytes) -> None:
+        raise AssertionError("no data expected")
+
+    def deliver_eof(self) -> None:
+        raise AssertionError("no EOF expected")
+
+    def hang_up(self, exc: Exception | None) -> None:
+        raise AssertionError("no hang-up expected")
+
+    def wake(self) -> None:
+        return None
+
+
+async def test_link_counters_add_up_across_tunnels_to_one_peer() -> None:
+    """Two real TunnelPeers over a WebSocket on 127.0.0.1: the counters a tunnel gathered
+    stay in the peer's totals after it ends, and a re-dialed tunnel adds to them."""
+    secret = b"k" * 32
+    two = TunnelPeer("node-2", secret)      # refuses every stream (nobody listens)
+    app = web.Application()
+    two.add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    address = f"127.0.0.1:{runner.addresses[0][1]}"
+    one = TunnelPeer("node-1", secret)
+    src, dst = ("10.244.1.2", 40000), ("10.244.2.2", 80)
+    try:
+        assert one.link_stats() == {}
+        tunnel = await one.tunnel_to("node-2", address)
+        with pytest.raises(ConnectionRefusedError):
+            await one.open_via(tunnel, src, dst, Unused(), "t-1")
+        first = one.link_stats()["node-2"]
+        assert first["records_out"] >= 1 and first["records_in"] >= 1
+        assert first["bytes_out"] > first["records_out"] and first["bytes_in"] > 0
+        assert first["errors"] == 1                         # the refused open
+        # The other end counted the same records, the other way round.
+        await _until(lambda: two.link_stats().get("node-1", {}).get("records_in") ==
+                     first["records_out"], "node-2 to count node-1's records")
+        seen = two.link_stats()["node-1"]
+        assert (seen["bytes_in"], seen["records_out"], seen["bytes_out"]) == (
+            first["bytes_out"], first["records_in"], first["bytes_in"])
+
+        one.fail_peer("node-2", "test")                     # the tunnel ends ...
+        assert one.link_stats()["node-2"] == first          # ... and its counts stay
+        tunnel = await one.tunnel_to("node-2", address)     # a new tunnel to the same peer
+        with pytest.raises(ConnectionRefusedError):
+            await one.open_via(tunnel, src, dst, Unused(), "t-2")
+        total = one.link_stats()["node-2"]
+        assert total["records_out"] >= 2 * first["records_out"]
+        assert total["bytes_out"] > first["bytes_out"] and total["errors"] == 2
+    finally:
+        await one.close()
+        await two.close()
+        await runner.cleanup()
 
 
 # -- part two: a real cluster
