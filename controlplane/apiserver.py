@@ -894,11 +894,14 @@ class ApiServer:
                                         "1.30 or newer, without KUBECTL_REMOTE_COMMAND_"
                                         "WEBSOCKETS=false")
         await ws.prepare(request)
+        # Nothing goes down to the client before this: see EXEC_SETTLE_S.
+        settled_at = asyncio.get_running_loop().time() + EXEC_SETTLE_S
         self.sockets.add(ws)
         try:
             url = self._agent_url(request, host, port, t.namespace, t.name, "exec", container,
                                   scheme="http")
-            await self._relay_exec(ws, url, ws.ws_protocol, str(pod["spec"].get("nodeName")))
+            await self._relay_exec(ws, url, ws.ws_protocol, str(pod["spec"].get("nodeName")),
+                                   settled_at)
         finally:
             self.sockets.discard(ws)
             if not ws.closed:
@@ -906,7 +909,10 @@ class ApiServer:
         return ws
 
     async def _relay_exec(self, client: web.WebSocketResponse, url: str, protocol: str | None,
-                          node: str) -> None:
+                          node: str, settled_at: float) -> None:
+        """Relay frames verbatim both ways until one side ends; the agent's frames (its
+        output, then its one Status) reach the client in order, and only then its close.
+        Nothing is sent down before `settled_at` (see EXEC_SETTLE_S)."""
         assert self.http is not None  # set by the cleanup context
         try:
             agent = await self.http.ws_connect(
@@ -915,11 +921,13 @@ class ApiServer:
                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             log.warning("api.agent_unreachable", node=node, url=url, error=repr(e))
-            await _exec_failure(client, f'cannot reach the agent of node "{node}": {e}')
+            await _exec_failure(client, f'cannot reach the agent of node "{node}": {e}',
+                                settled_at)
             return
         async with agent:
             up = asyncio.create_task(_forward(client, agent), name="exec-relay-up")
-            down = asyncio.create_task(_forward(agent, client), name="exec-relay-down")
+            down = asyncio.create_task(_forward(agent, client, settled_at),
+                                       name="exec-relay-down")
             try:
                 await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -931,8 +939,9 @@ class ApiServer:
                 code = agent.close_code
                 if code is None or code == aiohttp.WSCloseCode.ABNORMAL_CLOSURE:
                     await _exec_failure(client, f'lost the connection to the agent of node '
-                                                f'"{node}"')
+                                                f'"{node}"', settled_at)
                 else:
+                    await _settle(settled_at)  # a session without output: its close too
                     await client.close(code=code)
             elif not agent.closed:
                 await agent.close()
@@ -959,10 +968,30 @@ class ApiServer:
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
+# kubectl 1.30 to 1.33 (client-go's WebSocket executor before kubernetes#131203, fixed in
+# 1.34) starts reading the connection before it has created its stdout/stderr/error streams:
+# a frame that arrives in between is dropped ("Unknown stream id 1, discarding message"),
+# and a close that does makes it fail with "error: closed all streams". Nothing the client
+# sends tells when its streams exist (without stdin or a tty it sends nothing at all), so the
+# relay sends nothing down, neither frames nor the close, until this long after the upgrade
+# (about what a kubelet takes to start a process in a container anyway). A command whose
+# output comes later is not delayed.
+EXEC_SETTLE_S = 0.05
 
-async def _forward(src: WebSocket, dst: WebSocket) -> None:
-    """Copy messages verbatim until `src` closes."""
+
+async def _settle(settled_at: float) -> None:
+    delay = settled_at - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _forward(src: WebSocket, dst: WebSocket, settled_at: float | None = None) -> None:
+    """Copy messages verbatim, in order, until `src` closes; the first not before
+    `settled_at`."""
     async for msg in src:
+        if settled_at is not None:
+            await _settle(settled_at)
+            settled_at = None
         if msg.type == aiohttp.WSMsgType.BINARY:
             await dst.send_bytes(msg.data)
         elif msg.type == aiohttp.WSMsgType.TEXT:
@@ -972,10 +1001,11 @@ async def _forward(src: WebSocket, dst: WebSocket) -> None:
             return
 
 
-async def _exec_failure(ws: web.WebSocketResponse, message: str) -> None:
+async def _exec_failure(ws: web.WebSocketResponse, message: str, settled_at: float) -> None:
     """End an exec session with a Failure Status on the error channel (kubectl prints it)."""
     status = {"metadata": {}, "status": "Failure", "message": message,
               "reason": "InternalError"}
+    await _settle(settled_at)
     with contextlib.suppress(ConnectionError):
         await ws.send_bytes(b"\x03" + _json_bytes(status))
         await ws.close()

@@ -128,6 +128,9 @@ def fake_agent_app() -> web.Application:
                     await ws.send_bytes(b"\x01" + data[1:])
                 elif data[:1] == b"\xff":
                     break
+        elif command[:1] == ["burst"]:  # many frames, the Status and the close at once
+            for i in range(int(command[1])):
+                await ws.send_bytes(b"\x01" + f"line {i}\n".encode())
         else:
             await ws.send_bytes(b"\x01" + (" ".join(command) + "\n").encode())
         if command[:1] == ["false"]:
@@ -574,3 +577,53 @@ async def test_logs_and_exec_relay(server: Server) -> None:
     assert r.rc == 1 and "cannot reach the agent" in r.err
     r = await server.kubectl("exec", "orphan", "--", "true")
     assert r.rc == 1 and "cannot reach the agent" in r.err
+    # The refusal reaches kubectl whole, not as "closed all streams".
+    assert "closed all streams" not in r.err and "Unknown stream id" not in r.err
+
+
+async def _raw_exec(server: Server, pod: str, *command: str) -> tuple[list[bytes], int | None]:
+    """An exec session through the relay as the wire shows it: every message, the close code."""
+    params = [("command", c) for c in command] + [("stdout", "true")]
+    messages: list[bytes] = []
+    async with server.http() as http, http.ws_connect(
+            f"{server.url}/api/v1/namespaces/default/pods/{pod}/exec", params=params,
+            protocols=("v5.channel.k8s.io",)) as ws:
+        assert ws.protocol == "v5.channel.k8s.io"
+        async for msg in ws:
+            assert msg.type == aiohttp.WSMsgType.BINARY, msg
+            messages.append(msg.data)
+        return messages, ws.close_code
+
+
+async def test_exec_relay_forwards_every_frame_in_order_then_the_close(server: Server) -> None:
+    """The agent sends its output, its Status and its close back to back: the client gets all
+    of them, in that order, the Status last, then a normal close, for many sessions at once."""
+    await ready_node(server.api)
+    await run_pod(server.api, "runner")
+    sessions = await asyncio.gather(*(_raw_exec(server, "runner", "burst", str(50 + i))
+                                      for i in range(20)))
+    for i, (messages, code) in enumerate(sessions):
+        assert messages[:-1] == [b"\x01" + f"line {n}\n".encode() for n in range(50 + i)]
+        assert messages[-1][:1] == b"\x03"
+        assert json.loads(messages[-1][1:]) == {"metadata": {}, "status": "Success"}
+        assert code == 1000
+    # An agent that cannot be reached: one Failure Status, then the close.
+    await ready_node(server.api, "dead-node")
+    await run_pod(server.api, "orphan", node="dead-node")
+    messages, code = await _raw_exec(server, "orphan", "true")
+    assert len(messages) == 1 and messages[0][:1] == b"\x03"
+    failure = json.loads(messages[0][1:])
+    assert failure["status"] == "Failure" and "cannot reach the agent" in failure["message"]
+    assert code == 1000
+
+
+async def test_kubectl_exec_of_quick_commands_many_at_once(server: Server) -> None:
+    """Commands that answer at once, as the fake agent does: kubectl 1.30-1.33 drops frames
+    that come before it has made its streams (kubernetes#131189); the relay's settle time
+    keeps them back until it has."""
+    await ready_node(server.api)
+    await run_pod(server.api, "runner")
+    results = await asyncio.gather(*(server.kubectl("exec", "runner", "--", "echo", str(i))
+                                     for i in range(12)))
+    for i, r in enumerate(results):
+        assert (r.rc, r.out, r.err) == (0, f"echo {i}\n", ""), r
