@@ -699,7 +699,7 @@
     const legend = svg('g', { class: 'hop-legend' }, g);
     const stack = new Map();   // how many badges already sit at a point
     const points = [];
-    LEG.w = Math.min(520, Math.max(340, (metrics.width || 1000) * 0.42));
+    LEG.w = Math.max(560, Math.min(1000, (metrics.width || 1000) - 2 * M));
     const legH = LEG.head + hops.length * LEG.line + 8;
     svg('rect', { class: 'legend-bg', width: r(LEG.w), height: legH, rx: 10 }, legend);
     const title = svg('text', { x: 12, y: 18, class: 'legend-title' }, legend);
@@ -744,22 +744,23 @@
       svg('circle', { cx: r(bx), cy: r(pt.y), r: 8.5 }, bg);
       const num = svg('text', { x: r(bx), y: r(pt.y + 3.5), class: 'num', 'text-anchor': 'middle' }, bg);
       num.textContent = String(i + 1);
-      // Its label in the legend: number, event, verdict, where; the reason on a second line.
+      // Its label in the legend, one line in columns: number, event, verdict, where, reason.
       const ly = LEG.head + i * LEG.line;
       const lg = svg('g', { class: 'hop-label' + (bad ? ' bad' : ''), 'data-index': i }, legend);
-      svg('circle', { cx: 18, cy: ly + 9, r: 8 }, lg);
-      const ln = svg('text', { x: 18, y: ly + 12.5, class: 'num', 'text-anchor': 'middle' }, lg);
+      svg('circle', { cx: 18, cy: ly + 7, r: 7.5 }, lg);
+      const ln = svg('text', { x: 18, y: ly + 10.5, class: 'num', 'text-anchor': 'middle' }, lg);
       ln.textContent = String(i + 1);
-      const t1 = svg('text', { x: 34, y: ly + 13, class: 'txt' }, lg);
-      const ev = svg('tspan', { class: 'ev' }, t1);
-      ev.textContent = h.event || '?';
-      const vd = svg('tspan', { class: 'vd', dx: 6 }, t1);
-      vd.textContent = h.verdict ? `[${h.verdict}]` : '';
-      const wh = svg('tspan', { class: 'wh', dx: 6 }, t1);
-      wh.textContent = `${where} · +${Number(h.offset_ms ?? h.offsetMs ?? 0).toFixed(1)}ms`;
-      const t2 = svg('text', { x: 34, y: ly + 27, class: 'rs' }, lg);
-      t2.textContent = clip(reason || '—', Math.floor((LEG.w - 44) / 5.9));
-      svg('title', null, lg).textContent = reason;
+      const col = (x, cls, text) => {
+        const t = svg('text', { x, y: ly + 11, class: cls }, lg);
+        t.textContent = text;
+        return t;
+      };
+      col(LEG.cols[0], 'txt ev', clip(h.event || '?', 19));
+      col(LEG.cols[1], 'txt vd', clip(h.verdict ? `[${h.verdict}]` : '', 17));
+      col(LEG.cols[2], 'txt wh', clip(`${where} +${Number(h.offset_ms ?? h.offsetMs ?? 0).toFixed(1)}ms`, 26));
+      col(LEG.cols[3], 'rs', clip(reason || '—', Math.floor((LEG.w - LEG.cols[3] - 10) / 5.8)));
+      svg('title', null, lg).textContent =
+        `${i + 1}. ${h.event || '?'} [${h.verdict || '-'}] at ${where}\n${reason}`;
       prev = pt;
       points.push(pt);
     });
@@ -768,7 +769,7 @@
   }
 
   // The hop legend floats in the visible corner of the topology, whatever the scroll.
-  const LEG = { w: 420, head: 28, line: 34 };
+  const LEG = { w: 560, head: 28, line: 19, cols: [32, 166, 282, 452] };
   function placeLegend() {
     const legend = document.querySelector('#flow-path .hop-legend');
     if (!legend) return;
