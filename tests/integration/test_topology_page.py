@@ -316,6 +316,13 @@ async def _prove(cluster: RunningCluster, page: Page, url: str, artifacts: Path)
                         ".filter(r => r.offsetParent !== null))",
                         TIMEOUT_S, what=f"only flow {direct} left by the flow filter")
     await _filter(page, "#flow-filter-flow", "")
+    # Verdicts filter as `podnet logs --verdict` does: only the denied call is left.
+    await _filter(page, "#flow-filter-verdict", "denied")
+    await page.wait_for("(rows => rows.length >= 1 && rows.every(r => r.dataset.outcome === "
+                        "'DENIED'))(Array.from(document.querySelectorAll('#flows tr.flow'))"
+                        ".filter(r => r.offsetParent !== null))",
+                        TIMEOUT_S, what="only DENIED rows under the verdict filter 'denied'")
+    await _filter(page, "#flow-filter-verdict", "")
     await page.wait_for("Array.from(document.querySelectorAll('#flows tr.flow'))"
                         ".filter(r => r.offsetParent !== null).length >= 3",
                         TIMEOUT_S, what="every row back once the filter is cleared")
