@@ -46,6 +46,7 @@
     topoW: document.getElementById('topology-scroll').clientWidth,
     topoH: document.getElementById('topology-scroll').clientHeight,
     linksW: document.getElementById('link-cards').clientWidth,
+    linksH: document.getElementById('link-cards').clientHeight,
   };
   const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
 
@@ -1098,6 +1099,10 @@
     perRow = Math.ceil(n / Math.ceil(n / perRow));   // balance the rows
     CARD.w = Math.max(160, Math.min(300, Math.floor((avail - 10 * (perRow - 1)) / perRow)));
     CARD.cw = CARD.w - 2 * CARD.cx;
+    // Taller cards (a taller chart) when the rows leave room in the pane.
+    const rows = Math.ceil(n / perRow);
+    CARD.h = Math.max(72, Math.min(140, Math.floor((sizes.linksH - 4 - 8 * (rows - 1)) / rows)));
+    CARD.ch = CARD.h - CARD.cy - 8;
     const sorted = series.slice().sort((a, b) => collator.compare(a.from + ' ' + a.to, b.from + ' ' + b.to));
     sorted.forEach((s) => {
       const key = `${s.from}\u2192${s.to}`;
@@ -1122,8 +1127,12 @@
         linkEls.set(key, e);
       }
       setA(e.card, 'width', CARD.w);
+      setA(e.card, 'height', CARD.h);
       setA(e.card, 'viewBox', `0 0 ${CARD.w} ${CARD.h}`);
       setA(e.bg, 'width', CARD.w - 1);
+      setA(e.bg, 'height', CARD.h - 1);
+      setA(e.base, 'y1', CARD.cy + CARD.ch);
+      setA(e.base, 'y2', CARD.cy + CARD.ch);
       setA(e.errn, 'x', CARD.w - 10);
       setA(e.peak, 'x', CARD.w - 10);
       setA(e.base, 'x2', CARD.cx + CARD.cw);
@@ -1150,7 +1159,8 @@
       });
       setT(e.label, clip(`${nodeLabel(s.from)} → ${nodeLabel(s.to)}`, Math.floor((CARD.w - 56) / 6.8)));
       const errNow = last[2] || 0;
-      setT(e.rate, fmtRate(last[1]) + (errNow > 0 ? ` · ${errNow.toFixed(errNow < 10 ? 1 : 0)} err/s` : ''));
+      setT(e.rate, fmtRate(last[1]));
+      e.g.classList.toggle('erring', errNow > 0);
       setT(e.errn, errTotal > 0 ? `${Math.round(errTotal)} err` : '');
       setT(e.peak, `peak ${fmtRate(peak)}`);
       e.g.classList.toggle('has-errors', errTotal > 0);
@@ -1158,7 +1168,7 @@
       setA(e.g, 'data-rate', r(last[1] || 0));
       setA(e.g, 'data-errors', r(errTotal));
       setT(e.tip, `${s.from} → ${s.to}: bytes per second over the tunnel (both ways, as ${s.from} counts them)\n` +
-        `now ${fmtRate(last[1])}, peak ${fmtRate(peak)}, ${Math.round(errTotal)} errors in the last 60 s`);
+        `now ${fmtRate(last[1])} and ${errNow} errors/s, peak ${fmtRate(peak)}, ${Math.round(errTotal)} errors in the last 60 s`);
     });
     for (const [k, e] of linkEls) if (!want.has(k)) { e.card.remove(); linkEls.delete(k); }
     const cards = sorted.map((s) => linkEls.get(`${s.from}\u2192${s.to}`).card);
@@ -1378,7 +1388,9 @@
     for (const en of entries) {
       if (en.target.id === 'topology-scroll') {
         sizes.topoW = en.contentRect.width; sizes.topoH = en.contentRect.height;
-      } else sizes.linksW = en.contentRect.width;
+      } else {
+        sizes.linksW = en.contentRect.width; sizes.linksH = en.contentRect.height;
+      }
     }
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(() => {
