@@ -11,6 +11,8 @@ dispatcher unauthenticated).
     GET /podnet/ui/static/{file}  its assets
     GET /podnet/ui/events         server-sent events from the hub
     GET /podnet/ui/api/view       the snapshot as JSON
+    GET /podnet/ui/api/flows      the held flows, filtered like `podnet logs`
+                                  (?pod=&node=&verdict=&proto=&flow=&limit=)
     GET /podnet/ui/api/flows/{id} one flow's story, hop by hop
 """
 
@@ -29,6 +31,7 @@ from aiohttp import web
 
 from controlplane.ui.hub import PING_EVERY_S, UiHub
 from podnet.auth import UsedLoginCodes, check_ui_session, token_matches, ui_session
+from podnet.observe.flows import FlowFilter
 
 log = structlog.get_logger(component="ui")  # lazy: bound once logging is configured
 
@@ -45,6 +48,8 @@ CONTENT_TYPES = {
     ".woff2": "font/woff2",
 }
 NO_CACHE = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+FLOW_QUERY = frozenset({"pod", "node", "verdict", "proto", "flow", "limit"})
+MAX_ROWS = 1000
 # The browser reconnects this soon after the stream breaks (a restart, a network blip).
 RETRY_MS = 1000
 
@@ -110,6 +115,7 @@ class UiServer:
         r.add_get(PREFIX + "static/{file}", self.static)
         r.add_get(PREFIX + "events", self.events)
         r.add_get(PREFIX + "api/view", self.view)
+        r.add_get(PREFIX + "api/flows", self.flow_list)
         r.add_get(PREFIX + "api/flows/{flow}", self.flow)
         r.add_route("*", PREFIX + "{tail:.*}", self.other)
         app.on_shutdown.append(self.on_shutdown)
@@ -216,6 +222,32 @@ class UiServer:
         finally:
             self.hub.release()
         return web.Response(text=body, content_type="application/json", headers=NO_CACHE)
+
+    async def flow_list(self, request: web.Request) -> web.StreamResponse:
+        if not self.authorized(request):
+            return self.refuse(request)
+        try:
+            unknown = sorted(set(request.query) - FLOW_QUERY)
+            if unknown:
+                raise ValueError(f"unknown parameter {unknown[0][:40]!r} (known: "
+                                 f"{', '.join(sorted(FLOW_QUERY))})")
+            flt = FlowFilter.from_query({k: request.query.get(k, "") for k in FLOW_QUERY})
+            text = request.query.get("limit", str(MAX_ROWS))
+            if not (text.isascii() and text.isdigit() and len(text) <= 4
+                    and 1 <= int(text) <= MAX_ROWS):
+                raise ValueError(f"limit must be a number from 1 to {MAX_ROWS}")
+            limit = int(text)
+        except ValueError as e:
+            self.quiet("ui.bad_request", path=request.path, reason=str(e))
+            return web.json_response({"error": str(e)}, status=400)
+        if self.hub.closed:
+            raise web.HTTPServiceUnavailable(text="the control plane is shutting down")
+        self.hub.acquire()
+        try:
+            body = {"rows": self.hub.rows(limit, flt), "stats": self.hub.flow_stats()}
+        finally:
+            self.hub.release()
+        return web.json_response(body, headers=NO_CACHE)
 
     async def flow(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request):

@@ -295,6 +295,20 @@ async def test_events_stream_a_snapshot_then_patches(
         kinds = [h["at"]["kind"] for h in detail["hops"]]
         assert kinds[0] == "pod" and "proxy" in kinds, detail["hops"]
         assert {h["process"] for h in detail["hops"]} >= {"agent-node-1", "controlplane"}
+        # The same flow through the list, filtered like `podnet logs`.
+        for query, hit in ((f"?flow={flow}", True), ("?pod=default/client&verdict=allowed",
+                                                     True),
+                           ("?pod=nobody", False), (f"?flow={flow}&proto=udp", False),
+                           (f"?node=node-1&flow={flow[:4]}&limit=1000", True)):
+            async with http.get(f"{api}/podnet/ui/api/flows{query}", headers=cookie) as got:
+                assert got.status == 200, query
+                listed = await got.json()
+            assert (flow in {r["id"] for r in listed["rows"]}) is hit, query
+            assert listed["stats"]["flowsKept"] >= 1
+        for query in ("?limit=0", "?limit=1001", "?limit=x", "?limit=00001999", "?color=red",
+                      "?pod=a/b/c", "?pod=has%20space", "?node=" + "n" * 400):
+            async with http.get(f"{api}/podnet/ui/api/flows{query}", headers=cookie) as got:
+                assert got.status == 400, query
         # The link chart: node-1's tunnel to the proxy carried bytes, as both ends count them
         # (the request opened that tunnel: its first bytes count too).
         def carried(m: Model, src: str, dst: str) -> bool:
