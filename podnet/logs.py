@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
@@ -120,14 +120,14 @@ class _Sinks:
 
     def __init__(self, file: RotatingFile | None, stderr: TextIO, console: bool) -> None:
         self.file = file
-        self.ring = flow_ring()
+        self.keep_flow = flow_ring().append     # bound once: the hook is one call per flow event
         self.stderr = stderr
         self.console = structlog.dev.ConsoleRenderer(colors=stderr.isatty()) if console else None
 
     def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> str:
         line = json.dumps(event, default=str, separators=(",", ":"))
         if event.get("flow"):
-            self.ring.append(cast(dict[str, Any], event), line)    # kept as the line written
+            self.keep_flow(event, line)     # kept as the line just written
         if self.file is not None:
             self.file.write(line)
         if self.console is not None:

@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import json
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["DEFAULT_CAPACITY", "FlowRing", "flow_ring"]
@@ -33,27 +34,30 @@ class FlowRing:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.last_seq = 0               # seq of the newest event (0: none yet)
-        self.total_evicted = 0          # events pushed out by newer ones since start
-        # (seq, the event's JSON line, or the dict when no line was given)
-        self._events: deque[tuple[int, str | dict[str, Any]]] = deque(maxlen=capacity)
+        # Each event's JSON line (or the event itself when no line was given); seqs are
+        # implied by position, the newest being last_seq, so an append allocates nothing.
+        self._events: deque[str | Mapping[str, Any]] = deque(maxlen=capacity)
         self._waiters: list[asyncio.Future[None]] = []
 
     def __len__(self) -> int:
         return len(self._events)
 
     @property
+    def total_evicted(self) -> int:
+        """Events pushed out by newer ones since the start."""
+        return self.last_seq - len(self._events)
+
+    @property
     def oldest_seq(self) -> int:
         """seq of the oldest event still held (last_seq + 1 when empty)."""
         return self.last_seq - len(self._events) + 1
 
-    def append(self, event: dict[str, Any], line: str | None = None) -> None:
+    def append(self, event: Mapping[str, Any], line: str | None = None) -> None:
         """Add one event; `line`, when given, is its JSON encoding (what the log file got),
         kept instead of the dict. O(1), no I/O; wakes waiting readers only if there are
         any."""
         self.last_seq += 1
-        if len(self._events) == self.capacity:
-            self.total_evicted += 1
-        self._events.append((self.last_seq, event if line is None else line))
+        self._events.append(event if line is None else line)
         if self._waiters:
             self._wake()
 
@@ -61,7 +65,7 @@ class FlowRing:
         """The held events with seq > `after_seq` (oldest first, as dicts) and how many
         events after `after_seq` were rotated away before this read."""
         raw, missed = self._newer(after_seq)
-        return [(seq, json.loads(item) if isinstance(item, str) else item)
+        return [(seq, json.loads(item) if isinstance(item, str) else dict(item))
                 for seq, item in raw], missed
 
     def read_json(self, after_seq: int, limit: int | None = None,
@@ -74,7 +78,7 @@ class FlowRing:
                 for seq, item in raw], missed
 
     def _newer(self, after_seq: int, limit: int | None = None,
-               ) -> tuple[list[tuple[int, str | dict[str, Any]]], int]:
+               ) -> tuple[list[tuple[int, str | Mapping[str, Any]]], int]:
         after_seq = max(0, after_seq)
         count = self.last_seq - after_seq
         if count <= 0:
@@ -87,7 +91,8 @@ class FlowRing:
         newest.reverse()
         if limit is not None:
             del newest[limit:]
-        return newest, missed
+        first = self.last_seq - wanted + 1
+        return list(enumerate(newest, first)), missed
 
     async def wait(self, after_seq: int) -> None:
         """Return once an event with seq > `after_seq` exists (at once if one does)."""

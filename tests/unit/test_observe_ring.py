@@ -55,7 +55,7 @@ def test_events_given_with_their_line_are_kept_as_the_line() -> None:
     ring = FlowRing(capacity=4)
     ring.append({"flow": "d-1", "n": 1})
     ring.append({"flow": "s-2", "n": 2}, '{"flow":"s-2","n":2}')
-    assert isinstance(ring._events[1][1], str)       # no dict held for it
+    assert isinstance(ring._events[1], str)          # no dict held for it
     assert ring.read(0) == ([(1, {"flow": "d-1", "n": 1}), (2, {"flow": "s-2", "n": 2})], 0)
     ring.append({"flow": "o-3", "odd": {1}})         # not JSON as is: encoded like the log
     assert ring.read_json(0) == ([(1, '{"flow":"d-1","n":1}'), (2, '{"flow":"s-2","n":2}'),
