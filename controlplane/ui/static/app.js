@@ -173,7 +173,9 @@
     setA(e.g, 'data-gossip', gossip);
     setA(e.g, 'data-ready', ready ? 'true' : 'false');
     setT(e.name, node.name || key);
-    setT(e.cidr, (node.podCIDR || 'no podCIDR yet') + (node.address ? '  ·  ' + node.address : ''));
+    // The agent's address only where the box is wide enough (it is in the tooltip anyway).
+    e.cidrShort = node.podCIDR || 'no podCIDR yet';
+    e.cidrFull = e.cidrShort + (node.address ? '  ·  ' + node.address : '');
     const state = gossip + (ready ? '' : ' · NotReady');
     setT(e.pillText, state);
     const seen = node.seenBy && Object.keys(node.seenBy).length
@@ -510,7 +512,7 @@
     const hasLoose = loose.length > 0;
     const nBoxes = boxes.length + (hasLoose ? 1 : 0);
     const gapX = 18;
-    const cols = Math.max(1, Math.min(nBoxes || 1, Math.floor((W - 2 * M + gapX) / (300 + gapX))));
+    const cols = Math.max(1, Math.min(nBoxes || 1, Math.floor((W - 2 * M + gapX) / (230 + gapX))));
     const colW = (W - 2 * M - gapX * (cols - 1)) / cols;
     const inner = colW - 2 * NODE_PAD;
     let most = loose.length;
@@ -552,6 +554,7 @@
         if (e.hatch) { setA(e.hatch, 'width', r(colW)); setA(e.hatch, 'height', r(h)); }
         e.w = colW; e.h = h;
       }
+      if (e.cidrFull) setT(e.cidr, colW < 340 ? e.cidrShort : e.cidrFull);
       if (e.count) {
         setA(e.count, 'x', r(colW - NODE_PAD));
         setT(e.count, `${podKeys.length} pod${podKeys.length === 1 ? '' : 's'}`);
@@ -702,10 +705,18 @@
     const points = [];
     LEG.w = Math.max(560, Math.min(1000, (metrics.width || 1000) - 2 * M));
     const legH = LEG.head + hops.length * LEG.line + 8;
-    svg('rect', { class: 'legend-bg', width: r(LEG.w), height: legH, rx: 10 }, legend);
+    svg('rect', { class: 'legend-bg', width: r(LEG.w), height: legendFolded ? 28 : legH, rx: 10 }, legend);
     const title = svg('text', { x: 12, y: 18, class: 'legend-title' }, legend);
     title.textContent = `flow ${row.id || selectedFlow || ''} · ${detail.outcome || row.outcome || 'UNKNOWN'} · ${hops.length} hop${hops.length === 1 ? '' : 's'}`;
-    legend._h = legH;
+    const fold = svg('text', { x: r(LEG.w - 12), y: 18, class: 'legend-fold', 'text-anchor': 'end' }, legend);
+    fold.textContent = legendFolded ? 'show hops ▴' : 'hide ▾';
+    // Folding leaves the title line only (on a small screen the legend can hide the nodes).
+    legend.addEventListener('click', () => {
+      legendFolded = !legendFolded;
+      if (currentPath) drawPath(currentPath);
+    });
+    legend._h = legendFolded ? 28 : legH;
+    if (legendFolded) legend.classList.add('folded');
     pathOrder(detail).forEach(({ h, i: logIndex }, i) => {
       const at = h.at || {};
       let pt = pointFor(at);
@@ -770,6 +781,7 @@
   }
 
   // The hop legend floats in the visible corner of the topology, whatever the scroll.
+  let legendFolded = false;
   const LEG = { w: 560, head: 28, line: 19, cols: [32, 166, 282, 452] };
   function placeLegend() {
     const legend = document.querySelector('#flow-path .hop-legend');
