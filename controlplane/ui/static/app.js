@@ -976,7 +976,11 @@
       tr.dataset.flow = row.id;
       tr.innerHTML = '<td class="t"></td><td class="who"><div class="pair"></div><div class="meta"></div></td>' +
         '<td class="pr"></td><td><span class="badge"></span></td>';
+      tr.tabIndex = 0;
       tr.addEventListener('click', () => selectFlow(row.id));
+      tr.addEventListener('keydown', (ev) => {
+        if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); selectFlow(row.id); }
+      });
       flowTrs.set(row.id, tr);
       tr._rendered = null;
     }
@@ -1050,7 +1054,10 @@
       : Object.values(missedBy).reduce((a, b) => a + (Number(b) || 0), 0);
     const dropped = s.eventsDropped ?? 0;
     const box = $('flow-stats');
-    let text = `${kept} flows kept · ${evicted} evicted · ${missed} events missed · ${dropped} dropped`;
+    // Which processes' events were missed, spelled out when there are any.
+    const by = Object.entries(missedBy).filter(([, v]) => Number(v) > 0).map(([k, v]) => `${k}: ${v}`);
+    let text = `${kept} flows kept · ${evicted} evicted · ${missed} events missed` +
+      (by.length ? ` (${by.join(', ')})` : '') + ` · ${dropped} dropped`;
     // Other counters the hub reports (e.g. snapshots re-sent to a slow page), never hidden.
     const extra = Object.entries(s).filter(([k, v]) =>
       !['flowsKept', 'flowsEvicted', 'eventsMissed', 'eventsDropped'].includes(k) && typeof v === 'number');
