@@ -598,9 +598,9 @@
     for (const tg of bandTags.out) {
       drawMarker(tg.m.kind, tg.m.key, tg, M + tg.x, bandTagY + tg.row * TAG_H);
     }
-    for (const [kind, map, src] of [['policy', els.policies, model.policies], ['fault', els.faults, model.faults]]) {
+    // Markers of policies and faults that are gone.
+    for (const [map, src] of [[els.policies, model.policies], [els.faults, model.faults]]) {
       for (const [k, e] of map) if (!src.has(k)) { e.g.remove(); map.delete(k); }
-      void kind;
     }
     // At least the visible height, so the floating hop legend always has room.
     contentBottom = rowY + rowH;
@@ -1202,12 +1202,12 @@
 
   // ---- header --------------------------------------------------------------------------------
   function renderSummary() {
-    const n = (m, word) => `<b>${m.size}</b> ${word}${m.size === 1 ? '' : 's'}`;
+    const n = (m, one, many = one + 's') => `<b>${m.size}</b> ${m.size === 1 ? one : many}`;
     let bad = 0;
     for (const node of model.nodes.values()) if (node.gossip === 'dead' || node.gossip === 'suspect' || node.ready === false) bad++;
     $('summary').innerHTML = [
       n(model.nodes, 'node') + (bad ? ` <span class="warn">(${bad} unhealthy)</span>` : ''),
-      n(model.pods, 'pod'), n(model.services, 'service'), n(model.policies, 'policy').replace('policys', 'policies'),
+      n(model.pods, 'pod'), n(model.services, 'service'), n(model.policies, 'policy', 'policies'),
       n(model.faults, 'fault'),
     ].join('<span class="dotsep">·</span>');
     const srv = model.server || {};
