@@ -245,16 +245,10 @@ class DaemonSetController(_Writer):
             if ds["metadata"].get("deletionTimestamp"):
                 continue
             uid = str(ds["metadata"].get("uid"))
-            work.append(self._guarded(ds, pods_by_owner.get(uid, []), nodes, now))
+            work.append(self._guarded_sync(
+                "daemonset", ds, self._sync(ds, pods_by_owner.get(uid, []), nodes, now)))
         if work:
             await asyncio.gather(*work)
-
-    async def _guarded(self, ds: Obj, pods: list[Obj], nodes: Sequence[Obj],
-                       now: datetime) -> None:
-        try:
-            await self._sync(ds, pods, nodes, now)
-        except Exception:  # a malformed DaemonSet: skip it, keep the others going
-            self.log.exception("daemonset.sync_failed", name=ds["metadata"].get("name"))
 
     async def _sync(self, ds: Obj, pods: list[Obj], nodes: Sequence[Obj],
                     now: datetime) -> None:

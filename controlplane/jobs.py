@@ -324,15 +324,10 @@ class JobController(_Writer):
             if job["metadata"].get("deletionTimestamp"):
                 continue
             uid = str(job["metadata"].get("uid"))
-            work.append(self._guarded(job, pods_by_owner.get(uid, []), now))
+            work.append(self._guarded_sync(
+                "job", job, self._sync(job, pods_by_owner.get(uid, []), now)))
         if work:
             await asyncio.gather(*work)
-
-    async def _guarded(self, job: Obj, pods: list[Obj], now: datetime) -> None:
-        try:
-            await self._sync(job, pods, now)
-        except Exception:  # a malformed Job: skip it, keep the others going
-            self.log.exception("job.sync_failed", name=job["metadata"].get("name"))
 
     async def _sync(self, job: Obj, pods: list[Obj], now: datetime) -> None:
         meta = job["metadata"]

@@ -303,7 +303,8 @@ class StatefulSetController(_Writer):
                 continue
             uid = str(sts["metadata"].get("uid"))
             adoptable = [p for p in orphans if adoptable_by(sts, p)]
-            work.append(self._guarded(sts, pods_by_owner.get(uid, []) + adoptable, now))
+            work.append(self._guarded_sync("statefulset", sts, self._sync(
+                sts, pods_by_owner.get(uid, []) + adoptable, now)))
         if work:
             await asyncio.gather(*work)
 
@@ -343,12 +344,6 @@ class StatefulSetController(_Writer):
         """Seconds left before `pod_name` may be created again (0: now)."""
         gone = self._gone_at.get(f"{ns}/{pod_name}")
         return 0.0 if gone is None else max(0.0, RECREATE_DELAY_S - (time.monotonic() - gone))
-
-    async def _guarded(self, sts: Obj, pods: list[Obj], now: datetime) -> None:
-        try:
-            await self._sync(sts, pods, now)
-        except Exception:  # a malformed StatefulSet: skip it, keep the others going
-            self.log.exception("statefulset.sync_failed", name=sts["metadata"].get("name"))
 
     async def _sync(self, sts: Obj, pods: list[Obj], now: datetime) -> None:
         meta = sts["metadata"]

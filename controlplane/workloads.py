@@ -417,6 +417,14 @@ def _owned_by(objects: Iterable[Obj]) -> dict[str, list[Obj]]:
 class _Writer(Reconciler):
     """Shared helpers: API writes that log failures instead of raising."""
 
+    async def _guarded_sync(self, kind: str, obj: Obj, sync: Awaitable[None]) -> None:
+        """Await one object's sync; a failure is logged as `<kind>.sync_failed` and the
+        controller goes on with its other objects."""
+        try:
+            await sync
+        except Exception:  # a malformed object: skip it, keep the others going
+            self.log.exception(f"{kind}.sync_failed", name=obj["metadata"].get("name"))
+
     async def _patch(self, res: Resource, ns: str, name: str, body: Any, *,
                      subresource: str | None = None) -> bool:
         try:

@@ -29,8 +29,9 @@ import urllib.parse
 from collections import Counter
 from typing import Any
 
+from podapps.probe_common import CONTROL_PORT, outcome, serve_control, udp_answerer
+
 RR_PORT, ECHO_PORT, SINK_PORT, COUNT_PORT = 7000, 7001, 7002, 7003
-CONTROL_PORT = 8080
 MSG = 64
 CHUNK = 16 * 1024
 # UDP is sent in batches small enough for the receiver's socket buffer (DGRAM_RCVBUF holds
@@ -67,14 +68,6 @@ async def serve(ctx: Any) -> None:
             await writer.drain()
         writer.close()
 
-    class Echo(asyncio.DatagramProtocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
-
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            with contextlib.suppress(OSError):
-                self.transport.sendto(data, addr)       # type: ignore[attr-defined]
-
     class Count(asyncio.DatagramProtocol):
         def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
             tag = data.split(b":", 1)[0].decode(errors="replace")[:64]
@@ -83,31 +76,20 @@ async def serve(ctx: Any) -> None:
 
     await ctx.net.start_server(rr, port=RR_PORT)
     await ctx.net.start_server(sink, port=SINK_PORT)
-    await ctx.net.create_datagram_endpoint(Echo, local_addr=("0.0.0.0", ECHO_PORT))
+    await ctx.net.create_datagram_endpoint(udp_answerer(lambda data: data),
+                                           local_addr=("0.0.0.0", ECHO_PORT))
     await ctx.net.create_datagram_endpoint(Count, local_addr=("0.0.0.0", COUNT_PORT))
 
-    async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def control(words: list[str]) -> tuple[str, bytes]:
+        url = urllib.parse.urlsplit(words[1] if len(words) == 3 else "/")
+        query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         try:
-            words = (await reader.readline()).decode(errors="replace").split()
-            while (await reader.readline()).strip():
-                pass                                    # headers: not needed
-            url = urllib.parse.urlsplit(words[1] if len(words) == 3 else "/")
-            query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
-            try:
-                body, status = (await _handle(ctx, url.path, query, counts)).encode(), "200 OK"
-            except (ValueError, KeyError, OSError, TimeoutError,
-                    asyncio.IncompleteReadError) as exc:
-                body, status = f"{type(exc).__name__}: {exc}\n".encode(), "500 Error"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                         .encode() + body)
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+            return "200 OK", (await _handle(ctx, url.path, query, counts)).encode()
+        except (ValueError, KeyError, OSError, TimeoutError,
+                asyncio.IncompleteReadError) as exc:
+            return "500 Error", f"{type(exc).__name__}: {exc}\n".encode()
 
-    await ctx.net.start_server(control, host="127.0.0.1", port=CONTROL_PORT)
+    await serve_control(ctx, control)
     ctx.stdout.write(f"faults_probe on {ctx.pod.ip}: rr {RR_PORT}, udp echo {ECHO_PORT}, "
                      f"sink {SINK_PORT}, count {COUNT_PORT}, control 127.0.0.1:{CONTROL_PORT}\n")
     await asyncio.Event().wait()
@@ -153,16 +135,12 @@ async def _handle(ctx: Any, path: str, query: dict[str, str], counts: Counter[st
 
 
 async def _connect(ctx: Any, host: str, port: int, limit_s: float) -> str:
-    try:
+    async def attempt() -> str:
         _, writer = await asyncio.wait_for(ctx.net.open_connection(host, port), limit_s)
-    except ConnectionRefusedError:
-        return "refused"
-    except TimeoutError:
-        return "timeout"
-    except OSError as exc:
-        return f"error-{exc.errno}"
-    writer.close()
-    return "ok"
+        writer.close()
+        return "ok"
+
+    return await outcome(attempt())
 
 
 async def _rr(ctx: Any, host: str, n: int) -> list[float]:

@@ -22,9 +22,10 @@ import ipaddress
 import urllib.parse
 from typing import Any
 
+from podapps.probe_common import CONTROL_PORT, outcome, serve_control, udp_answerer
+
 PORTS = (80, 81)
 PROTOCOLS = ("tcp", "udp")
-CONTROL_PORT = 8080
 TCP_TIMEOUT_S = 2.0
 # A denied datagram may vanish without a word: resend a few times, then call it denied.
 UDP_TRIES = 5
@@ -46,34 +47,15 @@ async def serve(ctx: Any) -> None:
             await writer.drain()
         writer.close()
 
-    class AnswerUdp(asyncio.DatagramProtocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
-
-        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            with contextlib.suppress(OSError):
-                self.transport.sendto(me.encode(), addr)    # type: ignore[attr-defined]
-
+    answer_udp = udp_answerer(lambda data: me.encode())
     for port in ports:
         await ctx.net.start_server(answer_tcp, port=port)
-        await ctx.net.create_datagram_endpoint(AnswerUdp, local_addr=("0.0.0.0", port))
+        await ctx.net.create_datagram_endpoint(answer_udp, local_addr=("0.0.0.0", port))
 
-    async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = (await reader.readline()).decode(errors="replace").split()
-            while (await reader.readline()).strip():
-                pass                                        # headers: not needed
-            status, body = await _handle(ctx, request)
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                         .encode() + body)
-            await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+    async def control(request: list[str]) -> tuple[str, bytes]:
+        return await _handle(ctx, request)
 
-    await ctx.net.start_server(control, host="127.0.0.1", port=CONTROL_PORT)
+    await serve_control(ctx, control)
     ctx.stdout.write(f"{me} serving tcp+udp {ports}, probes on 127.0.0.1:{CONTROL_PORT}\n")
     await asyncio.Event().wait()
 
@@ -108,16 +90,8 @@ async def _handle(ctx: Any, request: list[str]) -> tuple[str, bytes]:
 
 
 async def probe(net: Any, ip: str, port: int, proto: str) -> str:
-    try:
-        if proto == "tcp":
-            return await _probe_tcp(net, ip, port)
-        return await _probe_udp(net, ip, port)
-    except ConnectionRefusedError:
-        return "refused"
-    except TimeoutError:
-        return "timeout"
-    except OSError as exc:
-        return f"error-{exc.errno}"
+    return await outcome(_probe_tcp(net, ip, port) if proto == "tcp"
+                         else _probe_udp(net, ip, port))
 
 
 async def _probe_tcp(net: Any, ip: str, port: int) -> str:
