@@ -17,7 +17,8 @@ second: flows for the flow panel and tunnel counters for the link chart).
    --window-s window, without the page (the headless Chromium stays up, on about:blank, so
    the machine is equally busy) and with the page open and drawing all the pods; the order
    alternates run by run and each mode settles 3 s after a switch. Medians over --runs; the
-   ratio with/without is the figure (target <= 1.2x). The page's own main-thread time
+   ratio with/without is the figure (target <= 1.2x). Before any page is opened, two windows
+   give a reference (a page closed must leave nothing running). The page's own main-thread time
    (Chromium's Performance metrics: script, style, layout and all tasks, per second) is
    shown beside.
 2. Latency: with the page open and the churn running, the time from an API change to the DOM
@@ -260,6 +261,12 @@ async def run(args: argparse.Namespace) -> int:
         churn_task = asyncio.create_task(churn(api, names, counts), name="bench-churn")
         browser = await Browser.launch(width=1600, height=1000)
         page = await browser.new_page()
+        # A reference: no page was ever opened on this control plane (the hub has never
+        # started its feeds), to show a closed page leaves nothing running behind it.
+        await asyncio.sleep(SETTLE_S)
+        never = [await measure_cpu(pid, args.window_s) for _ in range(2)]
+        print(f"  never opened  control plane {statistics.median(never):5.1f}% of a core",
+              flush=True)
         await page.send("Performance.enable")
         url = await asyncio.to_thread(login_url, cluster)
         await open_page(page, url, args.pods)
@@ -355,6 +362,8 @@ async def run(args: argparse.Namespace) -> int:
           f"+ cross-node curls 5/s direct, 2/s via the Service")
     print(f"  control plane CPU, {args.window_s:g} s windows, median of {args.runs} runs, "
           f"alternating:")
+    print(f"    no page ever opened (reference) {statistics.median(never):.1f}% of a core "
+          f"(2 windows, before the runs)")
     print(f"    without page {without:6.1f}% of a core  (runs: "
           f"{', '.join(f'{v:.1f}' for v in cpu['without'])})")
     print(f"    with page    {with_page:6.1f}% of a core  (runs: "
