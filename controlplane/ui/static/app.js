@@ -623,7 +623,9 @@
     if (!at || !at.kind) return null;
     if (at.kind === 'pod') {
       const p = positions.pods.get(at.key);
-      return p ? { x: p.x + p.w / 2, y: p.y + p.h / 2 } : null;
+      // On the tile's top edge (a dense tile is too small for that: its centre).
+      if (!p) return null;
+      return metrics.mode === 'dense' ? { x: p.x + p.w / 2, y: p.y + p.h / 2 } : { x: p.x + p.w / 2, y: p.y - 2 };
     }
     if (at.kind === 'proxy') {
       const p = positions.proxy;
@@ -983,6 +985,8 @@
       });
       flowTrs.set(row.id, tr);
       tr._rendered = null;
+      // A row that arrives live (not with the first snapshot) is tinted for a moment.
+      if (seenSnapshot) tr.classList.add('fresh');
     }
     if (tr._rendered !== row) { fillTr(tr, row); tr._rendered = row; }
     if (row.id === selectedFlow) tr.classList.add('selected');
@@ -1229,6 +1233,7 @@
     dirty[kind].add(key);
   }
 
+  let seenSnapshot = false;
   function applySnapshot(d) {
     const view = d.view || {};
     for (const kind of KINDS) {
@@ -1248,6 +1253,8 @@
     model.links = arr(d.links);
     model.server = d.server || {};
     dirty.flowStats = dirty.links = dirty.summary = dirty.layout = true;
+    // Rows from this snapshot are drawn before the flag flips (render runs after the batch).
+    setTimeout(() => { seenSnapshot = true; }, 0);
   }
 
   function applyPatch(d) {
