@@ -12,7 +12,8 @@ copied to docs/images/topology.png (the README's picture; `make screenshot`).
 
 Also: a login link works once (a second use, or a forged one, is a 401 page telling how to
 get a new link), and the page and its feed answer 401 to a browser without the cookie; and a
-hung node's box turns dead (gossip) and not Ready, then alive again once it resumes.
+hung node's box turns dead (gossip) and not Ready, then alive again once it resumes; and
+the live indicator turns "down" when the control plane goes away.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -508,3 +510,21 @@ async def test_node_boxes_follow_gossip_and_readiness(cluster: RunningCluster) -
         await _poll_js(page, state, lambda s: s == ["alive", "true"],
                        "node-3 alive and Ready again", timeout_s=60)
         assert page.errors == [], page.errors
+
+
+async def test_live_indicator_goes_down_with_the_control_plane(cluster: RunningCluster) -> None:
+    """The page says when its feed is gone rather than showing a stale picture as live.
+    (Last in this module: it stops the module's control plane.)"""
+    url = await asyncio.to_thread(login_url, cluster)
+    async with await Browser.launch(width=WIDTH, height=HEIGHT) as browser:
+        page = await browser.new_page()
+        assert await page.navigate(url) == 200
+        await page.wait_for("document.querySelector('#live')?.dataset.state === 'live'",
+                            TIMEOUT_S, what="#live[data-state=live]")
+        os.kill(int(cluster.info["controlplane"]["pid"]), signal.SIGTERM)
+        await page.wait_for("document.querySelector('#live')?.dataset.state === 'down'",
+                            TIMEOUT_S, what="#live[data-state=down] once the control plane "
+                            "stopped")
+        said = await page.evaluate("document.querySelector('#live').textContent")
+        assert said.strip(), "the indicator says nothing"
+        assert not page.exceptions, page.exceptions
