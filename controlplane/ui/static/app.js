@@ -512,19 +512,25 @@
     const hasLoose = loose.length > 0;
     const nBoxes = boxes.length + (hasLoose ? 1 : 0);
     const gapX = 18;
-    const cols = Math.max(1, Math.min(nBoxes || 1, Math.floor((W - 2 * M + gapX) / (230 + gapX))));
+    // Columns for the nodes; the unscheduled box takes a free slot or starts the next row.
+    const cols = Math.max(1, Math.min(boxes.length || nBoxes || 1, Math.floor((W - 2 * M + gapX) / (230 + gapX))));
     const colW = (W - 2 * M - gapX * (cols - 1)) / cols;
     const inner = colW - 2 * NODE_PAD;
     let most = loose.length;
     for (const list of groups.values()) most = Math.max(most, list.length);
     // The densest mode only when the roomier one would not fit in about a screen.
     let mode = 'full';
-    const fits = (m) => {
+    const fit = (m) => {
       const t = TILE[m];
       const c = Math.max(1, Math.floor((inner + t.gap) / (t.w + t.gap)));
-      return Math.ceil(most / c) * (t.h + t.gap);
+      return { c, h: Math.ceil(most / c) * (t.h + t.gap) };
     };
-    if (fits('full') > 520) mode = fits('compact') > 560 ? 'dense' : 'compact';
+    const full = fit('full');
+    const compact = fit('compact');
+    // A long single file of big tiles reads worse than two columns of small ones.
+    if (full.h > 520 || (full.c === 1 && compact.c >= 2 && most > 6)) {
+      mode = compact.h > 560 ? 'dense' : 'compact';
+    }
     const t = TILE[mode];
     const perLine = Math.max(1, Math.floor((inner + t.gap) / (t.w + t.gap)));
     // Full and compact tiles stretch to fill the column; dense ones stay square.
