@@ -13,7 +13,8 @@ copied to docs/images/topology.png (the README's picture; `make screenshot`).
 Also: a login link works once (a second use, or a forged one, is a 401 page telling how to
 get a new link), and the page and its feed answer 401 to a browser without the cookie; and a
 hung node's box turns dead (gossip) and not Ready, then alive again once it resumes; and
-the live indicator turns "down" when the control plane goes away.
+more flows than the hub keeps are counted as evicted on the page, never hidden; and the live
+indicator turns "down" when the control plane goes away.
 """
 
 from __future__ import annotations
@@ -455,11 +456,15 @@ def _ready_endpoint_pods(cluster: RunningCluster, svc: str, n: int) -> list[str]
 
 def _curl_flow(cluster: RunningCluster, url: str) -> str:
     """curl from the client pod until it gets through; the flow id curl -v printed."""
+    return _curl_flow_from(cluster, "client", url)
+
+
+def _curl_flow_from(cluster: RunningCluster, pod: str, url: str) -> str:
     def attempt() -> str | None:
-        result = cluster.podnet("exec", "client", "--", "curl", "-sv", "-m", "5", url)
+        result = cluster.podnet("exec", pod, "--", "curl", "-sv", "-m", "5", url)
         found = re.search(r"^\* flow: (\S+)$", result.stderr, re.M)
         return found.group(1) if result.returncode == 0 and found else None
-    return wait_for(attempt, 30, 0.3, what=f"curl {url} from the client pod, with a flow id")
+    return wait_for(attempt, 30, 0.3, what=f"curl {url} from {pod}, with a flow id")
 
 
 def _denied(cluster: RunningCluster, url: str) -> None:
@@ -509,6 +514,53 @@ async def test_node_boxes_follow_gossip_and_readiness(cluster: RunningCluster) -
         assert resumed.returncode == 0, resumed.stderr
         await _poll_js(page, state, lambda s: s == ["alive", "true"],
                        "node-3 alive and Ready again", timeout_s=60)
+        assert page.errors == [], page.errors
+
+
+LOADER = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: loader}
+spec:
+  nodeName: node-1
+  containers: [{name: toolbox, image: podnet/toolbox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sink}
+spec:
+  nodeName: node-2
+  containers: [{name: echo, image: podnet/echo}]
+"""
+FLOWS_KEPT = 1000     # the hub's FlowTable default
+
+
+async def test_evicted_flows_are_counted_on_the_page(cluster: RunningCluster) -> None:
+    """More flows than the hub keeps: the oldest go, and the page says how many."""
+    await asyncio.to_thread(cluster.kubectl, "apply", "-f", "-", input=LOADER, check=True)
+    await asyncio.to_thread(cluster.running_pod, "loader", "default", 60)
+    sink = await asyncio.to_thread(cluster.running_pod, "sink", "default", 60)
+    target = f"http://{sink['status']['podIP']}:8080/"
+    await asyncio.to_thread(_curl_flow_from, cluster, "loader", target)   # routes are up
+    url = await asyncio.to_thread(login_url, cluster)
+    async with await Browser.launch(width=WIDTH, height=HEIGHT) as browser:
+        page = await browser.new_page()
+        assert await page.navigate(url) == 200
+        await page.wait_for("document.querySelector('#live')?.dataset.state === 'live'",
+                            TIMEOUT_S, what="#live[data-state=live]")
+        n = FLOWS_KEPT + 100
+        loop = (f"i=0; while [ $i -lt {n} ]; do curl -s -o /dev/null -m 5 {target} || exit 1;"
+                f" i=$((i+1)); done")
+        ran = await asyncio.to_thread(cluster.podnet, "exec", "loader", "--", "sh", "-c", loop,
+                                      timeout_s=240)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        stats = await page.wait_for(
+            "(s => s && Number(s.dataset.evicted) > 0 && {text: s.textContent, evicted: "
+            "Number(s.dataset.evicted), missed: s.dataset.missed})"
+            "(document.querySelector('#flow-stats'))",
+            TIMEOUT_S, what="#flow-stats[data-evicted] above 0")
+        assert f"{stats['evicted']} evicted" in stats["text"].replace(",", ""), stats
+        assert str(stats["missed"]).isdigit(), stats
         assert page.errors == [], page.errors
 
 
