@@ -176,3 +176,29 @@ async def _poll(check: object, timeout_s: float = 10.0) -> object:
             return got
         await asyncio.sleep(0.05)
     return check()
+
+
+async def test_a_browser_that_dies_or_never_listens_is_reported_and_cleaned_up(
+        tmp_path: Path) -> None:
+    """Launch failures say what the browser printed, and leave no process or profile."""
+    dies = tmp_path / "dies"
+    dies.write_text("#!/bin/sh\necho 'cannot open display' >&2\nexit 3\n")
+    silent = tmp_path / "silent"
+    silent.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid\necho 'starting' >&2\n"
+                      "exec sleep 60\n")
+    for script in (dies, silent):
+        script.chmod(0o755)
+    before = set(_profiles())
+    with pytest.raises(RuntimeError, match=r"exited \(3\)[\s\S]*cannot open display"):
+        await Browser.launch(chromium=str(dies))
+    with pytest.raises(TimeoutError, match=r"did not print its DevTools URL[\s\S]*starting"):
+        await Browser.launch(chromium=str(silent), timeout_s=0.5)
+    assert set(_profiles()) == before        # profiles removed
+    pid = (tmp_path / "pid").read_text().strip()
+    assert pid.isdigit() and not _exists(f"/proc/{pid}"), "the silent one still runs"
+
+
+def _profiles() -> list[str]:
+    import tempfile
+
+    return [p.name for p in Path(tempfile.gettempdir()).glob("podnet-chromium-*")]
