@@ -312,6 +312,7 @@ class Page:
     log_errors: list[PageError] = field(default_factory=list)
     console: list[tuple[str, str]] = field(default_factory=list)
     documents: list[DocumentResponse] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)    # every URL the page asked for
     _waiters: list[_Waiter] = field(default_factory=list)
 
     async def _start(self, width: int, height: int) -> None:
@@ -355,10 +356,12 @@ class Page:
                 self.log_errors.append(PageError("log", str(entry.get("text", "")),
                                                  str(entry.get("url", "")),
                                                  int(entry.get("lineNumber", 0))))
-        elif method == "Network.requestWillBeSent" and params.get("redirectResponse") \
-                and params.get("type") == "Document":
-            r = params["redirectResponse"]
-            self.documents.append(DocumentResponse(str(r.get("url")), int(r.get("status", 0))))
+        elif method == "Network.requestWillBeSent":
+            self.requests.append(str((params.get("request") or {}).get("url", "")))
+            r = params.get("redirectResponse")
+            if r and params.get("type") == "Document":
+                self.documents.append(DocumentResponse(str(r.get("url")),
+                                                       int(r.get("status", 0))))
         elif method == "Network.responseReceived" and params.get("type") == "Document":
             r = params.get("response") or {}
             self.documents.append(DocumentResponse(str(r.get("url")), int(r.get("status", 0))))

@@ -6,7 +6,8 @@ boxes), the Service's lines to each ready endpoint, the NetworkPolicy and the Ne
 then flows made by curl in a pod (`podnet exec ... curl -v` prints the flow id) appear in the
 flow panel, and clicking one draws its path hop by hop through the pod, node and proxy keys
 the logs name. Everything is read from the DOM the page builds from its live feed, polled (the
-page is live within a second, but no assertion is on time). The screenshot is the test's
+page is live within a second, but no assertion is on time), and nothing it loads comes from
+anywhere but the control plane (no CDN). The screenshot is the test's
 artifact: `<state dir>/artifacts/topology.png`; with PODNET_UPDATE_SCREENSHOT=1 it is also
 copied to docs/images/topology.png (the README's picture; `make screenshot`).
 
@@ -364,6 +365,10 @@ async def _prove(cluster: RunningCluster, page: Page, url: str, artifacts: Path)
                         what=f"the node-1 -> {far_node} link chart")
 
     assert page.errors == [], page.errors
+    # Offline: everything the page loaded came from the control plane itself (no CDN).
+    origin = str(cluster.info["api"]).rstrip("/") + "/"
+    assert page.requests and all(u.startswith((origin, "data:")) for u in page.requests), \
+        sorted(set(page.requests))
     png = await page.screenshot(artifacts / "topology.png")
     assert png_size(png) == (WIDTH, HEIGHT)
     if os.environ.get("PODNET_UPDATE_SCREENSHOT") == "1":

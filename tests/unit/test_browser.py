@@ -120,6 +120,7 @@ async def test_redirect_cookie_and_error_status(site: str, browser: Browser) -> 
     page = await browser.new_page()
     assert await page.navigate(site + "/login") == 200   # 303 then the page it points to
     assert [d.status for d in page.documents] == [303, 200]
+    assert page.requests[:2] == [site + "/login", site + "/"], page.requests
     assert await page.evaluate("location.pathname") == "/"
     cookies = await page.cookies(site + "/")
     assert [(c["name"], c["value"], c["httpOnly"]) for c in cookies] == [
