@@ -7,15 +7,15 @@ then flows made by curl in a pod (`podnet exec ... curl -v` prints the flow id) 
 flow panel, and clicking one draws its path hop by hop through the pod, node and proxy keys
 the logs name. Everything is read from the DOM the page builds from its live feed, polled (the
 page is live within a second, but no assertion is on time), and nothing it loads comes from
-anywhere but the control plane (no CDN). The screenshot is the test's
-artifact: `<state dir>/artifacts/topology.png`; with PODNET_UPDATE_SCREENSHOT=1 it is also
-copied to docs/images/topology.png (the README's picture; `make screenshot`).
+anywhere but the control plane (no CDN). The screenshot is the test's artifact:
+`<state dir>/artifacts/topology.png`; with PODNET_UPDATE_SCREENSHOT=1 it is also copied to
+docs/images/topology.png (the README's picture; `make screenshot`).
 
 Also: a login link works once (a second use, or a forged one, is a 401 page telling how to
-get a new link), and the page and its feed answer 401 to a browser without the cookie; and a
-hung node's box turns dead (gossip) and not Ready, then alive again once it resumes; and
-more flows than the hub keeps are counted as evicted on the page, never hidden; and the live
-indicator turns "down" when the control plane goes away.
+get a new link), and the page and its feed answer 401 to a browser without the cookie; a hung
+node's box turns dead (gossip) and not Ready, then alive again once it resumes; more flows
+than the hub keeps are counted as evicted on the page, never hidden; and the live indicator
+turns "down" when the control plane goes away.
 """
 
 from __future__ import annotations
