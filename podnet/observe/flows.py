@@ -177,15 +177,15 @@ class FlowTable:
                 self.flows_evicted += 1
         else:
             self._flows.move_to_end(flow_id)
+        if len(flow.events) >= self.max_events_per_flow:
+            self.events_dropped += 1    # before `seen`: a long flow must not grow it either
+            return False
         seq = event.get("seq")
         if isinstance(seq, int) and not isinstance(seq, bool):
             if (proc, seq) in flow.seen:
                 self.events_dropped += 1
                 return False
             flow.seen.add((proc, seq))
-        if len(flow.events) >= self.max_events_per_flow:
-            self.events_dropped += 1
-            return False
         item = (ts, proc, dict(event))
         events = flow.events
         if not events or events[-1][0] <= ts:

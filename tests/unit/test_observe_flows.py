@@ -193,11 +193,12 @@ def test_least_recently_active_flows_are_evicted_and_counted() -> None:
 
 def test_events_past_the_flow_limit_are_dropped_and_counted() -> None:
     table = FlowTable(max_events_per_flow=3)
-    results = [table.add(e) for e in direct()]
+    results = [table.add(e | {"seq": n}) for n, e in enumerate(direct())]
     assert results == [True, True, True, False, False, False, False]
     row = table.row("ab12-2")
     assert row is not None and row["events"] == 3
     assert table.stats()["eventsDropped"] == 4
+    assert len(table._flows["ab12-2"].seen) == 3      # nothing kept for what was dropped
 
 
 @pytest.mark.parametrize("bad", [
