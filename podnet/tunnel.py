@@ -558,6 +558,16 @@ class Session:
     def __len__(self) -> int:
         return len(self._streams)
 
+    @property
+    def records_sent(self) -> int:
+        """Records sealed so far (each record's sequence number, which its MAC covers)."""
+        return self._send_seq
+
+    @property
+    def records_received(self) -> int:
+        """Records accepted so far."""
+        return self._recv_seq
+
     def has_stream(self, sid: int) -> bool:
         return sid in self._streams
 

@@ -126,7 +126,7 @@ class LinkCounters:
 def _records(session: Session) -> tuple[int, int]:
     """Records sealed and records accepted so far: the session's sequence numbers (each
     record's MAC covers its own), so counting them again per record would be paying twice."""
-    return session._send_seq, session._recv_seq
+    return session.records_sent, session.records_received
 
 
 class TunnelStream(NamedTuple):
