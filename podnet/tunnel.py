@@ -52,6 +52,7 @@ MAX_DATA = 256 * 1024           # largest DATA payload per frame
 RECORD_TARGET = 256 * 1024      # stop adding frames to a record beyond this size
 MAX_RECORD = 1024 * 1024        # largest record accepted (RECORD_TARGET + one frame < this)
 MAX_DGRAM = 65507               # largest UDP payload over IPv4
+MAX_DGRAM6 = 65527              # over IPv6 (no header inside the 65535 payload length)
 DGRAM_BACKLOG = 1024 * 1024     # datagrams are dropped (UDP may) while this much is unsent
 MAX_FLOW = 64                   # flow id length
 TAG = 16                        # MAC tag length
@@ -64,9 +65,14 @@ TCP = 6
 
 # -- frame types
 OPEN, OPEN_OK, OPEN_FAIL, DATA, CREDIT, FIN, RST, DGRAM, PING, PONG = range(1, 11)
+# The same frames with IPv6 (16-byte) addresses: separate types rather than an address-length
+# byte, so IPv4 frames keep their exact encoding and size (and old peers reject v6 frames
+# as an unknown type instead of misreading them).
+OPEN6, DGRAM6, PING6, PONG6 = range(11, 15)
 FRAME_NAMES = {OPEN: "OPEN", OPEN_OK: "OPEN_OK", OPEN_FAIL: "OPEN_FAIL", DATA: "DATA",
                CREDIT: "CREDIT", FIN: "FIN", RST: "RST", DGRAM: "DGRAM", PING: "PING",
-               PONG: "PONG"}
+               PONG: "PONG", OPEN6: "OPEN6", DGRAM6: "DGRAM6", PING6: "PING6",
+               PONG6: "PONG6"}
 
 _HDR = struct.Struct(">BII")            # type, stream id, body length
 _U32 = struct.Struct(">I")
@@ -75,6 +81,11 @@ _SEQ = struct.Struct(">Q")
 _OPEN = struct.Struct(">B4sH4sHIB")     # proto, src ip:port, dst ip:port, credit, flow len
 _ADDR2 = struct.Struct(">4sH4sHB")      # DGRAM: src ip, src port, dst ip, dst port, flow len
 _ECHO = struct.Struct(">4s4sHH")        # PING/PONG: src ip, dst ip, id, seq
+_OPEN6 = struct.Struct(">B16sH16sHIB")  # the same three with IPv6 addresses
+_ADDR26 = struct.Struct(">16sH16sHB")
+_ECHO6 = struct.Struct(">16s16sHH")
+_V6_OF = {OPEN: OPEN6, DGRAM: DGRAM6, PING: PING6, PONG: PONG6}
+_V4_OF = {v6: v4 for v4, v6 in _V6_OF.items()}
 
 Address = tuple[str, int]
 
@@ -182,6 +193,41 @@ def _ip(ip: str) -> bytes:
         raise TunnelError("bad IPv4 address") from None
 
 
+def _ip6(ip: str) -> bytes:
+    try:
+        return socket.inet_pton(socket.AF_INET6, ip)
+    except (OSError, ValueError):
+        raise TunnelError("bad IPv6 address") from None
+
+
+def _ntop6(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def _encode_v6(frame: Open | Dgram | Ping | Pong) -> bytes:
+    """OPEN6/DGRAM6/PING6/PONG6: both ends must be IPv6 (no family translation here)."""
+    sid = 0
+    if isinstance(frame, Open):
+        flow = _flow(frame.flow)
+        body = _OPEN6.pack(frame.proto, _ip6(frame.src[0]), frame.src[1], _ip6(frame.dst[0]),
+                           frame.dst[1], frame.credit, len(flow)) + flow
+        sid, kind = frame.sid, OPEN6
+    elif isinstance(frame, Dgram):
+        flow = _flow(frame.flow)
+        body = _ADDR26.pack(_ip6(frame.src[0]), frame.src[1], _ip6(frame.dst[0]), frame.dst[1],
+                            len(flow)) + flow + frame.data
+        kind = DGRAM6
+    else:
+        body = _ECHO6.pack(_ip6(frame.src), _ip6(frame.dst), frame.ident,
+                           frame.seq) + frame.payload
+        kind = PING6 if isinstance(frame, Ping) else PONG6
+    return _HDR.pack(kind, sid, len(body)) + body
+
+
+def _is_v6(ip: str) -> bool:
+    return ":" in ip
+
+
 def _flow(flow: str) -> bytes:
     raw = flow.encode("ascii", "replace")
     if len(raw) > MAX_FLOW:
@@ -198,6 +244,8 @@ def encode_frame(frame: Frame) -> bytes:
     """One frame on the wire (the session's hot paths build DATA/CREDIT inline)."""
     sid = 0
     if isinstance(frame, Open):
+        if _is_v6(frame.src[0]):
+            return _encode_v6(frame)
         flow = _flow(frame.flow)
         body = _OPEN.pack(frame.proto, _ip(frame.src[0]), frame.src[1], _ip(frame.dst[0]),
                           frame.dst[1], frame.credit, len(flow)) + flow
@@ -217,11 +265,15 @@ def encode_frame(frame: Frame) -> bytes:
         _check_errno(frame.errno)
         body, sid, kind = _U16.pack(frame.errno), frame.sid, RST
     elif isinstance(frame, Dgram):
+        if _is_v6(frame.src[0]):
+            return _encode_v6(frame)
         flow = _flow(frame.flow)
         body = _ADDR2.pack(_ip(frame.src[0]), frame.src[1], _ip(frame.dst[0]), frame.dst[1],
                            len(flow)) + flow + frame.data
         kind = DGRAM
     else:
+        if _is_v6(frame.src):
+            return _encode_v6(frame)
         body = _ECHO.pack(_ip(frame.src), _ip(frame.dst), frame.ident, frame.seq) + frame.payload
         kind = PING if isinstance(frame, Ping) else PONG
     return _HDR.pack(kind, sid, len(body)) + body
@@ -250,6 +302,8 @@ def _decode_one(kind: int, sid: int, body: memoryview) -> Frame:
         if sid == 0 or size == 0 or size > MAX_DATA:
             raise TunnelError("bad DATA frame")
         return Data(sid, body.tobytes())
+    if kind >= OPEN6:
+        return _decode_v6(kind, sid, body)
     if kind in (DGRAM, PING, PONG):
         if sid != 0:
             raise TunnelError(f"{FRAME_NAMES[kind]} frame with a stream id")
@@ -311,6 +365,45 @@ def _decode_one(kind: int, sid: int, body: memoryview) -> Frame:
         return cls(socket.inet_ntoa(sip), socket.inet_ntoa(dip), ident, seq,
                    body[_ECHO.size:].tobytes())
     raise TunnelError("unknown frame type")
+
+
+def _decode_v6(kind: int, sid: int, body: memoryview) -> Frame:
+    """OPEN6/DGRAM6/PING6/PONG6: the v4 checks, with 16-byte addresses."""
+    size = len(body)
+    if kind == OPEN6:
+        if sid == 0:
+            raise TunnelError("OPEN6 frame without a stream id")
+        if size < _OPEN6.size:
+            raise TunnelError("truncated OPEN6 frame")
+        proto, sip, sport, dip, dport, credit, flen = _OPEN6.unpack_from(body)
+        if size != _OPEN6.size + flen or flen > MAX_FLOW:
+            raise TunnelError("bad OPEN6 frame length")
+        if proto != TCP:
+            raise TunnelError("unsupported protocol")
+        if not 0 < credit <= MAX_WINDOW:
+            raise TunnelError("bad OPEN6 credit")
+        return Open(sid, proto, (_ntop6(sip), _port(sport, "source")),
+                    (_ntop6(dip), _port(dport, "destination")),
+                    _decode_flow(body[_OPEN6.size:].tobytes()), credit)
+    if kind not in _V4_OF:
+        raise TunnelError("unknown frame type")
+    if sid != 0:
+        raise TunnelError(f"{FRAME_NAMES[kind]} frame with a stream id")
+    if kind == DGRAM6:
+        if size < _ADDR26.size:
+            raise TunnelError("truncated DGRAM6 frame")
+        sip, sport, dip, dport, flen = _ADDR26.unpack_from(body)
+        start = _ADDR26.size + flen
+        if flen > MAX_FLOW or size < start or size - start > MAX_DGRAM6:
+            raise TunnelError("bad DGRAM6 frame length")
+        return Dgram((_ntop6(sip), _port(sport, "source")),
+                     (_ntop6(dip), _port(dport, "destination")),
+                     _decode_flow(body[_ADDR26.size:start].tobytes()), body[start:].tobytes())
+    if size < _ECHO6.size or size - _ECHO6.size > MAX_DGRAM6:
+        raise TunnelError(f"bad {FRAME_NAMES[kind]} frame length")
+    sip, dip, ident, seq = _ECHO6.unpack_from(body)
+    cls = Ping if kind == PING6 else Pong
+    return cls(_ntop6(sip), _ntop6(dip), ident, seq, body[_ECHO6.size:].tobytes())
 
 
 def decode_frames(body: bytes | memoryview) -> list[Frame]:
