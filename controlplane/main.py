@@ -140,6 +140,8 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
                         cluster_info=sign_cluster_info(secret, {
                             "ca": ca_pem.decode(), "clusterCIDR": s.cluster_cidr,
                             "serviceCIDR": s.service_cidr, "clusterDomain": s.cluster_domain,
+                            # Lists, primary first (the two keys above are the primary).
+                            "clusterCIDRs": s.cluster_cidrs, "serviceCIDRs": s.service_cidrs,
                             "tunnelAddress": tunnel_address, "faultSeed": s.fault_seed}))
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()

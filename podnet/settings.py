@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     """Add one flag per field of the settings dataclass `cls`."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if not f.init:  # derived from other settings (e.g. cluster_cidrs), not a flag
+            continue
         tp, _ = _base_type(hints[f.name])
         env = "PODNET_" + f.name.upper()
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -88,6 +90,8 @@ def load(cls: type[T], args: argparse.Namespace | None = None,
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(typing.cast(Any, cls)):
+        if not f.init:
+            continue
         tp, nullable = _base_type(hints[f.name])
         raw: Any = None
         if args is not None and getattr(args, f.name, None) is not None:
@@ -117,14 +121,39 @@ def _port(value: int, flag: str) -> None:
         raise SettingsError(f"{flag}: port must be 0..65535, got {value}")
 
 
-def _cidr(value: str, flag: str) -> ipaddress.IPv4Network:
+def _cidr(value: str, flag: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
-        net = ipaddress.ip_network(value, strict=True)
+        return ipaddress.ip_network(value, strict=True)
     except ValueError as e:
         raise SettingsError(f"{flag}: {e}") from None
-    if not isinstance(net, ipaddress.IPv4Network):
-        raise SettingsError(f"{flag}: only IPv4 is supported, got {value}")
-    return net
+
+
+# What `--dual-stack` adds when only IPv4 CIDRs are given (the issue's defaults).
+DEFAULT_CLUSTER_CIDR_V6 = "fd00:10:244::/56"
+DEFAULT_SERVICE_CIDR_V6 = "fd00:10:96::/112"
+# kube-apiserver refuses a service CIDR with more than 20 host bits for IPv6 (and a
+# prefix shorter than /108); the IPv4 limit is a /12 as today's default shows.
+_SERVICE_V6_MIN_PREFIX = 108
+
+
+def split_cidrs(text: str) -> list[str]:
+    """The comma-separated CIDRs of a flag, stripped; empty parts dropped."""
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def check_cidrs(cidrs: list[str],
+                flag: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """One CIDR, or two of different families (primary first), as kube-controller-manager
+    and kube-apiserver accept them; one line naming the flag otherwise."""
+    if not cidrs:
+        raise SettingsError(f"{flag}: a CIDR is required, e.g. 10.244.0.0/16")
+    if len(cidrs) > 2:
+        raise SettingsError(f"{flag}: at most two CIDRs (one IPv4, one IPv6), got {len(cidrs)}")
+    nets = [_cidr(c, flag) for c in cidrs]
+    if len(nets) == 2 and nets[0].version == nets[1].version:
+        raise SettingsError(f"{flag}: two CIDRs must be of different families (one IPv4, one "
+                            f"IPv6), got {cidrs[0]} and {cidrs[1]}")
+    return nets
 
 
 @dataclass(frozen=True)
@@ -135,9 +164,16 @@ class ControlPlaneSettings:
                               "on the listen host (0 picks a free one)")
     state_dir: Path = opt(Path(".podnet"), "directory for the store, logs and run files")
     secret_file: Path | None = opt(None, "cluster secret file (default: STATE_DIR/secret)")
-    cluster_cidr: str = opt("10.244.0.0/16", "pod network; each node gets one /24 of it")
-    node_cidr_mask: int = opt(24, "prefix length of each node's podCIDR")
-    service_cidr: str = opt("10.96.0.0/12", "virtual IPs for ClusterIP Services")
+    cluster_cidr: str = opt("10.244.0.0/16", "pod network: one CIDR, or two comma-separated "
+                                             "of different families (the first is the primary "
+                                             "family); each node gets one podCIDR per family")
+    node_cidr_mask: int = opt(24, "prefix length of each node's IPv4 podCIDR")
+    node_cidr_mask_v6: int = opt(64, "prefix length of each node's IPv6 podCIDR")
+    service_cidr: str = opt("10.96.0.0/12", "virtual IPs for ClusterIP Services: one CIDR, or "
+                                            "two comma-separated of different families")
+    dual_stack: bool = opt(False, f"add the IPv6 CIDRs ({DEFAULT_CLUSTER_CIDR_V6}, "
+                                  f"{DEFAULT_SERVICE_CIDR_V6}) to IPv4-only --cluster-cidr and "
+                                  "--service-cidr")
     service_node_port_range: str = opt("30000-32767", "ports NodePort Services get on every "
                                                       "node (A-B, A+N or one port)")
     cluster_domain: str = opt("cluster.local", "cluster DNS domain")
@@ -167,6 +203,24 @@ class ControlPlaneSettings:
     fault_seed: int = opt(0, "cluster-wide seed of network fault loss and jitter (a fault "
                              "without spec.seed derives its own from this and its name), "
                              "0..2^63-1", flag="--fault-seed")
+    # Derived in __post_init__, primary first; `cluster_cidr`/`service_cidr` are then
+    # rewritten to the primary alone, so code that knows one family keeps working.
+    cluster_cidrs: list[str] = field(init=False, default_factory=list, compare=False)
+    service_cidrs: list[str] = field(init=False, default_factory=list, compare=False)
+
+    def __post_init__(self) -> None:
+        # Never raises: check() validates, so a bad value gets its one-line error there.
+        for name, v6 in (("cluster", DEFAULT_CLUSTER_CIDR_V6),
+                         ("service", DEFAULT_SERVICE_CIDR_V6)):
+            cidrs = split_cidrs(getattr(self, f"{name}_cidr"))
+            if self.dual_stack and len(cidrs) == 1 and ":" not in cidrs[0]:
+                cidrs.append(v6)
+            object.__setattr__(self, f"{name}_cidrs", cidrs)
+            object.__setattr__(self, f"{name}_cidr", cidrs[0] if cidrs else "")
+
+    @property
+    def is_dual_stack(self) -> bool:
+        return len(self.cluster_cidrs) == 2
 
     @property
     def san_list(self) -> list[str]:
@@ -201,18 +255,33 @@ class ControlPlaneSettings:
         _positive(self.node_monitor_grace_s, "--node-monitor-grace-s")
         _positive(self.node_monitor_period_s, "--node-monitor-period-s")
         _positive(self.pod_eviction_timeout_s, "--pod-eviction-timeout-s")
-        net = _cidr(self.cluster_cidr, "--cluster-cidr")
-        _cidr(self.service_cidr, "--service-cidr")
+        clusters = check_cidrs(self.cluster_cidrs, "--cluster-cidr")
+        services = check_cidrs(self.service_cidrs, "--service-cidr")
+        # Pods and Services of a family need both ranges: kube-apiserver and
+        # kube-controller-manager must agree on the cluster's families, primary first.
+        fams = [",".join(f"IPv{n.version}" for n in nets) for nets in (services, clusters)]
+        if fams[0] != fams[1]:
+            raise SettingsError(f"--service-cidr: its families ({fams[0]}) must match "
+                                f"--cluster-cidr's ({fams[1]}), in the same order")
+        for net in services:
+            if net.version == 6 and net.prefixlen < _SERVICE_V6_MIN_PREFIX:
+                raise SettingsError(f"--service-cidr: an IPv6 service CIDR must be "
+                                    f"/{_SERVICE_V6_MIN_PREFIX} or longer, got {net}")
         from podnet.services.nodeports import RangeError, parse_range
 
         try:
             parse_range(self.service_node_port_range)
         except RangeError as e:
             raise SettingsError(f"--service-node-port-range: {e}") from None
-        if not net.prefixlen < self.node_cidr_mask <= 30:
-            raise SettingsError(
-                f"--node-cidr-mask: must be between {net.prefixlen + 1} and 30, "
-                f"got {self.node_cidr_mask}")
+        for net in clusters:
+            # IPv6: at most 16 bits more than the cluster CIDR, as kube-controller-manager's
+            # CIDR set allows (2^16 node ranges), and room for pods in each.
+            flag, mask, top = (("--node-cidr-mask", self.node_cidr_mask, 30) if net.version == 4
+                               else ("--node-cidr-mask-v6", self.node_cidr_mask_v6,
+                                     min(net.prefixlen + 16, 120)))
+            if not net.prefixlen < mask <= top:
+                raise SettingsError(f"{flag}: must be between {net.prefixlen + 1} and {top}, "
+                                    f"got {mask}")
 
     @property
     def secret_path(self) -> Path:

@@ -9,6 +9,7 @@ table. In the foreground, Ctrl-C stops every process; with `--detach` they keep 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -36,6 +37,48 @@ DEMO = EXAMPLES / "demo.yaml"
 
 class UpError(Exception):
     """`podnet up` cannot go on; the message says why and what to do."""
+
+
+# The control plane's addressing flags `podnet up` takes and passes on unchanged (the
+# control plane's own flags, so one spelling works for both).
+NETWORK_FLAGS = ("cluster_cidr", "service_cidr", "node_cidr_mask", "node_cidr_mask_v6")
+
+
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """`podnet up`'s --cluster-cidr, --service-cidr, --node-cidr-mask(-v6), --dual-stack."""
+    parser.add_argument("--dual-stack", action="store_true",
+                        help="IPv4/IPv6 dual-stack: adds fd00:10:244::/56 (a /64 per node) "
+                             "and fd00:10:96::/112 to IPv4-only CIDRs")
+    parser.add_argument("--cluster-cidr", metavar="CIDR[,CIDR]", default=None,
+                        help="pod network, one CIDR or two of different families, primary "
+                             "first (default 10.244.0.0/16)")
+    parser.add_argument("--service-cidr", metavar="CIDR[,CIDR]", default=None,
+                        help="Service ClusterIPs, one CIDR or two of different families, "
+                             "primary first (default 10.96.0.0/12)")
+    parser.add_argument("--node-cidr-mask", metavar="BITS", default=None,
+                        help="prefix length of each node's IPv4 podCIDR (default 24)")
+    parser.add_argument("--node-cidr-mask-v6", metavar="BITS", default=None,
+                        help="prefix length of each node's IPv6 podCIDR (default 64)")
+
+
+def network_args(args: argparse.Namespace) -> list[str]:
+    """The control plane flags for what `add_network_arguments` parsed, checked first so a
+    bad one fails here with the control plane's own one-line message."""
+    from podnet import settings
+    from podnet.settings import ControlPlaneSettings, SettingsError
+
+    out: list[str] = ["--dual-stack"] if getattr(args, "dual_stack", False) else []
+    for name in NETWORK_FLAGS:
+        if (value := getattr(args, name, None)) is not None:
+            out += ["--" + name.replace("_", "-"), str(value)]
+    check = argparse.Namespace(**{n: getattr(args, n, None) for n in NETWORK_FLAGS},
+                               dual_stack=True if out[:1] == ["--dual-stack"] else None,
+                               advertise=False)
+    try:  # the environment counts too (PODNET_CLUSTER_CIDR...), as in the control plane
+        settings.load(ControlPlaneSettings, check)
+    except SettingsError as e:
+        raise UpError(str(e)) from None
+    return out
 
 
 @dataclass
@@ -190,7 +233,8 @@ def check_not_running(state_dir: Path) -> None:
 
 async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], demo: bool,
              ready_timeout_s: float = 30.0, dns_strict: bool = False,
-             policy_reject: bool = False, seed: int = 0) -> int:
+             policy_reject: bool = False, seed: int = 0,
+             controlplane_args: list[str] | None = None) -> int:
     if nodes < 1:
         raise UpError(f"--nodes must be at least 1, got {nodes}")
     if not 0 <= seed <= 2**63 - 1:
@@ -215,6 +259,7 @@ async def up(state_dir: Path, nodes: int, detach: bool, manifests: list[Path], d
         cp = cluster.spawn("controlplane", ["-m", "controlplane", "--listen-port", "0",
                                             "--mdns-interface", "127.0.0.1",
                                             "--fault-seed", str(seed),
+                                            *(controlplane_args or []),
                                             *(["--dns-strict"] if dns_strict else [])])
         cp_info = await cluster.wait_ready(cp, ready_timeout_s)
         api_url = str(cp_info["api"])
@@ -278,6 +323,8 @@ async def supervise(cluster: Cluster, state_dir: Path) -> int:
 def cluster_info(state_dir: Path, api_url: str, cp: Child, agents: list[Child],
                  nodes: list[Any]) -> dict[str, Any]:
     cidrs = {n["metadata"]["name"]: n.get("spec", {}).get("podCIDR") for n in nodes}
+    # One per family, primary first (podCIDR is the primary alone, as before dual-stack).
+    all_cidrs = {n["metadata"]["name"]: n.get("spec", {}).get("podCIDRs") for n in nodes}
     return {
         "api": api_url,
         "kubeconfig": str((state_dir / "kubeconfig").resolve()),
@@ -285,7 +332,9 @@ def cluster_info(state_dir: Path, api_url: str, cp: Child, agents: list[Child],
         "logs_dir": str((state_dir / "logs").resolve()),
         "controlplane": {"pid": cp.proc.pid, "address": (cp.info or {}).get("address")},
         "nodes": [{"name": (a.info or {}).get("name"), "address": (a.info or {}).get("address"),
-                   "podCIDR": cidrs.get((a.info or {}).get("name")), "pid": a.proc.pid}
+                   "podCIDR": cidrs.get((a.info or {}).get("name")),
+                   "podCIDRs": all_cidrs.get((a.info or {}).get("name"))
+                   or [cidrs.get((a.info or {}).get("name"))], "pid": a.proc.pid}
                   for a in agents],
     }
 
@@ -301,7 +350,8 @@ def print_status(info: dict[str, Any], elapsed_s: float) -> None:
         print(f"  DNS         {dns['host']}:{dns['port']} (UDP+TCP; try: dig @{dns['host']} "
               f"-p {dns['port']} kubernetes.default.svc.cluster.local)")
     rows = [("NODE", "AGENT ADDRESS", "POD CIDR", "READY")]
-    rows += [(n["name"], n["address"], n["podCIDR"], "True") for n in info["nodes"]]
+    rows += [(n["name"], n["address"], ",".join(n.get("podCIDRs") or [n["podCIDR"]]), "True")
+             for n in info["nodes"]]
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     for row in rows:
         print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
