@@ -33,7 +33,9 @@ Messages (`msg` by `type`):
 | updates         | entries (batched broadcasts)                   | HTTP 204, no body |
 | push            | entries (the `wants` of a push-pull-reply)     | HTTP 204, no body |
 
-An entry is {"node", "pod_cidr", "address", "incarnation", "counter", "state"}.
+An entry is {"node", "pod_cidr", "address", "incarnation", "counter", "state"}, plus
+"pod_cidrs" (every podCIDR, primary first, one per family) only on a dual-stack node: a
+single-stack entry is byte for byte what it always was.
 """
 
 from __future__ import annotations
@@ -102,6 +104,13 @@ class Entry:
     incarnation: int
     counter: int
     state: str
+    # Every podCIDR, primary (== pod_cidr) first, on a dual-stack node; () on a single-stack
+    # one (one spelling per entry, so equal entries compare equal).
+    pod_cidrs: tuple[str, ...] = ()
+
+    @property
+    def cidrs(self) -> tuple[str, ...]:
+        return self.pod_cidrs or (self.pod_cidr,)
 
 
 @dataclass(frozen=True)
@@ -195,8 +204,11 @@ class Envelope:
 # --- encoding ---------------------------------------------------------------------------
 
 def _entry_json(e: Entry) -> dict[str, Any]:
-    return {"node": e.node, "pod_cidr": e.pod_cidr, "address": e.address,
-            "incarnation": e.incarnation, "counter": e.counter, "state": e.state}
+    out = {"node": e.node, "pod_cidr": e.pod_cidr, "address": e.address,
+           "incarnation": e.incarnation, "counter": e.counter, "state": e.state}
+    if e.pod_cidrs:
+        out["pod_cidrs"] = list(e.pod_cidrs)
+    return out
 
 
 def _view_json(v: View | None) -> list[Any] | None:
@@ -283,15 +295,28 @@ def _state(value: Any, where: str) -> str:
 
 
 def _cidr(value: Any, where: str) -> str:
-    if not isinstance(value, str) or len(value) > 18:
-        raise _bad(f"{where}: expected an IPv4 CIDR")
+    if not isinstance(value, str) or len(value) > 43:
+        raise _bad(f"{where}: expected an IPv4 or IPv6 CIDR")
     try:
-        net = ipaddress.IPv4Network(value, strict=True)
+        net = ipaddress.ip_network(value, strict=True)
     except ValueError:
-        raise _bad(f"{where}: {value!r} is not an IPv4 network") from None
+        raise _bad(f"{where}: {value!r} is not an IPv4 or IPv6 network") from None
     if str(net) != value:  # one spelling per network, so equal routes compare equal
         raise _bad(f"{where}: write {value!r} as {net}")
     return value
+
+
+def _cidrs(value: Any, where: str, primary: str) -> tuple[str, ...]:
+    """A dual-stack node's podCIDRs: two, of different families, the first the primary."""
+    items = _list(value, where, limit=2)
+    if len(items) != 2:
+        raise _bad(f"{where}: expected two podCIDRs (one per family)")
+    cidrs = tuple(_cidr(c, f"{where}[{i}]") for i, c in enumerate(items))
+    if cidrs[0] != primary:
+        raise _bad(f"{where}: the first must be pod_cidr {primary}")
+    if ipaddress.ip_network(cidrs[0]).version == ipaddress.ip_network(cidrs[1]).version:
+        raise _bad(f"{where}: expected one IPv4 and one IPv6 podCIDR")
+    return cidrs
 
 
 def valid_address(value: str) -> bool:
@@ -325,12 +350,19 @@ def _address(value: Any, where: str) -> str:
     return value
 
 
+_ENTRY_KEYS = ("node", "pod_cidr", "address", "incarnation", "counter", "state")
+_ENTRY_KEYS_DUAL = (*_ENTRY_KEYS, "pod_cidrs")
+
+
 def _entry(value: Any, where: str) -> Entry:
-    o = _obj(value, where, ("node", "pod_cidr", "address", "incarnation", "counter", "state"))
-    return Entry(_node(o["node"], f"{where}.node"), _cidr(o["pod_cidr"], f"{where}.pod_cidr"),
+    dual = isinstance(value, dict) and "pod_cidrs" in value
+    o = _obj(value, where, _ENTRY_KEYS_DUAL if dual else _ENTRY_KEYS)
+    primary = _cidr(o["pod_cidr"], f"{where}.pod_cidr")
+    return Entry(_node(o["node"], f"{where}.node"), primary,
                  _address(o["address"], f"{where}.address"),
                  _int(o["incarnation"], f"{where}.incarnation"),
-                 _int(o["counter"], f"{where}.counter"), _state(o["state"], f"{where}.state"))
+                 _int(o["counter"], f"{where}.counter"), _state(o["state"], f"{where}.state"),
+                 _cidrs(o["pod_cidrs"], f"{where}.pod_cidrs", primary) if dual else ())
 
 
 def _entries(value: Any, where: str) -> tuple[Entry, ...]:

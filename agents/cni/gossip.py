@@ -103,7 +103,8 @@ class GossipService:
     def __init__(self, node: str, pod_cidr: str, address: str, secret: bytes,
                  routes: RouteTable, settings: GossipSettings, *, seeds: Iterable[str] = (),
                  peers_file: Path | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None,
+                 pod_cidrs: tuple[str, ...] = ()) -> None:
         settings.check()
         if not valid_address(address):
             raise ValueError(f"gossip address must be host:port, got {address!r}")
@@ -126,7 +127,8 @@ class GossipService:
         self.cut: Callable[[str], bool] | None = None
         routes.on_change(self._log_route_change)
         self.membership = Membership(node, pod_cidr, address, routes, settings,
-                                     seeds=[*self._valid(seeds), *self._read_peers_file()])
+                                     seeds=[*self._valid(seeds), *self._read_peers_file()],
+                                     pod_cidrs=pod_cidrs)
 
     # --- public -------------------------------------------------------------------------
 

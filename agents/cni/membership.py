@@ -139,11 +139,12 @@ class Member:
     state: str
     since: float
     is_self: bool = False
+    pod_cidrs: tuple[str, ...] = ()     # dual-stack: every podCIDR, pod_cidr first
 
     @property
     def entry(self) -> Entry:
         return Entry(self.node, self.pod_cidr, self.address, self.incarnation, self.counter,
-                     self.state)
+                     self.state, self.pod_cidrs)
 
     @property
     def digest(self) -> Digest:
@@ -182,7 +183,7 @@ def join_entries(a: Entry, b: Entry) -> Entry:
         return a if a.incarnation > b.incarnation else b
     # Data from the higher counter; a tie with different data cannot come from an honest
     # owner, but must still merge the same way everywhere, hence the total order.
-    data = max(a, b, key=lambda e: (e.counter, e.pod_cidr, e.address))
+    data = max(a, b, key=lambda e: (e.counter, e.pod_cidr, e.address, e.pod_cidrs))
     state = a.state if RANK[a.state] >= RANK[b.state] else b.state
     return replace(data, state=state)
 
@@ -203,7 +204,8 @@ class Membership:
     def __init__(self, node: str, pod_cidr: str, address: str, routes: RouteTable,
                  settings: GossipSettings, *, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 incarnation: int | None = None, seeds: Iterable[str] = ()) -> None:
+                 incarnation: int | None = None, seeds: Iterable[str] = (),
+                 pod_cidrs: tuple[str, ...] = ()) -> None:
         self.node = node
         self.routes = routes
         self.settings = settings
@@ -212,7 +214,8 @@ class Membership:
         self.rng = rng or random.Random()
         # Wall-clock milliseconds: a restarted agent outranks every version of its old life.
         inc = int(wall() * 1000) if incarnation is None else incarnation
-        self._self = Member(node, pod_cidr, address, inc, 0, ALIVE, clock(), is_self=True)
+        self._self = Member(node, pod_cidr, address, inc, 0, ALIVE, clock(), is_self=True,
+                            pod_cidrs=pod_cidrs if len(pod_cidrs) > 1 else ())
         self._members: dict[str, Member] = {}
         self._queue: dict[str, _Broadcast] = {}
         self._probe_order: list[str] = []
@@ -296,7 +299,7 @@ class Membership:
             entry = replace(entry, state=SUSPECT)
         if current is None:
             new = Member(entry.node, entry.pod_cidr, entry.address, entry.incarnation,
-                         entry.counter, entry.state, self.clock())
+                         entry.counter, entry.state, self.clock(), pod_cidrs=entry.pod_cidrs)
             self._add_probe_target(new.node)
         else:
             joined = join_entries(current.entry, entry)
@@ -304,7 +307,7 @@ class Membership:
                 return False
             since = current.since if joined.state == current.state else self.clock()
             new = Member(joined.node, joined.pod_cidr, joined.address, joined.incarnation,
-                         joined.counter, joined.state, since)
+                         joined.counter, joined.state, since, pod_cidrs=joined.pod_cidrs)
         self._members[new.node] = new
         self._publish(new)
         self._enqueue(new.entry)
@@ -318,7 +321,7 @@ class Membership:
 
     def _publish(self, m: Member) -> None:
         self.routes.update(Route(m.pod_cidr, m.node, m.address, m.state, m.incarnation,
-                                 m.counter, since=self.wall()))
+                                 m.counter, since=self.wall(), pod_cidrs=m.pod_cidrs))
 
     def _enqueue(self, entry: Entry) -> None:
         # A newer fact about a node replaces the older one still in the queue.

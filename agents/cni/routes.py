@@ -6,7 +6,9 @@ lookups miss it and new connections fail with EHOSTUNREACH at once). Dead routes
 table for display until membership forgets them.
 
 No I/O. `lookup()` is on every new connection's and every datagram's path, so it is a dict
-lookup per distinct prefix length (one, normally), not a scan.
+lookup per distinct prefix length (one, normally), not a scan. A dual-stack node's route holds
+a podCIDR per family (`pod_cidrs`); IPv6 ones are indexed apart, so an IPv4 lookup does exactly
+what it did before IPv6 existed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ class Route:
     incarnation: int = 0     # the owner's incarnation (bumped on restart and to refute)
     counter: int = 0         # the owner's change counter within an incarnation
     since: float = field(default_factory=time.time, compare=False)  # wall time of last change
+    pod_cidrs: tuple[str, ...] = ()  # dual-stack: every podCIDR, pod_cidr first; else ()
+
+    @property
+    def cidrs(self) -> tuple[str, ...]:
+        return self.pod_cidrs or (self.pod_cidr,)
 
     @property
     def usable(self) -> bool:
@@ -47,8 +54,9 @@ class RouteTable:
     def __init__(self, self_node: str) -> None:
         self.self_node = self_node
         self._by_node: dict[str, Route] = {}
-        # prefix length -> {network int: route}, only usable routes
+        # prefix length -> {network int: route}, only usable routes; IPv6 podCIDRs apart
         self._index: dict[int, dict[int, Route]] = {}
+        self._index6: dict[int, dict[int, Route]] = {}
         self._listeners: list[Listener] = []
 
     def on_change(self, listener: Listener) -> None:
@@ -57,7 +65,8 @@ class RouteTable:
 
     def update(self, route: Route) -> None:
         """Insert or replace the route of `route.node`."""
-        ipaddress.IPv4Network(route.pod_cidr)  # garbage never enters the table
+        for cidr in route.cidrs:
+            ipaddress.ip_network(cidr)  # garbage never enters the table
         if route.state not in STATES:
             raise ValueError(f"unknown route state {route.state!r}")
         old = self._by_node.get(route.node)
@@ -78,22 +87,40 @@ class RouteTable:
 
     def _reindex(self) -> None:
         index: dict[int, dict[int, Route]] = {}
+        index6: dict[int, dict[int, Route]] = {}
         for route in self._by_node.values():
             if route.usable:
-                net = ipaddress.IPv4Network(route.pod_cidr)
-                index.setdefault(net.prefixlen, {})[int(net.network_address)] = route
+                for cidr in route.cidrs:
+                    net = ipaddress.ip_network(cidr)
+                    into = index if net.version == 4 else index6
+                    into.setdefault(net.prefixlen, {})[int(net.network_address)] = route
         # Longest prefix first.
         self._index = dict(sorted(index.items(), reverse=True))
+        self._index6 = dict(sorted(index6.items(), reverse=True))
 
     def lookup(self, ip: str) -> Route | None:
         """The usable route whose podCIDR holds `ip`, or None (no route to host)."""
         try:
             value = int(ipaddress.IPv4Address(ip))
         except ValueError:
-            return None
+            return self._lookup6(ip)
         for prefix, nets in self._index.items():
             mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
             route = nets.get(value & mask)
+            if route is not None:
+                return route
+        return None
+
+    def _lookup6(self, ip: str) -> Route | None:
+        if not self._index6:
+            return None
+        try:
+            value = int(ipaddress.IPv6Address(ip))
+        except ValueError:
+            return None
+        full = (1 << 128) - 1
+        for prefix, nets in self._index6.items():
+            route = nets.get(value & (full << (128 - prefix)) & full)
             if route is not None:
                 return route
         return None
@@ -103,5 +130,9 @@ class RouteTable:
 
     def all(self) -> list[Route]:
         """Every route, dead ones included, sorted by podCIDR."""
-        return sorted(self._by_node.values(),
-                      key=lambda r: ipaddress.IPv4Network(r.pod_cidr))
+        return sorted(self._by_node.values(), key=lambda r: _sort_key(r.pod_cidr))
+
+
+def _sort_key(cidr: str) -> tuple[int, int, int]:
+    net = ipaddress.ip_network(cidr)
+    return net.version, int(net.network_address), net.prefixlen

@@ -133,7 +133,7 @@ BAD_ENTRIES = [
     {**gw._entry_json(E1), "node": "x" * 64},
     {**gw._entry_json(E1), "pod_cidr": "10.244.1.5/24"},     # host bits set
     {**gw._entry_json(E1), "pod_cidr": "10.244.1.0/33"},
-    {**gw._entry_json(E1), "pod_cidr": "fd00::/64"},
+    {**gw._entry_json(E1), "pod_cidr": "fd00::1/64"},          # host bits set (v6 is fine)
     {**gw._entry_json(E1), "address": "127.0.0.1"},           # no port
     {**gw._entry_json(E1), "address": "127.0.0.1:0"},
     {**gw._entry_json(E1), "address": "127.0.0.1:65536"},
