@@ -109,6 +109,10 @@ class _Node:
     records: dict[int, list[dns.rdata.Rdata]] = field(default_factory=dict)
     ttl: int = TTL_S
     additional: list[dns.rrset.RRset] = field(default_factory=list)
+    # The one record type whose answer carries `additional` (SRV: its targets' addresses;
+    # NS at the apex: the glue). Any other type at the name answers alone, so an SOA query
+    # at the apex gets the SOA and nothing else, as CoreDNS does.
+    additional_for: int | None = None
 
 
 def _rd(cls: Any, rdtype: int, *args: Any) -> dns.rdata.Rdata:
@@ -142,8 +146,13 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def dashed(ip: str) -> str:
-    """An address as one DNS label, the way CoreDNS spells it (`10-0-0-5`, `fd00--1`)."""
-    return ip.replace(".", "-").replace(":", "-")
+    """An address as one DNS label, the way CoreDNS spells it (`10-0-0-5`,
+    `fd00-10-244-1--5`). Like CoreDNS, an IPv6 address ending in `::` gets a trailing `0`
+    (`fd00::` -> `fd00--0`), so the label does not end in a hyphen."""
+    if ":" in ip:
+        label = ip.replace(":", "-")
+        return label + "0" if label.endswith("-") else label
+    return ip.replace(".", "-")
 
 
 def _undash(label: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -454,7 +463,7 @@ class ClusterDnsIndex:
 
     def _srv_node(self, svc: Service, fqdn: dns.name.Name, ports: list[Port],
                   names: dict[str, list[str]]) -> _Node:
-        node = _Node({SRV: []})
+        node = _Node({SRV: []}, additional_for=SRV)
         targets: list[tuple[dns.name.Name, list[str]]]
         if svc.kind == "Headless":
             targets = [(dns.name.Name((host.encode(),)).concatenate(fqdn), ips)
@@ -481,6 +490,7 @@ class ClusterDnsIndex:
         node = _Node({SOA: [self._soa[0]],
                       NS: [_rd(dns.rdtypes.ANY.NS.NS, NS, ns_name)]})
         node.additional = _address_rrsets(ns_name, glue, TTL_S)
+        node.additional_for = NS
         return node
 
     def _reverse(self, qname: dns.name.Name, zone: dns.name.Name) -> _Node | None:
@@ -531,25 +541,37 @@ class ClusterDnsIndex:
 
     def answer(self, query: dns.message.Message, *, transport: str = "udp",
                max_udp: int = 4096) -> dns.message.Message:
-        """The reply to a parsed query. `max_udp` caps the client's EDNS payload size."""
+        """The reply to a parsed query. `max_udp` caps the client's EDNS payload size.
+        A CNAME to a name outside the zone is answered alone (see `answer_to_chase`)."""
+        response, _ = self.answer_to_chase(query, max_udp=max_udp)
+        if transport == "udp":
+            fit_udp(query, response, max_udp)
+        return response
+
+    def answer_to_chase(self, query: dns.message.Message, *, max_udp: int = 4096,
+                        ) -> tuple[dns.message.Message, dns.name.Name | None]:
+        """The full reply (never truncated) and, when its answer ends in a CNAME to a name
+        outside the zone (an ExternalName Service), that name: the server asks its upstream
+        for it and appends what it learns (`append_chased`), as CoreDNS does, then fits the
+        reply to the transport (`fit_udp`)."""
         response = dns.message.make_response(query, our_payload=max_udp)
         response.flags &= ~dns.flags.RA
         if self.forwarding:
             response.flags |= dns.flags.RA
         if query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
-            return response
+            return response, None
         if query.edns > 0:
             response.set_rcode(dns.rcode.BADVERS)
-            return response
+            return response, None
         if len(query.question) != 1:
             response.set_rcode(dns.rcode.FORMERR)
-            return response
+            return response, None
         question = query.question[0]
         qname, qtype = question.name, question.rdtype
         if question.rdclass != IN or qtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
             response.set_rcode(dns.rcode.REFUSED)
-            return response
+            return response, None
         zone = self._zone_of(qname)
         if zone is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
@@ -558,27 +580,26 @@ class ClusterDnsIndex:
                     dns.edns.EDECode.NOT_AUTHORITATIVE,
                     f"podnet answers only {self.zone} and PTR records; no upstream is "
                     "configured (--dns-upstream)")])
-            return response
+            return response, None
         if not self.synced:
             # CoreDNS's notsynced behaviour: do not deny what we may just not know yet.
             response.set_rcode(dns.rcode.SERVFAIL)
-            return response
+            return response, None
         response.flags |= dns.flags.AA
-        self._fill(response, qname, qtype, zone)
-        if transport == "udp":
-            limit = max(512, min(max_udp, query.payload)) if query.edns >= 0 else 512
-            _truncate_if_needed(response, limit)
-        return response
+        target = self._fill(response, qname, qtype, zone)
+        # Asking for the CNAME itself (or ANY) is answered by the CNAME alone.
+        return response, (target if qtype not in (CNAME, ANY) else None)
 
     def _fill(self, response: dns.message.Message, qname: dns.name.Name, qtype: int,
-              zone: dns.name.Name) -> None:
+              zone: dns.name.Name) -> dns.name.Name | None:
+        """Fill the answer; the CNAME target outside the zone the answer stops at, if any."""
         owner = qname  # the query's own spelling, so 0x20-randomised names come back as sent
         for _ in range(MAX_CNAME_CHASE):
             node = self.lookup(owner) if zone == self.zone else self._reverse(owner, zone)
             if node is None:
                 response.set_rcode(dns.rcode.NXDOMAIN)
                 self._add_soa(response, zone)
-                return
+                return None
             wanted = list(node.records) if qtype == ANY else [qtype]
             found = False
             for rdtype in wanted:
@@ -586,18 +607,22 @@ class ClusterDnsIndex:
                 if rdatas:
                     response.answer.append(dns.rrset.from_rdata_list(owner, node.ttl, rdatas))
                     found = True
+                    if rdtype == node.additional_for:
+                        response.additional.extend(node.additional)
             if found:
-                response.additional.extend(node.additional)
-                return
+                return None
             cname = node.records.get(CNAME)
             if not cname or qtype == CNAME:
                 self._add_soa(response, zone)  # NODATA: the name exists, not this type
-                return
+                return None
             response.answer.append(dns.rrset.from_rdata_list(owner, node.ttl, cname))
             target = cname[0].target  # type: ignore[attr-defined]
-            if not isinstance(target, dns.name.Name) or not target.is_subdomain(self.zone):
-                return  # outside the zone: the client's resolver chases it
+            if not isinstance(target, dns.name.Name):
+                return None
+            if not target.is_subdomain(self.zone):
+                return target  # outside the zone: the upstream (or the client) chases it
             owner, zone = target, self.zone
+        return None
 
     def _add_soa(self, response: dns.message.Message, zone: dns.name.Name) -> None:
         soa, ttl = self._soa if zone == self.zone else self._make_soa(zone)
@@ -622,6 +647,42 @@ def _address_node(ips: Iterable[str]) -> _Node:
 def _address_rrsets(owner: dns.name.Name, ips: Iterable[str], ttl: int) -> list[dns.rrset.RRset]:
     node = _address_node(ips)
     return [dns.rrset.from_rdata_list(owner, ttl, rdatas) for rdatas in node.records.values()]
+
+
+def append_chased(response: dns.message.Message, target: dns.name.Name,
+                  upstream: dns.message.Message) -> None:
+    """Append the upstream's answer for `target` after our CNAME, keeping only the records
+    on the chain that starts at `target` (the target's own records and any CNAMEs it leads
+    through), so an upstream's stray records never reach the client. An upstream error
+    (NXDOMAIN, SERVFAIL) or empty answer leaves the CNAME alone, as CoreDNS does."""
+    if upstream.rcode() != dns.rcode.NOERROR:
+        return
+    chain, names = [target], {target}
+    rrsets = list(upstream.answer)
+    progressed = True
+    while progressed and len(chain) <= MAX_CNAME_CHASE:
+        progressed = False
+        for rrset in rrsets:
+            if rrset.name in names and rrset.rdtype == CNAME and rrset.rdclass == IN:
+                nxt = rrset[0].target
+                if isinstance(nxt, dns.name.Name) and nxt not in names:
+                    chain.append(nxt)
+                    names.add(nxt)
+                    progressed = True
+    for rrset in rrsets:
+        if rrset.name in names and rrset.rdclass == IN:
+            response.answer.append(rrset)
+
+
+def udp_limit(query: dns.message.Message, max_udp: int) -> int:
+    """The largest reply a client takes over UDP: 512 without EDNS (RFC 1035), else its
+    advertised payload size (never below 512), capped at ours."""
+    return max(512, min(max_udp, query.payload)) if query.edns >= 0 else 512
+
+
+def fit_udp(query: dns.message.Message, response: dns.message.Message, max_udp: int) -> None:
+    """Make `response` fit the UDP client that sent `query` (sets TC when it cannot)."""
+    _truncate_if_needed(response, udp_limit(query, max_udp))
 
 
 def _truncate_if_needed(response: dns.message.Message, limit: int) -> None:

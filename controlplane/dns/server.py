@@ -38,7 +38,7 @@ import dns.opcode
 import dns.rcode
 import structlog
 
-from controlplane.dns.records import DEFAULT_DNS_IP, ClusterDnsIndex
+from controlplane.dns.records import DEFAULT_DNS_IP, ClusterDnsIndex, append_chased, fit_udp
 from podnet.resources import BY_KIND
 
 log = structlog.get_logger()
@@ -55,7 +55,14 @@ FOLLOWED = ("Namespace", "Service", "EndpointSlice", "Pod")
 
 
 class _Forward:
-    """Marker: the query is for a name outside the cluster and an upstream is configured."""
+    """The reply needs the upstream. Without `response`: the query is for a name outside
+    the cluster, relayed as it is. With it: our answer ends in a CNAME to `target` outside
+    the zone (an ExternalName Service); the upstream's answer for it is appended."""
+
+    def __init__(self, query: dns.message.Message | None = None,
+                 response: dns.message.Message | None = None,
+                 target: dns.name.Name | None = None) -> None:
+        self.query, self.response, self.target = query, response, target
 
 
 FORWARD = _Forward()
@@ -96,7 +103,7 @@ class DnsEngine:
         self._cache: dict[bytes, bytes] = {}
         self._cache_generation = -1
         self.stats = {"queries": 0, "cache_hits": 0, "formerr": 0, "dropped": 0,
-                      "forwarded": 0}
+                      "forwarded": 0, "chased": 0}
 
     def handle_wire(self, data: bytes, transport: str) -> bytes | None:
         """The reply to one DNS message from cluster state only (names outside the cluster
@@ -107,11 +114,34 @@ class DnsEngine:
 
     async def query(self, data: bytes, transport: str) -> bytes | None:
         """Like `handle_wire`, but names outside the cluster go to the upstream when one is
-        configured. The entry point for queries arriving over the emulated network."""
+        configured, and ExternalName CNAMEs are followed through it. The entry point for
+        queries arriving over the emulated network and over TCP."""
         out = self._route(data, transport)
         if isinstance(out, _Forward):
-            return await self.forward(data)
+            return await self.resolve(out, data, transport)
         return out
+
+    async def resolve(self, pending: _Forward, data: bytes, transport: str) -> bytes | None:
+        """Finish a reply that needs the upstream (see `_Forward`)."""
+        if pending.response is None or pending.query is None or pending.target is None:
+            return await self.forward(data, transport)
+        query, response, target = pending.query, pending.response, pending.target
+        ask = dns.message.make_query(target, query.question[0].rdtype)
+        wire = await self._ask(ask.to_wire(), "udp")
+        try:
+            reply = dns.message.from_wire(wire) if wire is not None else None
+            if reply is not None and reply.flags & dns.flags.TC:
+                # The upstream's answer did not fit a datagram: ask again over TCP.
+                wire = await self._ask(ask.to_wire(), "tcp")
+                reply = dns.message.from_wire(wire) if wire is not None else None
+        except Exception as e:  # an upstream's garbage costs the chase, not the reply
+            self.bad.warning("dns.upstream_garbage", upstream=self.upstream, error=repr(e))
+            reply = None
+        if reply is not None and reply.id == ask.id:
+            append_chased(response, target, reply)
+        if transport == "udp":
+            fit_udp(query, response, self.max_udp)
+        return response.to_wire(max_size=65535)
 
     def _route(self, data: bytes, transport: str) -> bytes | _Forward | None:
         self.stats["queries"] += 1
@@ -139,7 +169,13 @@ class DnsEngine:
             self.stats["forwarded"] += 1
             return FORWARD
         try:
-            response = index.answer(query, transport=transport, max_udp=self.max_udp)
+            response, chase = index.answer_to_chase(query, max_udp=self.max_udp)
+            if chase is not None and self.upstream is not None:
+                # Not cached: the upstream's records are its own, with its own TTLs.
+                self.stats["chased"] += 1
+                return _Forward(query, response, chase)
+            if transport == "udp":
+                fit_udp(query, response, self.max_udp)
             wire = response.to_wire(max_size=65535)
         except Exception as e:  # a bug must cost one query, never the server
             self.bad.warning("dns.answer_failed", error=repr(e), transport=transport)
@@ -172,30 +208,63 @@ class DnsEngine:
         reply.set_rcode(dns.rcode.FORMERR)
         return reply.to_wire()
 
-    async def forward(self, data: bytes) -> bytes | None:
-        """Relay one query to the upstream over UDP; SERVFAIL when it does not answer."""
-        assert self.upstream is not None
-        loop = asyncio.get_running_loop()
-        for _ in range(UPSTREAM_ATTEMPTS):
-            got: asyncio.Future[bytes] = loop.create_future()
-            try:
-                transport, _ = await loop.create_datagram_endpoint(
-                    functools.partial(_UpstreamReply, data[:2], got), remote_addr=self.upstream)
-            except OSError as e:
-                self.bad.warning("dns.upstream_failed", upstream=self.upstream, error=str(e))
-                break
-            try:
-                transport.sendto(data)
-                return await asyncio.wait_for(got, UPSTREAM_TIMEOUT_S)
-            except TimeoutError:
-                continue
-            finally:
-                transport.close()
-        self.bad.warning("dns.upstream_timeout", upstream=self.upstream)
+    async def forward(self, data: bytes, transport: str = "udp") -> bytes | None:
+        """Relay one query to the upstream (UDP first; over TCP too when the client asked
+        over TCP and the upstream's UDP reply was truncated); SERVFAIL when it does not
+        answer."""
+        reply = await self._ask(data, "udp")
+        if reply is not None and transport == "tcp" and len(reply) > 2 and reply[2] & 0x02:
+            reply = await self._ask(data, "tcp") or reply  # TC: the full answer over TCP
+        if reply is not None:
+            return reply
         try:
             return self.index.servfail(dns.message.from_wire(data)).to_wire()
         except Exception:  # it parsed before; be safe anyway
             return None
+
+    async def _ask(self, data: bytes, transport: str) -> bytes | None:
+        """One query to the upstream and its reply (None: no answer)."""
+        assert self.upstream is not None
+        if transport == "tcp":
+            return await self._ask_tcp(data)
+        loop = asyncio.get_running_loop()
+        for _ in range(UPSTREAM_ATTEMPTS):
+            got: asyncio.Future[bytes] = loop.create_future()
+            try:
+                udp, _ = await loop.create_datagram_endpoint(
+                    functools.partial(_UpstreamReply, data[:2], got), remote_addr=self.upstream)
+            except OSError as e:
+                self.bad.warning("dns.upstream_failed", upstream=self.upstream, error=str(e))
+                return None
+            try:
+                udp.sendto(data)
+                return await asyncio.wait_for(got, UPSTREAM_TIMEOUT_S)
+            except TimeoutError:
+                continue
+            finally:
+                udp.close()
+        self.bad.warning("dns.upstream_timeout", upstream=self.upstream)
+        return None
+
+    async def _ask_tcp(self, data: bytes) -> bytes | None:
+        assert self.upstream is not None
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, conn = await asyncio.wait_for(
+                asyncio.open_connection(*self.upstream), UPSTREAM_TIMEOUT_S)
+            writer = conn
+            conn.write(struct.pack("!H", len(data)) + data)
+            (size,) = struct.unpack("!H", await asyncio.wait_for(
+                reader.readexactly(2), UPSTREAM_TIMEOUT_S))
+            reply = await asyncio.wait_for(reader.readexactly(size), UPSTREAM_TIMEOUT_S)
+            return reply if reply[:2] == data[:2] else None
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+            self.bad.warning("dns.upstream_failed", upstream=self.upstream, transport="tcp",
+                             error=repr(e))
+            return None
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 class _UpstreamReply(asyncio.DatagramProtocol):
@@ -229,14 +298,19 @@ class _UdpServer(asyncio.DatagramProtocol):
             self.engine.bad.warning("dns.udp_failed", error=repr(e))
             return
         if isinstance(out, _Forward):
-            task = asyncio.create_task(self._forward(data, addr), name=f"dns-forward:{addr}")
+            task = asyncio.create_task(self._forward(out, data, addr),
+                                       name=f"dns-forward:{addr}")
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         elif out is not None:
             transport.sendto(out, addr)
 
-    async def _forward(self, data: bytes, addr: tuple[str, int]) -> None:
-        out = await self.engine.forward(data)
+    async def _forward(self, pending: _Forward, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            out = await self.engine.resolve(pending, data, "udp")
+        except Exception as e:  # a bug costs this query, not the endpoint
+            self.engine.bad.warning("dns.forward_failed", error=repr(e))
+            return
         if out is not None and self.transport is not None:
             self.transport.sendto(out, addr)
 
