@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ipaddress
 from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
@@ -71,6 +72,46 @@ def pod_terminating(pod: Obj) -> bool:
 def pod_ip(pod: Obj) -> str:
     ip = _d(pod.get("status")).get("podIP")
     return ip if isinstance(ip, str) else ""
+
+
+def address_type(ip: Any) -> str | None:
+    """`IPv4`/`IPv6` (an EndpointSlice's addressType) for an address; None if it is not one."""
+    if not isinstance(ip, str):
+        return None
+    try:
+        return "IPv6" if ipaddress.ip_address(ip).version == 6 else "IPv4"
+    except ValueError:
+        return None
+
+
+def pod_ips(pod: Obj) -> dict[str, str]:
+    """A pod's address per family (`status.podIPs`, else `status.podIP`)."""
+    out: dict[str, str] = {}
+    raw = [_d(p).get("ip") for p in _l(_d(pod.get("status")).get("podIPs"))] or [pod_ip(pod)]
+    for ip in raw:
+        family = address_type(ip)
+        if family is not None and family not in out:
+            out[family] = str(ip)
+    return out
+
+
+def service_families(svc: Obj, pods: Iterable[Obj] = ()) -> list[str]:
+    """The address types a Service's EndpointSlices cover, as Kubernetes' EndpointSlice
+    controller decides: `spec.ipFamilies`, else the ClusterIP's family; a headless Service
+    without `ipFamilies` takes the families its pods have (IPv4 when it has none), so an
+    IPv4-only cluster keeps exactly one IPv4 slice."""
+    spec = _d(svc.get("spec"))
+    families = [f for f in _l(spec.get("ipFamilies")) if f in ("IPv4", "IPv6")]
+    if families:
+        return list(dict.fromkeys(families))
+    family = address_type(spec.get("clusterIP"))
+    if family is not None:
+        return [family]
+    seen: dict[str, None] = {}
+    for pod in pods:
+        for fam in pod_ips(pod):
+            seen.setdefault(fam, None)
+    return sorted(seen, key=("IPv4", "IPv6").index) or ["IPv4"]
 
 
 def _pod_may_serve(pod: Obj, include_terminating: bool) -> bool:
@@ -139,8 +180,8 @@ def selected_pods(svc: Obj, pods: Iterable[Obj]) -> list[Obj]:
 
 # ---------------------------------------------------------------------- pure: Endpoints
 
-def _address(pod: Obj, svc: Obj) -> dict[str, Any]:
-    addr: dict[str, Any] = {"ip": pod_ip(pod)}
+def _address(pod: Obj, svc: Obj, ip: str) -> dict[str, Any]:
+    addr: dict[str, Any] = {"ip": ip}
     hostname = _hostname(pod, svc)
     if hostname:
         addr["hostname"] = hostname
@@ -171,12 +212,19 @@ def endpoints_subsets(svc: Obj, pods: Iterable[Obj]) -> list[dict[str, Any]]:
     publish = spec.get("publishNotReadyAddresses") is True
     ports = [_d(p) for p in _l(spec.get("ports"))]
     headless = spec.get("clusterIP") == "None"
+    # Endpoints hold one family, the Service's primary one (as in Kubernetes); a pod with no
+    # address of that family is not listed.
+    selected = selected_pods(svc, pods)
+    primary = service_families(svc, selected)[0]
     # ports-tuple -> (ready addresses, not-ready addresses)
     groups: dict[tuple[tuple[str, int, str], ...], tuple[list[dict[str, Any]],
                                                           list[dict[str, Any]]]] = {}
     port_bodies: dict[tuple[str, int, str], dict[str, Any]] = {}
-    for pod in selected_pods(svc, pods):
+    for pod in selected:
         if not _pod_may_serve(pod, include_terminating=publish):
+            continue
+        ip = pod_ips(pod).get(primary)
+        if ip is None:
             continue
         resolved = []
         for port in ports:
@@ -192,7 +240,7 @@ def endpoints_subsets(svc: Obj, pods: Iterable[Obj]) -> list[dict[str, Any]]:
             continue  # Kubernetes lists port-less endpoints for headless Services only
         key = tuple(sorted(set(resolved)))
         ready, not_ready = groups.setdefault(key, ([], []))
-        (ready if publish or pod_ready(pod) else not_ready).append(_address(pod, svc))
+        (ready if publish or pod_ready(pod) else not_ready).append(_address(pod, svc, ip))
     subsets = []
     for key in sorted(groups):
         ready, not_ready = groups[key]
@@ -220,19 +268,24 @@ class SliceContent:
     ports: tuple[tuple[str, int, str], ...]
     port_bodies: tuple[dict[str, Any], ...]
     endpoints: tuple[dict[str, Any], ...]
+    address_type: str = "IPv4"
 
 
 def desired_slices(svc: Obj, pods: Iterable[Obj],
                    max_per_slice: int = MAX_ENDPOINTS_PER_SLICE) -> list[SliceContent]:
-    """The EndpointSlices a selector Service should have: pods grouped by the ports they
-    serve, at most `max_per_slice` endpoints a slice. No pods: one empty slice (as in
+    """The EndpointSlices a selector Service should have: one set per address family the
+    Service covers (`service_families`), pods grouped by the ports they serve, at most
+    `max_per_slice` endpoints a slice. No pods: one empty slice of the primary family (as in
     Kubernetes, so `kubectl get endpointslices` shows the Service has been seen)."""
     spec = _d(svc.get("spec"))
     publish = spec.get("publishNotReadyAddresses") is True
     ports = [_d(p) for p in _l(spec.get("ports"))]
-    groups: dict[tuple[tuple[str, int, str], ...], list[dict[str, Any]]] = defaultdict(list)
+    selected = selected_pods(svc, pods)
+    families = service_families(svc, selected)
+    groups: dict[tuple[int, tuple[tuple[str, int, str], ...]], list[dict[str, Any]]] = (
+        defaultdict(list))
     bodies: dict[tuple[str, int, str], dict[str, Any]] = {}
-    for pod in selected_pods(svc, pods):
+    for pod in selected:
         if not _pod_may_serve(pod, include_terminating=True):
             continue
         resolved = []
@@ -249,28 +302,32 @@ def desired_slices(svc: Obj, pods: Iterable[Obj],
         if ports and not resolved:
             continue
         ready, terminating = pod_ready(pod), pod_terminating(pod)
-        endpoint: dict[str, Any] = {
-            "addresses": [pod_ip(pod)],
-            "conditions": {"ready": publish or (ready and not terminating),
-                           "serving": publish or ready, "terminating": terminating},
-        }
-        hostname = _hostname(pod, svc)
-        if hostname:
-            endpoint["hostname"] = hostname
-        node = _d(pod.get("spec")).get("nodeName")
-        if node:
-            endpoint["nodeName"] = node
-        endpoint["targetRef"] = _target_ref(pod)
-        groups[tuple(sorted(set(resolved)))].append(endpoint)
+        ips = pod_ips(pod)
+        for index, family in enumerate(families):
+            if family not in ips:
+                continue
+            endpoint: dict[str, Any] = {
+                "addresses": [ips[family]],
+                "conditions": {"ready": publish or (ready and not terminating),
+                               "serving": publish or ready, "terminating": terminating},
+            }
+            hostname = _hostname(pod, svc)
+            if hostname:
+                endpoint["hostname"] = hostname
+            node = _d(pod.get("spec")).get("nodeName")
+            if node:
+                endpoint["nodeName"] = node
+            endpoint["targetRef"] = _target_ref(pod)
+            groups[(index, tuple(sorted(set(resolved))))].append(endpoint)
     out = []
-    for key in sorted(groups):
-        eps = sorted(groups[key], key=lambda e: (e["addresses"][0],
-                                                 e["targetRef"].get("uid", "")))
+    for index, key in sorted(groups):
+        eps = sorted(groups[(index, key)], key=lambda e: (e["addresses"][0],
+                                                          e["targetRef"].get("uid", "")))
         for start in range(0, len(eps), max_per_slice):
             out.append(SliceContent(key, tuple(bodies[k] for k in key),
-                                    tuple(eps[start:start + max_per_slice])))
+                                    tuple(eps[start:start + max_per_slice]), families[index]))
     if not out:
-        out.append(SliceContent((), (), ()))
+        out.append(SliceContent((), (), (), families[0]))
     return out
 
 
@@ -296,7 +353,8 @@ def _owner_ref(svc: Obj) -> dict[str, Any]:
 
 def _slice_body(content: SliceContent) -> dict[str, Any]:
     """The fields of a slice this controller owns (besides labels and ownerReferences)."""
-    body: dict[str, Any] = {"addressType": "IPv4", "endpoints": list(content.endpoints)}
+    body: dict[str, Any] = {"addressType": content.address_type,
+                            "endpoints": list(content.endpoints)}
     if content.port_bodies:
         body["ports"] = list(content.port_bodies)
     return body
@@ -317,37 +375,50 @@ def _slice_ports_key(existing: Obj) -> tuple[tuple[str, int, str], ...]:
     return tuple(sorted(_port_key(_d(p)) for p in _l(existing.get("ports"))))
 
 
+def _slice_type(existing: Obj) -> str:
+    return str(existing.get("addressType") or "IPv4")
+
+
 # ---------------------------------------------------------------------- the controller
 
 def mirrored_slices(svc: Obj, endpoints: Obj) -> dict[str, dict[str, Any]]:
     """The EndpointSlices mirroring a selector-less Service's hand-made Endpoints, by name:
-    one per subset (each subset has its own ports), ready for `addresses`, not ready for
-    `notReadyAddresses`."""
+    per subset (each subset has its own ports) one slice per address family, as Kubernetes'
+    mirroring controller does (a slice holds one addressType): `<svc>-mirror-<i>` for the
+    IPv4 addresses, `<svc>-mirror-<i>-ipv6` for the IPv6 ones. Ready for `addresses`, not
+    ready for `notReadyAddresses`; an entry that is not an IP address is skipped."""
     meta = svc["metadata"]
     name = str(meta["name"])
     labels = {**_service_labels(svc), SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MIRRORED_BY}
     out: dict[str, dict[str, Any]] = {}
     for i, subset in enumerate(_l(endpoints.get("subsets"))):
         subset = _d(subset)
-        eps = []
+        by_family: dict[str, list[dict[str, Any]]] = {}
         for key, ready in (("addresses", True), ("notReadyAddresses", False)):
             for addr in _l(subset.get(key)):
                 addr = _d(addr)
-                if not isinstance(addr.get("ip"), str):
+                family = address_type(addr.get("ip"))
+                if family is None:
                     continue
                 ep: dict[str, Any] = {"addresses": [addr["ip"]], "conditions": {
                     "ready": ready, "serving": ready, "terminating": False}}
                 for field in ("hostname", "nodeName", "targetRef"):
                     if addr.get(field):
                         ep[field] = addr[field]
-                eps.append(ep)
+                by_family.setdefault(family, []).append(ep)
         ports = [{k: p[k] for k in ("name", "port", "protocol") if k in p}
                  for p in (_d(x) for x in _l(subset.get("ports")))]
-        out[f"{name}-mirror-{i}"] = {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{name}-mirror-{i}", "namespace": meta["namespace"],
-                         "labels": labels, "ownerReferences": [_owner_ref(svc)]},
-            "addressType": "IPv4", "endpoints": eps, "ports": ports}
+        # An IPv4 slice even for an empty subset, as before families existed.
+        for family in ("IPv4", "IPv6"):
+            eps = by_family.get(family)
+            if eps is None and (family == "IPv6" or "IPv6" in by_family):
+                continue
+            slice_name = f"{name}-mirror-{i}" + ("-ipv6" if family == "IPv6" else "")
+            out[slice_name] = {
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": slice_name, "namespace": meta["namespace"],
+                             "labels": labels, "ownerReferences": [_owner_ref(svc)]},
+                "addressType": family, "endpoints": eps or [], "ports": ports}
     return out
 
 
@@ -418,7 +489,10 @@ class EndpointsController(Reconciler):
         wanted = mirrored_slices(svc, endpoints) if endpoints is not None else {}
         for slice_name, body in wanted.items():
             current = existing.pop((ns, slice_name), None)
-            if current is None:
+            if current is not None and _slice_type(current) != body["addressType"]:
+                # addressType is immutable: replace the slice (the next pass creates it).
+                writes.append(self._delete(ENDPOINT_SLICES, ns, slice_name))
+            elif current is None:
                 writes.append(self._create(ENDPOINT_SLICES, ns, body))
             elif any(current.get(k) != body[k] for k in ("endpoints", "ports")) or _d(
                     current["metadata"].get("labels")) != body["metadata"]["labels"]:
@@ -464,12 +538,20 @@ class EndpointsController(Reconciler):
         # one slice instead of reshuffling them all.
         free = sorted(existing, key=lambda es: str(es["metadata"]["name"]))
         plan: list[tuple[SliceContent, Obj | None]] = []
+        # A slice's addressType is immutable, so only a slice of the same family is reused.
         for content in wanted:
-            match = next((es for es in free if _slice_ports_key(es) == content.ports), None)
+            match = next((es for es in free if _slice_ports_key(es) == content.ports
+                          and _slice_type(es) == content.address_type), None)
             if match is not None:
                 free.remove(match)
             plan.append((content, match))
-        plan = [(c, m if m is not None else (free.pop(0) if free else None)) for c, m in plan]
+        for n, (content, match) in enumerate(plan):
+            if match is None:
+                match = next((es for es in free if _slice_type(es) == content.address_type),
+                             None)
+                if match is not None:
+                    free.remove(match)
+                    plan[n] = (content, match)
         for content, current in plan:
             if current is None:
                 obj: dict[str, Any] = {
