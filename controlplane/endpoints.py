@@ -89,9 +89,10 @@ def pod_ips(pod: Obj) -> dict[str, str]:
     out: dict[str, str] = {}
     raw = [_d(p).get("ip") for p in _l(_d(pod.get("status")).get("podIPs"))] or [pod_ip(pod)]
     for ip in raw:
-        family = address_type(ip)
-        if family is not None and family not in out:
-            out[family] = str(ip)
+        # The API validated pod IPs: a colon is enough to tell the family, and this runs
+        # for every selected pod on every pass.
+        if isinstance(ip, str) and ip:
+            out.setdefault("IPv6" if ":" in ip else "IPv4", ip)
     return out
 
 

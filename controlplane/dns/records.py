@@ -6,12 +6,15 @@ changed Service is answerable on the next query. `answer()` implements
 /work/shared/reference/dns.md 1a-1c (kubernetes/dns schema 1.1.0 plus CoreDNS's choices):
 
 - `<svc>.<ns>.svc.<zone>`: A/AAAA ClusterIP; headless: one record per ready endpoint address,
-  NXDOMAIN with no ready endpoint; ExternalName: CNAME (chased while it stays in the zone).
+  NXDOMAIN with no ready endpoint; ExternalName: CNAME (chased while it stays in the zone;
+  a target outside the zone is returned by `answer_to_chase` for the server to follow
+  through its upstream, `append_chased` adds what it learns, `fit_udp` sets TC).
 - `<hostname>.<svc>.<ns>.svc.<zone>` for headless endpoints (hostname, else the dashed IP).
 - `_<port>._<proto>.<svc>.<ns>.svc.<zone>` SRV for named ports, targets' addresses in Additional.
 - PTR for ClusterIPs and ready headless endpoint IPs under in-addr.arpa / ip6.arpa.
 - `<a-b-c-d>.<ns>.pod.<zone>` A (kubeadm's `pods insecure`: any well-formed dashed address in an
-  existing namespace), `dns-version.<zone>` TXT "1.1.0", SOA and NS at the apex.
+  existing namespace), `dns-version.<zone>` TXT "1.1.0"; at the apex SOA (alone) and NS
+  (with its glue in Additional).
 - podnet extension (off with strict=True): `<pod>.<ns>.svc.<zone>` answers the pod's IPs when no
   Service of that name exists, so the seed tutorial's `my-pod.my-namespace.svc.cluster.local`
   works.

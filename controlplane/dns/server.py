@@ -16,6 +16,13 @@ into the cached reply). The query bytes include the name's case, flags and EDNS 
 a cached reply is exactly what the engine would build again. The cache is dropped whenever
 the index changes, so it never serves stale data.
 
+With `--dns-upstream`, names outside the cluster are relayed to it, and an ExternalName
+Service's CNAME to a name outside the zone is followed through it: the upstream's records for
+the target are appended after the CNAME (CoreDNS's behaviour), then the reply is fitted to
+the client's UDP size (TC, so the client asks again over TCP, where it gets everything). The
+upstream is asked over UDP first and over TCP when it truncates. Those replies are not
+cached (the upstream's records carry its own TTLs).
+
 Garbage never stops the server: a message dnspython cannot parse gets FORMERR when its header
 is readable and is dropped otherwise; either way one rate-limited log line says so.
 """
@@ -107,10 +114,18 @@ class DnsEngine:
 
     def handle_wire(self, data: bytes, transport: str) -> bytes | None:
         """The reply to one DNS message from cluster state only (names outside the cluster
-        get the index's NXDOMAIN even when an upstream is configured; `query` forwards).
+        are not answered when an upstream is configured, and an ExternalName CNAME is not
+        followed; `query` does both).
         None means: drop it (unreadable header, or not a query)."""
         out = self._route(data, transport)
-        return None if isinstance(out, _Forward) else out
+        if isinstance(out, _Forward):
+            if out.response is None or out.query is None:
+                return None
+            # No I/O here: an ExternalName CNAME outside the zone is answered alone.
+            if transport == "udp":
+                fit_udp(out.query, out.response, self.max_udp)
+            return out.response.to_wire(max_size=65535)
+        return out
 
     async def query(self, data: bytes, transport: str) -> bytes | None:
         """Like `handle_wire`, but names outside the cluster go to the upstream when one is

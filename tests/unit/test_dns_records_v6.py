@@ -5,7 +5,9 @@ alone at the apex; and the per-family EndpointSlices DNS reads (controlplane/end
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import struct
 from typing import Any
 
 import dns.flags
@@ -18,6 +20,7 @@ import dns.rrset
 import pytest
 
 from controlplane.dns.records import ClusterDnsIndex, append_chased, dashed, fit_udp
+from controlplane.dns.server import DnsEngine
 from controlplane.endpoints import desired_slices, mirrored_slices, service_families
 
 ZONE = "cluster.local"
@@ -374,3 +377,91 @@ def test_selectorless_endpoints_mirrored_per_family() -> None:
     assert list(v4) == ["db-mirror-0"] and v4["db-mirror-0"]["addressType"] == "IPv4"
     empty = mirrored_slices(service, {"subsets": [{"ports": [{"port": 1}]}]})
     assert list(empty) == ["db-mirror-0"] and empty["db-mirror-0"]["endpoints"] == []
+
+
+# --- the engine's chase through a real upstream on 127.0.0.1
+
+
+class _Upstream(asyncio.DatagramProtocol):
+    """UDP: `www.example.test` A answered, anything else TC (ask over TCP), `junk.` garbage.
+    TCP: every name answered with 60 A records."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tcp_queries = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        query = dns.message.from_wire(data)
+        reply = dns.message.make_response(query)
+        name = query.question[0].name.to_text()
+        if name == "junk.example.test.":
+            out = data[:2] + b"\xff" * 20
+        else:
+            if name == "www.example.test.":
+                reply.answer = [dns.rrset.from_text(name, 60, "IN", "A", "192.0.2.10")]
+            else:
+                reply.flags |= dns.flags.TC
+            out = reply.to_wire()
+        assert self.transport is not None
+        self.transport.sendto(out, addr)
+
+    async def serve_tcp(self, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+        size = struct.unpack("!H", await reader.readexactly(2))[0]
+        query = dns.message.from_wire(await reader.readexactly(size))
+        self.tcp_queries += 1
+        reply = dns.message.make_response(query)
+        reply.answer = [dns.rrset.from_text_list(query.question[0].name, 60, "IN", "A",
+                                                 [f"198.51.100.{i}" for i in range(1, 61)])]
+        out = reply.to_wire()
+        writer.write(struct.pack("!H", len(out)) + out)
+        await writer.drain()
+        writer.close()
+
+
+async def test_engine_chases_external_names_through_the_upstream() -> None:
+    loop = asyncio.get_running_loop()
+    upstream = _Upstream()
+    udp, _ = await loop.create_datagram_endpoint(lambda: upstream,
+                                                 local_addr=("127.0.0.1", 0))
+    port = udp.get_extra_info("sockname")[1]
+    tcp = await asyncio.start_server(upstream.serve_tcp, "127.0.0.1", port)
+    try:
+        index = ClusterDnsIndex(ZONE, forwarding=True)
+        index.replace_all([svc("ext", type="ExternalName", externalName="www.example.test"),
+                           svc("big", type="ExternalName", externalName="big.example.test"),
+                           svc("junk", type="ExternalName", externalName="junk.example.test")],
+                          [], [], [{"metadata": {"name": "default"}}])
+        engine = DnsEngine(index, upstream=("127.0.0.1", port))
+
+        async def ask_engine(name: str, transport: str) -> dns.message.Message:
+            wire = await engine.query(dns.message.make_query(name, "A").to_wire(), transport)
+            assert wire is not None
+            return dns.message.from_wire(wire)
+
+        r = await ask_engine("ext.default.svc.cluster.local", "udp")
+        assert [rr.to_text() for rr in r.answer] == [
+            "ext.default.svc.cluster.local. 5 IN CNAME www.example.test.",
+            "www.example.test. 60 IN A 192.0.2.10"]
+        assert r.flags & dns.flags.AA
+        # The upstream truncates over UDP: asked again over TCP; our UDP client gets TC.
+        r = await ask_engine("big.default.svc.cluster.local", "udp")
+        assert r.flags & dns.flags.TC and not r.answer and upstream.tcp_queries == 1
+        r = await ask_engine("big.default.svc.cluster.local", "tcp")
+        assert not r.flags & dns.flags.TC and len(r.answer) == 2 and len(r.answer[1]) == 60
+        # Garbage from the upstream: the CNAME alone, never a crash.
+        r = await ask_engine("junk.default.svc.cluster.local", "udp")
+        assert [rr.to_text() for rr in r.answer] == [
+            "junk.default.svc.cluster.local. 5 IN CNAME junk.example.test."]
+        # The synchronous door does no I/O: the CNAME alone.
+        wire = engine.handle_wire(dns.message.make_query(
+            "ext.default.svc.cluster.local", "A").to_wire(), "udp")
+        assert wire is not None and len(dns.message.from_wire(wire).answer) == 1
+        assert engine.stats["chased"] == 5  # the last one found a chase it did not do
+    finally:
+        udp.close()
+        tcp.close()
+        await tcp.wait_closed()
