@@ -111,9 +111,9 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
         store = Store.open(s.state_dir / "store.db")
         stack.callback(store.close)
         api = Api(store)
-        api.add_admission(NodeIpam(s.cluster_cidr, s.node_cidr_mask,
-                                   lambda: store.scan(NODES)))
-        service_ipam = ServiceIpam(s.service_cidr, lambda: store.scan(BY_KIND["Service"]))
+        api.add_admission(NodeIpam(s.cluster_cidrs, s.node_cidr_mask,
+                                   lambda: store.scan(NODES), s.node_cidr_mask_v6))
+        service_ipam = ServiceIpam(s.service_cidrs, lambda: store.scan(BY_KIND["Service"]))
         api.add_admission(service_ipam)
         api.add_admission(JobAdmission())
         api.add_admission(NodePortIpam(parse_range(s.service_node_port_range),
@@ -123,7 +123,12 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
         stack.push_async_callback(api.close)
         await ensure_system_services(api, service_ipam)
         # The ClusterIP proxy's tunnel endpoint: its address goes into the signed cluster-info.
-        proxy = ClusterIPProxy(store, secret, service_cidr=s.service_cidr)
+        # The proxy carries IPv4 ClusterIPs (IPv6 ones are the data path's, not yet here): it
+        # gets the IPv4 service CIDR, and on an IPv6-only cluster its default one, which
+        # holds no Service, and the real kube-dns address.
+        v4_services = [c for c in s.service_cidrs if ":" not in c] + ["10.96.0.0/12"]
+        proxy = ClusterIPProxy(store, secret, service_cidr=v4_services[0],
+                               dns_ip=service_ipam.dns_ip)
         tunnel_runner, tunnel_address = await serve_tunnels(proxy, s.listen_host, s.tunnel_port)
         stack.push_async_callback(tunnel_runner.cleanup)
         await proxy.start()

@@ -305,6 +305,38 @@ def _shown(value: Any) -> Any:
     return value
 
 
+class GoSlice(list[Any]):
+    """A list shown in an error message as kube-apiserver shows it (Go's %#v), e.g.
+    `[]string{"10.96.0.5", "fd00::5"}`; still a plain list for JSON."""
+
+    def __init__(self, items: Any, elem: str = "string") -> None:
+        super().__init__(items)
+        self.elem = elem
+
+    def __str__(self) -> str:
+        def one(v: Any) -> str:
+            if self.elem == "core.PodIP":
+                return f'core.PodIP{{IP:"{_d(v).get("ip", "")}"}}'
+            return '"' + str(v).replace('"', '\\"') + '"'
+        return f"[]{self.elem}{{" + ", ".join(one(v) for v in self) + "}"
+
+
+class GoText:
+    """A value kube-apiserver shows unquoted (a Go struct's %#v), e.g. core.PodIP{IP:"..."}."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GoText) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -655,6 +687,31 @@ def _check_pod(ctx: _Ctx, obj: dict[str, Any]) -> None:
     for key in ("nodeName", "serviceAccountName"):
         if spec.get(key):
             ctx.extend(validate_name(spec[key], f"spec.{key}"))
+    _check_pod_ips(ctx, _d(obj.get("status")))
+
+
+def _check_pod_ips(ctx: _Ctx, status: dict[str, Any]) -> None:
+    """status.podIPs: valid IPs, at most one per family, no duplicates (Kubernetes'
+    validatePodIPs); IPv4 and IPv6 alike."""
+    entries = [e for e in _l(status.get("podIPs")) if isinstance(e, dict)]
+    ips = [e.get("ip") for e in entries]
+    bad = False
+    for i, ip in enumerate(ips):
+        errs = _ip_errors(f"status.podIPs[{i}]", ip)
+        bad = bad or bool(errs) or not isinstance(ip, str)
+        ctx.extend(errs)
+    if len(ips) > 1 and not bad:
+        versions = [ipaddress.ip_address(str(ip)).version for ip in ips]
+        if len(ips) > 2 or versions[0] == versions[1]:
+            ctx.err("status.podIPs", "Invalid value",
+                    "may specify no more than one IP for each IP family",
+                    GoSlice(entries, "core.PodIP"))
+        seen: set[str] = set()
+        for i, ip in enumerate(ips):
+            if str(ip) in seen:
+                ctx.err(f"status.podIPs[{i}]", "Duplicate value", "",
+                        GoText(f'core.PodIP{{IP:"{ip}"}}'))
+            seen.add(str(ip))
 
 
 _POD_UPDATE_FORBIDDEN = (
@@ -748,8 +805,18 @@ def _check_node(ctx: _Ctx, obj: dict[str, Any]) -> None:
     spec = _d(obj.get("spec"))
     if spec.get("podCIDR"):
         ctx.extend(_cidr_errors("spec.podCIDR", spec["podCIDR"]))
-    for i, cidr in enumerate(_l(spec.get("podCIDRs"))):
-        ctx.extend(_cidr_errors(f"spec.podCIDRs[{i}]", cidr))
+    cidrs = _l(spec.get("podCIDRs"))
+    bad = False
+    for i, cidr in enumerate(cidrs):
+        errs = _cidr_errors(f"spec.podCIDRs[{i}]", cidr)
+        bad = bad or bool(errs) or not isinstance(cidr, str)
+        ctx.extend(errs)
+    # More than one: a dual-stack pair (Kubernetes' ValidateNode).
+    if len(cidrs) > 1 and not bad:
+        families = [ipaddress.ip_network(c, strict=False).version for c in cidrs]
+        if len(cidrs) > 2 or families[0] == families[1]:
+            ctx.err("spec.podCIDRs", "Invalid value",
+                    "may specify no more than one CIDR for each IP family", GoSlice(cidrs))
 
 
 def _check_node_update(ctx: _Ctx, obj: dict[str, Any], old: dict[str, Any]) -> None:
@@ -930,32 +997,25 @@ def _check_service(ctx: _Ctx, obj: dict[str, Any]) -> None:
             if port_key in seen:
                 ctx.err(path, "Duplicate value", "", f"{number}/{port['protocol']}")
             seen.add(port_key)
-    ips = _l(spec.get("clusterIPs"))
     if external_name:
         if cluster_ip:
             ctx.err("spec.clusterIP", "Forbidden", "may not be set for ExternalName services")
+        for key in ("clusterIPs", "ipFamilies"):
+            if _l(spec.get(key)):
+                ctx.err(f"spec.{key}", "Forbidden", "may not be set for ExternalName services")
+        if spec.get("ipFamilyPolicy") is not None:
+            ctx.err("spec.ipFamilyPolicy", "Forbidden",
+                    "may not be set for ExternalName services")
         ext = spec.get("externalName")
         if not ext:
             ctx.err("spec.externalName", "Required value")
         elif isinstance(ext, str):
             ctx.extend(validate_name(ext.rstrip("."), "spec.externalName"))
     else:
-        if isinstance(cluster_ip, str) and cluster_ip and not headless:
-            ctx.extend(_ip_errors("spec.clusterIP", cluster_ip))
         if headless and svc_type in ("NodePort", "LoadBalancer"):
             ctx.err("spec.clusterIP", "Invalid value",
                     f"may not be set to 'None' for {svc_type} services", cluster_ip)
-        if ips and cluster_ip and ips[0] != cluster_ip:
-            ctx.err("spec.clusterIPs[0]", "Invalid value",
-                    "must be same as clusterIP", _shown(ips[0]))
-        if len(ips) > 1:
-            ctx.err("spec.clusterIPs", "Invalid value",
-                    "may contain at most one IP: podnet's service network is IPv4 only",
-                    _shown(ips))
-    for i, family in enumerate(_l(spec.get("ipFamilies"))):
-        ctx.extend(_supported(f"spec.ipFamilies[{i}]", family, ("IPv4",)))
-    ctx.extend(_supported("spec.ipFamilyPolicy", spec.get("ipFamilyPolicy"),
-                          _IP_FAMILY_POLICIES))
+        _check_cluster_ips(ctx, spec)
     affinity = spec.get("sessionAffinity")
     ctx.extend(_supported("spec.sessionAffinity", affinity, _SESSION_AFFINITIES))
     config = spec.get("sessionAffinityConfig")
@@ -973,6 +1033,119 @@ def _check_service(ctx: _Ctx, obj: dict[str, Any]) -> None:
     for i, ip in enumerate(_l(spec.get("externalIPs"))):
         ctx.extend(_ip_errors(f"spec.externalIPs[{i}]", ip))
     _check_labels(ctx, spec.get("selector"), "spec.selector")
+
+
+_IP_FAMILIES = ("IPv4", "IPv6")
+
+
+def _ip_version(ip: Any) -> int | None:
+    try:
+        return ipaddress.ip_address(ip).version if isinstance(ip, str) else None
+    except ValueError:
+        return None
+
+
+def _check_cluster_ips(ctx: _Ctx, spec: dict[str, Any]) -> None:
+    """clusterIP, clusterIPs, ipFamilies and ipFamilyPolicy on their own, as Kubernetes'
+    ValidateServiceClusterIPsRelatedFields (what needs the cluster's families, such as
+    RequireDualStack on a single-stack cluster, is service IPAM's: controlplane/serviceipam.py).
+
+    A clusterIP given without clusterIPs is checked as `spec.clusterIP` (the API server
+    copies it into clusterIPs); clusterIPs given are checked one by one."""
+    cluster_ip = spec.get("clusterIP")
+    given = _l(spec.get("clusterIPs"))
+    ips = given or ([cluster_ip] if cluster_ip else [])
+    if cluster_ip and given and given[0] != cluster_ip:
+        ctx.err("spec.clusterIPs", "Invalid value", "first value must match `clusterIP`",
+                GoSlice(given))
+    elif not cluster_ip and given:
+        ctx.err("spec.clusterIPs", "Invalid value",
+                "must be empty when `clusterIP` is not specified", GoSlice(given))
+    seen: set[str] = set()
+    for i, family in enumerate(_l(spec.get("ipFamilies"))):
+        ctx.extend(_supported(f"spec.ipFamilies[{i}]", family, _IP_FAMILIES))
+        if isinstance(family, str) and family in seen:
+            ctx.err(f"spec.ipFamilies[{i}]", "Duplicate value", "", family)
+        seen.add(str(family))
+    ctx.extend(_supported("spec.ipFamilyPolicy", spec.get("ipFamilyPolicy"),
+                          _IP_FAMILY_POLICIES))
+    bad = False
+    for i, ip in enumerate(ips):
+        if i == 0 and ip == "None":
+            if len(ips) > 1:
+                bad = True
+                ctx.err("spec.clusterIPs", "Invalid value",
+                        "'None' must be the first and only value", GoSlice(ips))
+            continue
+        errs = _ip_errors(f"spec.clusterIPs[{i}]" if given else "spec.clusterIP", ip)
+        bad = bad or bool(errs) or not isinstance(ip, str)
+        ctx.extend(errs)
+    if len(ips) > 2:
+        ctx.err("spec.clusterIPs", "Invalid value", "may only hold up to 2 values",
+                GoSlice(ips))
+    if bad:
+        return  # the checks below would only repeat the bad address in other words
+    if len(ips) > 1 and (len(ips) > 2 or _ip_version(ips[0]) == _ip_version(ips[1])):
+        ctx.err("spec.clusterIPs", "Invalid value",
+                "may specify no more than one IP for each IP family", GoSlice(ips))
+    families = _l(spec.get("ipFamilies"))
+    if ips and ips[0] != "None":
+        for i, (ip, family) in enumerate(zip(ips, families, strict=False)):
+            version = _ip_version(ip)
+            if family == "IPv4" and version == 6:
+                ctx.err(f"spec.clusterIPs[{i}]", "Invalid value",
+                        f"expected an IPv4 value as indicated by `ipFamilies[{i}]`", ip)
+            if family == "IPv6" and version != 6:
+                ctx.err(f"spec.clusterIPs[{i}]", "Invalid value",
+                        f"expected an IPv6 value as indicated by `ipFamilies[{i}]`", ip)
+
+
+def _is_headless(spec: dict[str, Any]) -> bool:
+    ips = _l(spec.get("clusterIPs"))
+    return len(ips) == 1 and ips[0] == "None"
+
+
+def _check_upgrade_downgrade(ctx: _Ctx, spec: dict[str, Any],
+                             old_spec: dict[str, Any]) -> None:
+    """What an update may do to clusterIPs and ipFamilies (Kubernetes'
+    validateUpgradeDowngradeClusterIPs/IPFamilies): add a secondary, or remove it with
+    ipFamilyPolicy SingleStack; never change the primary."""
+    if "ExternalName" in (spec.get("type"), old_spec.get("type")):
+        return
+    new_headless, old_headless = _is_headless(spec), _is_headless(old_spec)
+    policy = spec.get("ipFamilyPolicy")
+    for key, what in (("clusterIPs", "clusterIP"), ("ipFamilies", "ipFamily")):
+        if key == "clusterIPs" and old_headless and new_headless:
+            continue
+        if key == "ipFamilies" and (new_headless or old_headless):
+            continue  # headless may change families; to/from headless is not checked here
+        new, old = _l(spec.get(key)), _l(old_spec.get(key))
+        shown = GoSlice(new, "string" if key == "clusterIPs" else "core.IPFamily")
+        if len(new) == len(old):
+            for i, value in enumerate(old):
+                if value != new[i]:
+                    # ipFamilies reports every change at index 0, as Kubernetes does
+                    index = i if key == "clusterIPs" else 0
+                    ctx.err(f"spec.{key}[{index}]", "Invalid value", "may not change once set",
+                            shown)
+        elif len(old) > len(new):
+            if not new:
+                if key == "clusterIPs":
+                    ctx.err("spec.clusterIPs[0]", "Invalid value",
+                            "primary clusterIP can not be unset", shown)
+                elif not _l(spec.get("clusterIPs")):
+                    ctx.err("spec.ipFamilies[0]", "Invalid value",
+                            "primary ipFamily can not be unset", shown)
+            elif new[0] != old[0]:
+                ctx.err(f"spec.{key}[0]", "Invalid value", "may not change once set",
+                        GoSlice(_l(spec.get("clusterIPs"))) if key == "ipFamilies" else shown)
+            if len(new) == 1 and policy != "SingleStack":
+                ctx.err("spec.ipFamilyPolicy", "Invalid value",
+                        f"must be set to 'SingleStack' when releasing the secondary {what}",
+                        policy)
+        elif old and new[0] != old[0]:
+            ctx.err(f"spec.{key}[0]", "Invalid value", "may not change once set",
+                    GoSlice(_l(spec.get("clusterIPs"))) if key == "ipFamilies" else shown)
 
 
 def _check_external_traffic(ctx: _Ctx, spec: dict[str, Any]) -> None:
@@ -1003,6 +1176,7 @@ def _drop_type_dependent(obj: dict[str, Any], old: dict[str, Any]) -> None:
     spec, old_spec = obj.get("spec"), _d(old.get("spec"))
     if not isinstance(spec, dict):
         return
+    _prepare_cluster_ips(spec, old_spec)
     svc_type = spec.get("type") or "ClusterIP"
     if svc_type not in ("NodePort", "LoadBalancer"):
         old_by_key = {(p.get("port"), p.get("protocol") or "TCP"): p.get("nodePort")
@@ -1022,6 +1196,45 @@ def _drop_type_dependent(obj: dict[str, Any], old: dict[str, Any]) -> None:
         spec.pop("allocateLoadBalancerNodePorts", None)
 
 
+def _prepare_cluster_ips(spec: dict[str, Any], old_spec: dict[str, Any]) -> None:
+    """An update's clusterIP(s), ipFamilies and ipFamilyPolicy before it is validated, as
+    kube-apiserver prepares them: what was allocated is kept when left out (so re-applying
+    the original manifest works), clusterIPs follow a changed clusterIP, a switch to
+    ExternalName drops them, and ipFamilyPolicy SingleStack on a dual-stack Service drops
+    its secondary (a downgrade)."""
+    old_type, new_type = old_spec.get("type") or "ClusterIP", spec.get("type") or "ClusterIP"
+    old_ips, old_ip = _l(old_spec.get("clusterIPs")), old_spec.get("clusterIP") or ""
+    given = _l(spec.get("clusterIPs"))
+    if not spec.get("clusterIP") and given and isinstance(given[0], str):
+        spec["clusterIP"] = given[0]  # the v1 default, applied as the request is decoded
+    if old_type != "ExternalName" and new_type != "ExternalName":  # patchAllocatedValues
+        if not spec.get("clusterIP") and old_ip:
+            spec["clusterIP"] = old_ip
+        if not _l(spec.get("clusterIPs")) and old_ips:
+            spec["clusterIPs"] = list(old_ips)
+    new_ip, new_ips = spec.get("clusterIP") or "", _l(spec.get("clusterIPs"))
+    if old_ips and not new_ips and old_ip == new_ip:  # normalizeClusterIPs
+        spec["clusterIPs"] = new_ips = list(old_ips)
+    if old_ip != new_ip and new_ips == old_ips:
+        if old_ip and not new_ip:
+            spec.pop("clusterIPs", None)
+        else:
+            spec["clusterIPs"] = [new_ip]
+    if old_type != "ExternalName" and new_type == "ExternalName":  # dropTypeDependentFields
+        if (spec.get("clusterIP") or "") == old_ip and _l(spec.get("clusterIPs")) == old_ips:
+            spec.pop("clusterIP", None)
+            spec.pop("clusterIPs", None)
+        if _l(spec.get("ipFamilies")) == _l(old_spec.get("ipFamilies")):
+            spec.pop("ipFamilies", None)
+        if spec.get("ipFamilyPolicy") == old_spec.get("ipFamilyPolicy"):
+            spec.pop("ipFamilyPolicy", None)
+    if old_spec.get("ipFamilyPolicy") in ("PreferDualStack", "RequireDualStack") \
+            and spec.get("ipFamilyPolicy") == "SingleStack":  # a downgrade
+        for key in ("clusterIPs", "ipFamilies"):
+            if len(_l(spec.get(key))) > 1:
+                spec[key] = spec[key][:1]
+
+
 def _external_name_involved(spec: dict[str, Any], old_spec: dict[str, Any]) -> bool:
     return "ExternalName" in (spec.get("type"), old_spec.get("type"))
 
@@ -1029,9 +1242,12 @@ def _external_name_involved(spec: dict[str, Any], old_spec: dict[str, Any]) -> b
 def _check_service_update(ctx: _Ctx, obj: dict[str, Any], old: dict[str, Any]) -> None:
     spec, old_spec = _d(obj.get("spec")), _d(old.get("spec"))
     new_ip, old_ip = spec.get("clusterIP"), old_spec.get("clusterIP")
-    # "" (or unset) on update means "keep the allocated one" (service IPAM copies it over);
-    # only a type change to or from ExternalName may release or allocate one.
-    if new_ip and old_ip and new_ip != old_ip and not _external_name_involved(spec, old_spec):
+    if _l(old_spec.get("clusterIPs")):
+        _check_upgrade_downgrade(ctx, spec, old_spec)
+    # An object stored without clusterIPs (never by podnet's API, which always sets them) is
+    # checked on clusterIP alone: only a type change to or from ExternalName may release or
+    # allocate one.
+    elif new_ip and old_ip and new_ip != old_ip and not _external_name_involved(spec, old_spec):
         ctx.err("spec.clusterIP", "Invalid value", "field is immutable", new_ip)
 
 
