@@ -96,6 +96,15 @@ def pod_ips(pod: Obj) -> dict[str, str]:
     return out
 
 
+def ip_of(pod: Obj, family: str) -> str | None:
+    """The pod's address of one family. The primary (`status.podIP`) first: on a
+    single-stack cluster that is the answer, without looking at `podIPs`."""
+    ip = pod_ip(pod)
+    if ip and (":" in ip) == (family == "IPv6"):
+        return ip
+    return pod_ips(pod).get(family)
+
+
 def service_families(svc: Obj, pods: Iterable[Obj] = ()) -> list[str]:
     """The address types a Service's EndpointSlices cover, as Kubernetes' EndpointSlice
     controller decides: `spec.ipFamilies`, else the ClusterIP's family; a headless Service
@@ -224,7 +233,7 @@ def endpoints_subsets(svc: Obj, pods: Iterable[Obj]) -> list[dict[str, Any]]:
     for pod in selected:
         if not _pod_may_serve(pod, include_terminating=publish):
             continue
-        ip = pod_ips(pod).get(primary)
+        ip = ip_of(pod, primary)
         if ip is None:
             continue
         resolved = []
@@ -303,12 +312,12 @@ def desired_slices(svc: Obj, pods: Iterable[Obj],
         if ports and not resolved:
             continue
         ready, terminating = pod_ready(pod), pod_terminating(pod)
-        ips = pod_ips(pod)
         for index, family in enumerate(families):
-            if family not in ips:
+            ip = ip_of(pod, family)
+            if ip is None:
                 continue
             endpoint: dict[str, Any] = {
-                "addresses": [ips[family]],
+                "addresses": [ip],
                 "conditions": {"ready": publish or (ready and not terminating),
                                "serving": publish or ready, "terminating": terminating},
             }
