@@ -231,7 +231,9 @@ def _pod_row(pod: dict[str, Any], now: datetime) -> list[Any]:
         gates_text = f"{true}/{len(gates)}"
     return [
         _name(pod), f"{ready}/{len(containers)}", reason, restarts_text, _age(pod, now),
-        _or_none(_s(status.get("podIP"))), _or_none(_s(spec.get("nodeName"))),
+        # kubectl's IP column is the primary family's: podIPs[0], as Kubernetes prints it
+        _or_none(_s(_d(_first(status.get("podIPs"))).get("ip")) or _s(status.get("podIP"))),
+        _or_none(_s(spec.get("nodeName"))),
         _or_none(_s(status.get("nominatedNodeName"))), gates_text,
     ]
 
@@ -350,6 +352,12 @@ SERVICE_COLUMNS = [
 ]
 
 
+def _first(value: Any) -> Any:
+    """The first item of a list (None for an empty list or a non-list)."""
+    items = _l(value)
+    return items[0] if items else None
+
+
 def _service_row(svc: dict[str, Any], now: datetime) -> list[Any]:
     spec = _d(svc.get("spec"))
     svc_type = _s(spec.get("type")) or "ClusterIP"
@@ -374,7 +382,11 @@ def _service_row(svc: dict[str, Any], now: datetime) -> list[Any]:
     selector = _d(spec.get("selector"))
     selector_text = ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"
     return [
-        _name(svc), svc_type, _or_none(_s(spec.get("clusterIP"))), external_text,
+        # CLUSTER-IP is clusterIPs[0] alone, also for a dual-stack Service (Kubernetes'
+        # printService); `-o jsonpath={.spec.clusterIPs}` shows both.
+        _name(svc), svc_type,
+        _or_none(_s(_first(spec.get("clusterIPs"))) or _s(spec.get("clusterIP"))),
+        external_text,
         ",".join(ports) or "<none>", _age(svc, now), selector_text,
     ]
 

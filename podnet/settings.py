@@ -111,6 +111,24 @@ def load(cls: type[T], args: argparse.Namespace | None = None,
     return obj
 
 
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """`podnet up`'s --dual-stack, --cluster-cidr, --service-cidr, --node-cidr-mask(-v6): the
+    control plane's flags, which `podnet.up.network_args` checks and passes on."""
+    parser.add_argument("--dual-stack", action="store_true",
+                        help=f"IPv4/IPv6 dual-stack: adds {DEFAULT_CLUSTER_CIDR_V6} (a /64 per "
+                             f"node) and {DEFAULT_SERVICE_CIDR_V6} to IPv4-only CIDRs")
+    parser.add_argument("--cluster-cidr", metavar="CIDR[,CIDR]", default=None,
+                        help="pod network, one CIDR or two of different families, primary "
+                             "first (default 10.244.0.0/16)")
+    parser.add_argument("--service-cidr", metavar="CIDR[,CIDR]", default=None,
+                        help="Service ClusterIPs, one CIDR or two of different families, "
+                             "primary first (default 10.96.0.0/12)")
+    parser.add_argument("--node-cidr-mask", metavar="BITS", default=None,
+                        help="prefix length of each node's IPv4 podCIDR (default 24)")
+    parser.add_argument("--node-cidr-mask-v6", metavar="BITS", default=None,
+                        help="prefix length of each node's IPv6 podCIDR (default 64)")
+
+
 def _positive(value: float, flag: str) -> None:
     if value <= 0:
         raise SettingsError(f"{flag}: must be greater than 0, got {value}")

@@ -29,6 +29,7 @@ from podnet.cluster import ClusterNotFound, read_cluster, write_json_atomic, wri
 from podnet.manifests import ManifestError, apply, load_manifests
 from podnet.pki import client_context
 from podnet.resources import BY_KIND
+from podnet.settings import add_network_arguments as add_network_arguments
 
 NODES = BY_KIND["Node"]
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -40,25 +41,9 @@ class UpError(Exception):
 
 
 # The control plane's addressing flags `podnet up` takes and passes on unchanged (the
-# control plane's own flags, so one spelling works for both).
+# control plane's own flags, so one spelling works for both). The parser side lives in
+# podnet.settings (light to import: every podnet command builds the parser).
 NETWORK_FLAGS = ("cluster_cidr", "service_cidr", "node_cidr_mask", "node_cidr_mask_v6")
-
-
-def add_network_arguments(parser: argparse.ArgumentParser) -> None:
-    """`podnet up`'s --cluster-cidr, --service-cidr, --node-cidr-mask(-v6), --dual-stack."""
-    parser.add_argument("--dual-stack", action="store_true",
-                        help="IPv4/IPv6 dual-stack: adds fd00:10:244::/56 (a /64 per node) "
-                             "and fd00:10:96::/112 to IPv4-only CIDRs")
-    parser.add_argument("--cluster-cidr", metavar="CIDR[,CIDR]", default=None,
-                        help="pod network, one CIDR or two of different families, primary "
-                             "first (default 10.244.0.0/16)")
-    parser.add_argument("--service-cidr", metavar="CIDR[,CIDR]", default=None,
-                        help="Service ClusterIPs, one CIDR or two of different families, "
-                             "primary first (default 10.96.0.0/12)")
-    parser.add_argument("--node-cidr-mask", metavar="BITS", default=None,
-                        help="prefix length of each node's IPv4 podCIDR (default 24)")
-    parser.add_argument("--node-cidr-mask-v6", metavar="BITS", default=None,
-                        help="prefix length of each node's IPv6 podCIDR (default 64)")
 
 
 def network_args(args: argparse.Namespace) -> list[str]:
@@ -349,9 +334,12 @@ def print_status(info: dict[str, Any], elapsed_s: float) -> None:
     if dns := info.get("dns"):
         print(f"  DNS         {dns['host']}:{dns['port']} (UDP+TCP; try: dig @{dns['host']} "
               f"-p {dns['port']} kubernetes.default.svc.cluster.local)")
-    rows = [("NODE", "AGENT ADDRESS", "POD CIDR", "READY")]
-    rows += [(n["name"], n["address"], ",".join(n.get("podCIDRs") or [n["podCIDR"]]), "True")
-             for n in info["nodes"]]
+    cidrs = [",".join(map(str, n.get("podCIDRs") or [n.get("podCIDR")])) for n in info["nodes"]]
+    # One podCIDR per family on a dual-stack cluster, primary first.
+    rows = [("NODE", "AGENT ADDRESS", "POD CIDRS" if "," in "".join(cidrs) else "POD CIDR",
+             "READY")]
+    rows += [(n["name"], n["address"], c, "True")
+             for n, c in zip(info["nodes"], cidrs, strict=True)]
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     for row in rows:
         print("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
