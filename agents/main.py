@@ -43,7 +43,7 @@ from podnet.client import (
 )
 from podnet.cluster import write_json_atomic
 from podnet.informer import Informer
-from podnet.pki import client_context
+from podnet.pki import client_context, verify_cluster_info
 from podnet.resources import BY_KIND
 from podnet.settings import AgentSettings, SettingsError
 from podnet.supervise import run_process, run_until_stopped
@@ -129,6 +129,26 @@ async def register_until_ready(api: ApiClient, s: AgentSettings, host: str, port
         delay = min(delay * 2, 2.0)
 
 
+async def cluster_families(api: ApiClient, secret: bytes,
+                           cluster: ClusterInfo) -> tuple[list[str], list[str]]:
+    """The cluster and service CIDRs of every family (cluster-info clusterCIDRs and
+    serviceCIDRs, primary first); just the primary ones from a control plane without them.
+
+    `ClusterInfo` carries the primary ones only, so the signed document is read again, now
+    over TLS under the verified CA, and its HMAC checked again all the same."""
+    single = [cluster.cluster_cidr], [cluster.service_cidr]
+    try:
+        info = await api.request("GET", "/podnet/cluster-info")
+    except (ApiError, ApiUnavailable) as e:
+        log.warning("node.cluster_info_unread", error=str(e))
+        return single
+    if not isinstance(info, dict) or not verify_cluster_info(secret, info):
+        log.warning("node.cluster_info_unverified")
+        return single
+    return (nodeobj.cidr_families(cluster.cluster_cidr, info.get("clusterCIDRs")),
+            nodeobj.cidr_families(cluster.service_cidr, info.get("serviceCIDRs")))
+
+
 async def seed_from_controlplane(api: ApiClient, gossip: GossipService, me: str) -> None:
     """The agents the control plane knows of, as gossip seeds (best effort: gossip also has
     --peers and the peers file, and the control plane may be down)."""
@@ -168,10 +188,15 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         conditions = nodeobj.Conditions()
         node = await register_until_ready(api, s, host, port, conditions)
         pod_cidr = node["spec"]["podCIDR"]
-        network = NodeNetwork(s.name, pod_cidr, cluster.cluster_cidr)
+        # Dual-stack: a podCIDR and cluster/service CIDR per family, primary first.
+        pod_cidrs = nodeobj.pod_cidrs(node)
+        cluster_cidrs, service_cidrs = await cluster_families(api, secret, cluster)
+        network = NodeNetwork(s.name, pod_cidr, cluster.cluster_cidr, pod_cidrs=pod_cidrs,
+                              cluster_cidrs=cluster_cidrs)
         runtime = PodRuntime(node=s.name, host_ip=host, pod_cidr=pod_cidr, network=network,
                              api=api, cluster_domain=cluster.cluster_domain,
-                             cluster_cidr=cluster.cluster_cidr)
+                             cluster_cidr=cluster.cluster_cidr, pod_cidrs=pod_cidrs,
+                             cluster_cidrs=cluster_cidrs)
         stack.push_async_callback(runtime.close)
         # The CNI: routes learned by gossip, pod traffic to other nodes through tunnels.
         routes = RouteTable(s.name)
@@ -181,11 +206,13 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
             if proxy_address else None
         tunnels = TunnelManager(s.name, secret, routes, network,
                                 service_route=lambda ip: proxy_route,
-                                service_cidr=cluster.service_cidr)
+                                service_cidr=cluster.service_cidr,
+                                service_cidrs=service_cidrs)
         stack.push_async_callback(tunnels.close)
         gossip = GossipService(s.name, pod_cidr, f"{host}:{port}", secret, routes, g,
                                seeds=s.peer_list,
-                               peers_file=s.state_dir / "run" / f"peers-{s.name}.json")
+                               peers_file=s.state_dir / "run" / f"peers-{s.name}.json",
+                               pod_cidrs=tuple(pod_cidrs))
 
         # The live feed for the control plane's topology page (flows, routes, link counters).
         observe = ObserveEndpoint(s.name, routes, tunnels)
@@ -239,6 +266,7 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
             write_json_atomic(s.ready_file, {"pid": os.getpid(), "name": s.name,
                                              "address": f"{host}:{port}", "podCIDR": pod_cidr})
         log.info("agent.ready", address=f"{host}:{port}", pod_cidr=pod_cidr,
+                 pod_cidrs=pod_cidrs if len(pod_cidrs) > 1 else None,
                  loop=eventloop.loop_name())
         await run_until_stopped(stop, tasks, log, "agent")
 

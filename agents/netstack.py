@@ -6,6 +6,11 @@ code makes (`open_connection`, `start_server`, `create_connection`, `create_serv
 `create_datagram_endpoint`, `getaddrinfo`), so asyncio code and libraries that take an asyncio
 transport (StreamReader/StreamWriter, aiohttp's server) run unchanged over it.
 
+IPv6 (dual-stack clusters): a pod has an address per family (`PodNet.ips`, primary first) and
+`::1`; `0.0.0.0` and `::` are separate wildcards (as asyncio binds them, `::` with
+IPV6_V6ONLY), and `host=None` listens on both when the pod has an IPv6 address. Everything
+IPv4 goes through the same code as before: the family is told by a `:` in the address.
+
 A stream is two `VirtualStreamTransport` ends. Each end is the asyncio transport of its own
 protocol and, through the small `StreamPeer` interface, the thing the other end writes into. That
 interface is the seam for other nodes: a tunnel implements `StreamPeer` for a remote end and plugs
@@ -52,6 +57,8 @@ _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 
 ANY = "0.0.0.0"
 LOOPBACK = "127.0.0.1"
+ANY6 = "::"
+LOOPBACK6 = "::1"
 EPHEMERAL_FIRST, EPHEMERAL_LAST = 32768, 60999     # Linux ip_local_port_range defaults
 STREAM_LIMIT = 2**16                               # asyncio.streams default reader limit
 HIGH_WATER = 2**16                                 # asyncio's default transport write buffer
@@ -109,19 +116,38 @@ def _no_name() -> socket.gaierror:
     return socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
 
+def _no_network() -> OSError:
+    return OSError(errno.ENETUNREACH, "Network is unreachable")
+
+
 def _literal(host: str) -> str | None:
-    """The dotted quad for an IPv4 literal or `localhost`; None for anything needing a lookup."""
+    """The dotted quad for an IPv4 literal or `localhost`, the canonical form of an IPv6
+    literal (also `[v6]`); None for anything needing a lookup."""
     name = host.rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return LOOPBACK
     try:
         return str(ipaddress.IPv4Address(host))
     except ValueError:
+        pass
+    if ":" not in host:
         return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        addr = ipaddress.IPv6Address(host)
+    except ValueError:
+        return None
+    return None if addr.scope_id else str(addr)
 
 
 def _is_loopback(ip: str) -> bool:
-    return ip.startswith("127.")
+    return ip.startswith("127.") or ip == LOOPBACK6
+
+
+def _wildcard(ip: str) -> str:
+    """The wildcard bind address of `ip`'s family."""
+    return ANY6 if ":" in ip else ANY
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,6 +626,8 @@ class VirtualSocket:
     def __init__(self, sockname: Address, kind: socket.SocketKind) -> None:
         self._sockname = sockname
         self.type = kind
+        if ":" in sockname[0]:
+            self.family = socket.AF_INET6
 
     def __repr__(self) -> str:
         return f"<VirtualSocket {self._sockname[0]}:{self._sockname[1]}>"
@@ -805,11 +833,18 @@ class VirtualDatagramTransport(asyncio.DatagramTransport):
         if dst_ip is None:
             self._error(_no_name())     # a name needs an (async) lookup first
             return
-        dst = (LOOPBACK if dst_ip == ANY else dst_ip, int(addr[1]))
         src_ip = self._sockname[0]
+        if ":" in dst_ip or ":" in src_ip:
+            src_ip, dst_ip = self._sendto6(src_ip, dst_ip)
+            if not src_ip:
+                return
+        dst = (LOOPBACK if dst_ip == ANY else dst_ip, int(addr[1]))
         if src_ip == ANY:
-            src_ip = LOOPBACK if _is_loopback(dst[0]) else self._pod.ip
-        elif src_ip == LOOPBACK and not _is_loopback(dst[0]) and dst[0] != self._pod.ip:
+            src_ip = LOOPBACK if _is_loopback(dst[0]) else self._pod.ip4 or ""
+            if not src_ip:
+                self._error(_no_network())
+                return
+        elif src_ip == LOOPBACK and not _is_loopback(dst[0]) and dst[0] != self._pod.ip4:
             self._error(OSError(errno.EINVAL, "Invalid argument"))
             return
         src = (src_ip, self._sockname[1])
@@ -826,6 +861,24 @@ class VirtualDatagramTransport(asyncio.DatagramTransport):
                 self._error(exc)
         except OSError as exc:
             self._error(exc)
+
+    def _sendto6(self, src_ip: str, dst_ip: str) -> tuple[str, str]:
+        """Source and destination of a send that involves IPv6 ("" source: an error was
+        reported). A socket is of one family: `::`-bound ones send to IPv6 only, `0.0.0.0`
+        ones to IPv4 only (asyncio's sockets are AF_INET6 with IPV6_V6ONLY, or AF_INET)."""
+        if ":" not in src_ip or ":" not in dst_ip:
+            self._error(OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol"))
+            return "", dst_ip
+        if dst_ip == ANY6:
+            dst_ip = LOOPBACK6
+        if src_ip == ANY6:
+            src_ip = LOOPBACK6 if dst_ip == LOOPBACK6 else self._pod.ip6 or ""
+            if not src_ip:
+                self._error(_no_network())
+        elif src_ip == LOOPBACK6 and dst_ip not in (LOOPBACK6, self._pod.ip6):
+            self._error(OSError(errno.EINVAL, "Invalid argument"))
+            return "", dst_ip
+        return src_ip, dst_ip
 
     def _new_flow(self, src: Address, dst: Address) -> list[Any]:
         if len(self._flows) >= MAX_DGRAM_FLOWS:
@@ -905,8 +958,11 @@ class PodNet:
     """A pod's network stack: what a container gets as `ctx.net`."""
 
     def __init__(self, node: NodeNetwork, ip: str, *, pod: str, namespace: str,
-                 hostname: str) -> None:
-        self.ip = ip
+                 hostname: str, ips: Sequence[str] = ()) -> None:
+        self.ip = ip            # the primary family's address (status.podIP)
+        self.ips: tuple[str, ...] = tuple(ips) or (ip,)     # every address, primary first
+        self.ip4: str | None = next((a for a in self.ips if ":" not in a), None)
+        self.ip6: str | None = next((a for a in self.ips if ":" in a), None)
         self.pod = pod
         self.namespace = namespace
         self.hostname = hostname
@@ -920,11 +976,16 @@ class PodNet:
         self._tcp_ports: Counter[int] = Counter()
         self._udp_ports: Counter[int] = Counter()
         # Start where the pod's address points in the range, so pods do not all pick alike.
-        self._next_port = EPHEMERAL_FIRST + int(ipaddress.IPv4Address(ip)) % (
+        self._next_port = EPHEMERAL_FIRST + int(ipaddress.ip_address(ip)) % (
             EPHEMERAL_LAST - EPHEMERAL_FIRST + 1)
 
     def __repr__(self) -> str:
         return f"<PodNet {self.namespace}/{self.pod} {self.ip}>"
+
+    def prefixlen(self, ip: str) -> int:
+        """The prefix length of the node's podCIDR that holds `ip` (`ip addr`'s /24, /64)."""
+        cidr = self._node.pod_cidr6 if ":" in ip else self._node.pod_cidr
+        return cidr.prefixlen if cidr is not None else (64 if ":" in ip else 24)
 
     # -- views for tools (ss, netstat)
 
@@ -941,9 +1002,9 @@ class PodNet:
 
     async def getaddrinfo(self, host: str | None, port: int | str | None, *, family: int = 0,
                           type: int = 0, proto: int = 0, flags: int = 0) -> list[AddrInfo]:
-        """`loop.getaddrinfo` for this pod: IPv4 only; names beyond localhost and the pod's
-        hostname go to `self.resolver`."""
-        if family not in (socket.AF_UNSPEC, socket.AF_INET):
+        """`loop.getaddrinfo` for this pod; names beyond localhost and the pod's hostname go
+        to `self.resolver`. IPv6 results carry (host, port) sockaddrs, as IPv4 ones do."""
+        if family not in (socket.AF_UNSPEC, socket.AF_INET, socket.AF_INET6):
             raise socket.gaierror(socket.EAI_FAMILY, "ai_family not supported")
         kinds = [(socket.SOCK_STREAM, socket.IPPROTO_TCP), (socket.SOCK_DGRAM, socket.IPPROTO_UDP),
                  (socket.SOCK_RAW, 0)]
@@ -951,30 +1012,41 @@ class PodNet:
         if not kinds:
             raise socket.gaierror(socket.EAI_SOCKTYPE, "ai_socktype not supported")
         port_number = _service_port(port, kinds[0][0])
-        ips = await self._lookup(host, flags)
-        infos: list[AddrInfo] = [(socket.AF_INET, kind, p, "", (ip, port_number))
-                                 for ip in ips for kind, p in kinds]
+        ips = await self._lookup(host, flags, family)
+        infos: list[AddrInfo] = [
+            (socket.AF_INET6 if ":" in ip else socket.AF_INET, kind, p, "", (ip, port_number))
+            for ip in ips for kind, p in kinds]
         if flags & socket.AI_CANONNAME and host:
             family_, kind, p, _, sockaddr = infos[0]
             infos[0] = (family_, kind, p, host, sockaddr)
         return infos
 
-    async def _lookup(self, host: str | None, flags: int) -> list[str]:
+    async def _lookup(self, host: str | None, flags: int, family: int = 0) -> list[str]:
+        v6 = family == socket.AF_INET6
         if host is None or host == "":
+            if v6:
+                return [ANY6 if flags & socket.AI_PASSIVE else LOOPBACK6]
             return [ANY if flags & socket.AI_PASSIVE else LOOPBACK]
         ip = _literal(host)
         if ip is not None:
+            if v6 and ip == LOOPBACK and ":" not in host and not host[:1].isdigit():
+                return [LOOPBACK6]      # localhost: /etc/hosts has ::1 for it too
+            if family and (":" in ip) != v6:
+                raise socket.gaierror(socket.EAI_ADDRFAMILY,
+                                      "Address family for hostname not supported")
             return [ip]
         if ":" in host:
-            raise socket.gaierror(socket.EAI_ADDRFAMILY,
-                                  "Address family for hostname not supported")
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         if flags & socket.AI_NUMERICHOST:
             raise _no_name()
         if host.rstrip(".").lower() == self.hostname.lower():
-            return [self.ip]
-        if self.resolver is None:
+            ips = list(self.ips)
+        elif self.resolver is None:
             raise _no_name()
-        ips = [str(ipaddress.IPv4Address(a)) for a in await self.resolver(host)]
+        else:
+            ips = [str(ipaddress.ip_address(a)) for a in await self.resolver(host)]
+        if family:
+            ips = [a for a in ips if (":" in a) == v6]
         if not ips:
             raise _no_name()
         return ips
@@ -989,10 +1061,12 @@ class PodNet:
     async def _bind_address(self, host: str | None) -> str:
         if host is None or host in ("", ANY):
             return ANY
+        if host in (ANY6, "[::]"):
+            return ANY6
         ip = (await self._resolve(host, 0, socket.SOCK_STREAM))[0]
         if _is_loopback(ip):
-            return LOOPBACK
-        if ip not in (ANY, self.ip):
+            return LOOPBACK6 if ip == LOOPBACK6 else LOOPBACK
+        if ip not in (ANY, ANY6) and ip not in self.ips:
             raise _not_available()
         return ip
 
@@ -1036,17 +1110,26 @@ class PodNet:
 
     async def _connect(self, protocol_factory: Callable[[], _P], ip: str, port: int,
                        local_addr: LocalAddr | None) -> tuple[asyncio.Transport, _P]:
-        here = _is_loopback(ip) or ip in (ANY, self.ip)     # Linux connects 0.0.0.0 locally
-        dst = (LOOPBACK if ip == ANY else ip, port)
-        src_ip = LOOPBACK if _is_loopback(dst[0]) else self.ip
+        if ":" in ip:
+            here = ip in (LOOPBACK6, ANY6) or ip == self.ip6
+            dst = (LOOPBACK6 if ip == ANY6 else ip, port)
+            src_ip = LOOPBACK6 if dst[0] == LOOPBACK6 else self.ip6 or ""
+        else:
+            here = _is_loopback(ip) or ip in (ANY, self.ip4)    # Linux connects 0.0.0.0 locally
+            dst = (LOOPBACK if ip == ANY else ip, port)
+            src_ip = LOOPBACK if _is_loopback(dst[0]) else self.ip4 or ""
+        if not src_ip:
+            raise _no_network()     # no address (so no route) of that family in this pod
         src_port = 0
         if local_addr is not None:
             bound = await self._bind_address(local_addr[0])
-            src_ip = src_ip if bound == ANY else bound
+            if bound not in (ANY, ANY6) and (":" in bound) != (":" in ip):
+                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+            src_ip = src_ip if bound in (ANY, ANY6) else bound
             src_port = int(local_addr[1])
             if src_port and self._tcp_ports[src_port]:
                 raise _in_use()
-        if src_ip == LOOPBACK and not here:
+        if (src_ip == LOOPBACK or src_ip == LOOPBACK6) and not here:
             raise OSError(errno.EINVAL, "Invalid argument")     # loopback never leaves the pod
         if not src_port:
             src_port = self._ephemeral(self._tcp_ports)
@@ -1079,7 +1162,7 @@ class PodNet:
 
     def _accept(self, src: Address, dst: Address, peer: StreamPeer,
                 flow: str = "") -> VirtualStreamTransport:
-        server = self._servers.get(dst) or self._servers.get((ANY, dst[1]))
+        server = self._servers.get(dst) or self._servers.get((_wildcard(dst[0]), dst[1]))
         if server is None or not server.is_serving():
             raise refused()
         end = server._accept(src, dst, peer, flow)
@@ -1119,8 +1202,12 @@ class PodNet:
             raise NotImplementedError("TLS is not emulated")
         hosts: Iterable[str | None] = [host] if host is None or isinstance(host, str) else host
         addrs = list(dict.fromkeys([await self._bind_address(h) for h in hosts]))
-        if ANY in addrs and len(addrs) > 1:
-            raise _in_use()     # the wildcard already covers the other addresses
+        if self.ip6 is not None and host in (None, ""):
+            addrs.append(ANY6)  # asyncio binds every family's wildcard for host=None
+        for wildcard in (ANY, ANY6):
+            if wildcard in addrs and any(a != wildcard and _wildcard(a) == wildcard
+                                         for a in addrs):
+                raise _in_use()     # the wildcard already covers its family's addresses
         number = int(port or 0)
         if not number:
             number = self._ephemeral(self._tcp_ports)
@@ -1152,24 +1239,29 @@ class PodNet:
         """One echo request to the IP `dst`; the round-trip time in seconds.
 
         This node's pods (and the pod itself) answer at once; others through the tunnel layer.
-        Raises OSError(EHOSTUNREACH) without a route, TimeoutError when no reply came in time.
+        Raises OSError(EHOSTUNREACH) without a route, ENETUNREACH without an address of the
+        target's family, TimeoutError when no reply came in time.
         """
         self._check_attached()
         target = _literal(dst)
         if target is None:
             raise _no_name()
+        source = self.ip6 if ":" in target else self.ip4
+        if source is None:
+            raise _no_network()
         if ident is None:
             ident = random.getrandbits(16)
         start = time.perf_counter()
         async with asyncio.timeout(timeout_s):
-            if _is_loopback(target) or target == ANY or self._node.pod(target) is not None:
+            if _is_loopback(target) or target in (ANY, ANY6) or \
+                    self._node.pod(target) is not None:
                 await asyncio.sleep(0)      # answered inside this agent (0.0.0.0 is local)
             else:
                 echo = cast(RemoteEcho | None, getattr(self._node.remote, "ping", None) and
                             self._node.remote)
                 if echo is None or self._node.is_local(target):
                     raise unreachable()
-                await echo.ping(self.ip, target, ident, seq, bytes(payload_bytes))
+                await echo.ping(source, target, ident, seq, bytes(payload_bytes))
         return time.perf_counter() - start
 
     def echo_ttl(self, dst: str) -> int:
@@ -1190,13 +1282,23 @@ class PodNet:
         remote: Address | None = None
         if remote_addr is not None:
             rip = (await self._resolve(remote_addr[0], remote_addr[1], socket.SOCK_DGRAM))[0]
-            remote = (LOOPBACK if rip == ANY else rip, int(remote_addr[1]))
-        addr, number = ANY, 0
+            remote = (LOOPBACK if rip == ANY else LOOPBACK6 if rip == ANY6 else rip,
+                      int(remote_addr[1]))
+        addr, number = ANY6 if family == socket.AF_INET6 else ANY, 0
         if local_addr is not None:
             addr, number = await self._bind_address(local_addr[0]), int(local_addr[1])
-        if addr == ANY and remote is not None:
+        if remote is not None and ":" in remote[0]:
+            if addr not in (ANY, ANY6) and ":" not in addr:
+                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+            if addr in (ANY, ANY6):
+                addr = LOOPBACK6 if remote[0] == LOOPBACK6 else self.ip6 or ""
+                if not addr:
+                    raise _no_network()
+        elif addr == ANY and remote is not None:
             # A connected socket is bound to the source address its route picks.
-            addr = LOOPBACK if _is_loopback(remote[0]) else self.ip
+            addr = LOOPBACK if _is_loopback(remote[0]) else self.ip4 or ""
+            if not addr:
+                raise _no_network()
         if not number:
             number = self._ephemeral(self._udp_ports)
         _check_free(self._udp, addr, number)
@@ -1214,13 +1316,13 @@ class PodNet:
             self._udp_ports[transport._sockname[1]] -= 1
 
     def _send_datagram(self, src: Address, dst: Address, data: bytes, flow: str = "") -> None:
-        if _is_loopback(dst[0]) or dst[0] == self.ip:
+        if _is_loopback(dst[0]) or dst[0] == self.ip or dst[0] == self.ip6:
             self._deliver_datagram(src, dst, data)
         else:
             self._node._send_datagram(src, dst, data, flow)
 
     def _deliver_datagram(self, src: Address, dst: Address, data: bytes) -> None:
-        endpoint = self._udp.get(dst) or self._udp.get((ANY, dst[1]))
+        endpoint = self._udp.get(dst) or self._udp.get((_wildcard(dst[0]), dst[1]))
         if endpoint is None:
             raise refused()
         endpoint._receive(data, src)
@@ -1251,11 +1353,20 @@ class PodNet:
             endpoint.close()
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _v6_network(cidrs: Iterable[str]) -> ipaddress.IPv6Network | None:
+    return next((n for n in map(ipaddress.ip_network, cidrs)
+                 if isinstance(n, ipaddress.IPv6Network)), None)
+
+
 def _check_free(table: dict[Address, Any], addr: str, port: int) -> None:
-    if addr == ANY:
-        clash = any(bound_port == port for _, bound_port in table)
+    if addr == ANY or addr == ANY6:
+        v6 = addr == ANY6       # the wildcards of the two families do not clash
+        clash = any(bound_port == port and (":" in bound) == v6 for bound, bound_port in table)
     else:
-        clash = (addr, port) in table or (ANY, port) in table
+        clash = (addr, port) in table or (_wildcard(addr), port) in table
     if clash:
         raise _in_use()
 
@@ -1286,10 +1397,17 @@ class NodeNetwork:
     address, the answer is EHOSTUNREACH at once.
     """
 
-    def __init__(self, node_name: str, pod_cidr: str, cluster_cidr: str = "10.244.0.0/16") -> None:
+    def __init__(self, node_name: str, pod_cidr: str, cluster_cidr: str = "10.244.0.0/16", *,
+                 pod_cidrs: Sequence[str] = (), cluster_cidrs: Sequence[str] = ()) -> None:
         self.node_name = node_name
-        self.pod_cidr = ipaddress.IPv4Network(pod_cidr)
-        self.cluster_cidr = ipaddress.IPv4Network(cluster_cidr)
+        # The primary family's (either, on a single-stack IPv6 cluster); IPv6 ones apart, so
+        # an IPv4 address is checked exactly as before.
+        self.pod_cidr: IPNetwork = ipaddress.ip_network(pod_cidr)
+        self.cluster_cidr: IPNetwork = ipaddress.ip_network(cluster_cidr)
+        self.pod_cidr6 = _v6_network([pod_cidr, *pod_cidrs])
+        self.cluster_cidr6 = _v6_network([cluster_cidr, *cluster_cidrs])
+        # The node's IPv6 side of the pod network (`ip -6 route`'s default via).
+        self.gateway6 = str(self.pod_cidr6.network_address + 1) if self.pod_cidr6 else None
         self.remote: RemoteDelivery | None = None
         # This node's own side of the pod network (a bridge's address: the first of the
         # podCIDR). Datagrams to it go to `host_datagrams` when set: the replies of the UDP
@@ -1324,7 +1442,7 @@ class NodeNetwork:
 
     def route_kind(self, pod: PodNet, ip: str) -> str:
         """How a packet from `pod` to `ip` leaves, for the flow.route event."""
-        if _is_loopback(ip) or ip in (ANY, pod.ip):
+        if _is_loopback(ip) or ip in (ANY, ANY6) or ip in pod.ips:
             return "pod-local"
         if ip in self._pods:
             return "node-local"
@@ -1337,30 +1455,51 @@ class NodeNetwork:
     def __repr__(self) -> str:
         return f"<NodeNetwork {self.node_name} {self.pod_cidr} pods={len(self._pods)}>"
 
-    def attach(self, pod_ip: str, *, pod: str, namespace: str, hostname: str) -> PodNet:
-        ip = ipaddress.IPv4Address(pod_ip)
-        if ip not in self.pod_cidr:
-            raise ValueError(f"{pod_ip} is outside this node's podCIDR {self.pod_cidr}")
-        if str(ip) in self._pods:
-            raise ValueError(f"{pod_ip} is already attached to {self._pods[str(ip)]!r}")
-        net = PodNet(self, str(ip), pod=pod, namespace=namespace, hostname=hostname)
-        self._pods[net.ip] = net
+    def attach(self, pod_ip: str, *, pod: str, namespace: str, hostname: str,
+               ips: Sequence[str] = ()) -> PodNet:
+        """A pod's stack at `pod_ip` (its primary address) and, dual-stack, `ips` (every
+        address, primary first, at most one per family)."""
+        addrs = [ipaddress.ip_address(a) for a in (ips or [pod_ip])]
+        if str(addrs[0]) != str(ipaddress.ip_address(pod_ip)):
+            raise ValueError(f"{pod_ip} must be the first of the pod's addresses")
+        if len({a.version for a in addrs}) != len(addrs):
+            raise ValueError("a pod has at most one address per family")
+        for ip in addrs:
+            cidr = self.pod_cidr6 if ip.version == 6 and self.pod_cidr.version == 4 \
+                else self.pod_cidr
+            if cidr is None or ip not in cidr:
+                raise ValueError(f"{ip} is outside this node's podCIDR {cidr}")
+            if str(ip) in self._pods:
+                raise ValueError(f"{ip} is already attached to {self._pods[str(ip)]!r}")
+        net = PodNet(self, str(addrs[0]), pod=pod, namespace=namespace, hostname=hostname,
+                     ips=[str(a) for a in addrs])
+        for ip_ in net.ips:
+            self._pods[ip_] = net
         return net
 
     def detach(self, pod_ip: str) -> None:
         net = self._pods.pop(pod_ip, None)
         if net is not None:
+            for ip in net.ips:
+                if self._pods.get(ip) is net:
+                    del self._pods[ip]
             net._shutdown()
 
     def pod(self, ip: str) -> PodNet | None:
         return self._pods.get(ip)
 
     def pods(self) -> list[PodNet]:
-        return list(self._pods.values())
+        # A dual-stack pod is in the table under each of its addresses: listed once.
+        return list(dict.fromkeys(self._pods.values()))
 
     def is_local(self, ip: str) -> bool:
         """True when `ip` belongs to this node's podCIDR (whether or not a pod has it)."""
-        return ipaddress.IPv4Address(ip) in self.pod_cidr
+        try:
+            return ipaddress.IPv4Address(ip) in self.pod_cidr
+        except ValueError:
+            pass
+        addr = ipaddress.IPv6Address(ip)
+        return addr in self.pod_cidr or (self.pod_cidr6 is not None and addr in self.pod_cidr6)
 
     # -- inbound seam: a tunnel hands traffic for this node's pods to these
 

@@ -26,6 +26,28 @@ NODES = BY_KIND["Node"]
 AGENT_ADDRESS_ANNOTATION = "podnet.io/agent-address"
 
 
+def cidr_families(primary: str, listed: object) -> list[str]:
+    """A dual-stack list of CIDRs (Node spec.podCIDRs, cluster-info clusterCIDRs or
+    serviceCIDRs), checked: `primary` first, at most one per family, each a valid network.
+    Anything else (absent on an older control plane, or malformed) means `[primary]`."""
+    if not isinstance(listed, list) or not 1 <= len(listed) <= 2 or listed[0] != primary \
+            or not all(isinstance(c, str) for c in listed):
+        return [primary]
+    try:
+        nets = [ipaddress.ip_network(c) for c in listed]
+    except ValueError:
+        return [primary]
+    if len({n.version for n in nets}) != len(nets):
+        return [primary]
+    return [str(c) for c in listed]
+
+
+def pod_cidrs(node: dict[str, Any]) -> list[str]:
+    """The Node's podCIDRs, primary (spec.podCIDR) first."""
+    spec = node.get("spec") or {}
+    return cidr_families(spec["podCIDR"], spec.get("podCIDRs"))
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -34,7 +56,10 @@ def max_pods(pod_cidr: str | None) -> int:
     """As many pods as the podCIDR has addresses for (network, gateway, broadcast excluded)."""
     if not pod_cidr:
         return 110  # kubelet's default, until the control plane has given us a podCIDR
-    return max(0, ipaddress.ip_network(pod_cidr).num_addresses - 3)
+    net = ipaddress.ip_network(pod_cidr)
+    if net.version == 6:
+        return 110  # a /64 holds more than any node runs: kubelet's default stands
+    return max(0, net.num_addresses - 3)
 
 
 def node_status(host: str, port: int, pod_cidr: str | None,

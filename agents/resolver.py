@@ -15,6 +15,10 @@ What a container's libc does for `getaddrinfo("web", ...)`, reproduced over the 
   candidate NXDOMAIN), `EAI_NODATA` "No address associated with hostname" (a candidate exists
   but has no address), `EAI_AGAIN` "Temporary failure in name resolution" (SERVFAIL or no reply).
 
+A pod with an IPv6 address (dual-stack) asks A and AAAA for each candidate name, as glibc's
+getaddrinfo(AF_UNSPEC) does, and returns its primary family's addresses first; a candidate
+that has either ends the walk. An IPv4-only pod asks A only, as before.
+
 `/etc/hosts` is consulted first (nsswitch `hosts: files dns`), as in every Kubernetes image.
 `install(net, resolv_conf, hosts)` plugs this into `net.resolver`, so `ctx.net.getaddrinfo`,
 `open_connection("web", 80)` and every toolbox command that takes a name go through it.
@@ -284,12 +288,15 @@ class StubResolver:
                 return fallback
         raise NoReply(f"no nameserver of {servers} answered")
 
-    async def lookup(self, name: str, rdtype: int = dns.rdatatype.A) -> list[str]:
-        """Addresses for `name` by the search walk; raises socket.gaierror like getaddrinfo."""
+    async def lookup(self, name: str, rdtype: int = dns.rdatatype.A,
+                     also: int | None = None) -> list[str]:
+        """Addresses for `name` by the search walk (of `rdtype`, then `also`'s); raises
+        socket.gaierror like getaddrinfo."""
         key = name.lower().rstrip(".")
         if key in self.hosts:
-            family = 6 if rdtype == dns.rdatatype.AAAA else 4
-            found = [ip for ip in self.hosts[key] if ipaddress.ip_address(ip).version == family]
+            order = [6 if t == dns.rdatatype.AAAA else 4 for t in (rdtype, also) if t]
+            found = [ip for family in order for ip in self.hosts[key]
+                     if ipaddress.ip_address(ip).version == family]
             if found:
                 return found
         try:
@@ -303,35 +310,47 @@ class StubResolver:
         flow = self.net.new_flow()
         token = current_flow.set(flow)
         try:
-            return await self._walk(names, rdtype, flow)
+            return await self._walk(names, rdtype, flow, also)
         finally:
             current_flow.reset(token)
 
-    async def _walk(self, names: list[str], rdtype: int, flow: str) -> list[str]:
+    async def _walk(self, names: list[str], rdtype: int, flow: str,
+                    also: int | None = None) -> list[str]:
+        """The search walk for `rdtype` (and, dual-stack, `also`, asked alongside for each
+        candidate: its addresses follow `rdtype`'s)."""
         got_nodata = got_servfail = False
-        where = {"flow": flow, "pod": self.net.pod, "namespace": self.net.namespace,
-                 "proto": "dns", "qtype": dns.rdatatype.to_text(
-                     dns.rdatatype.RdataType.make(rdtype))}
+        rdtypes = (rdtype,) if also is None else (rdtype, also)
+        base = {"flow": flow, "pod": self.net.pod, "namespace": self.net.namespace,
+                "proto": "dns"}
         for step, fqdn in enumerate(names, 1):
-            try:
-                response = await self.send(fqdn, rdtype)
-            except NoReply as e:
-                _log.info("dns.step", **where, step=step, question=fqdn, verdict="no reply",
-                          reason=str(e))
-                raise _gaierror(socket.EAI_AGAIN) from None  # glibc stops the walk here
-            rcode = response.rcode()
-            addresses = _addresses(response, rdtype) if rcode == dns.rcode.NOERROR else []
-            _log.info("dns.step", **where, step=step, question=fqdn,
-                      rcode=dns.rcode.to_text(rcode), answers=addresses,
-                      verdict="answered" if addresses else dns.rcode.to_text(rcode).lower()
-                      if rcode != dns.rcode.NOERROR else "nodata")
-            if rcode == dns.rcode.NXDOMAIN:
+            replies = await asyncio.gather(*(self.send(fqdn, t) for t in rdtypes),
+                                           return_exceptions=True)
+            found: list[str] = []
+            rcodes: list[int] = []
+            for qtype, response in zip(rdtypes, replies, strict=True):
+                where = {**base, "qtype": dns.rdatatype.to_text(
+                    dns.rdatatype.RdataType.make(qtype))}
+                if isinstance(response, NoReply):
+                    _log.info("dns.step", **where, step=step, question=fqdn,
+                              verdict="no reply", reason=str(response))
+                    raise _gaierror(socket.EAI_AGAIN) from None  # glibc stops the walk here
+                if isinstance(response, BaseException):
+                    raise response
+                rcode = response.rcode()
+                addresses = _addresses(response, qtype) if rcode == dns.rcode.NOERROR else []
+                _log.info("dns.step", **where, step=step, question=fqdn,
+                          rcode=dns.rcode.to_text(rcode), answers=addresses,
+                          verdict="answered" if addresses else dns.rcode.to_text(rcode).lower()
+                          if rcode != dns.rcode.NOERROR else "nodata")
+                found += addresses
+                rcodes.append(rcode)
+            if found:
+                return found
+            if all(r == dns.rcode.NXDOMAIN for r in rcodes):
                 continue
-            if rcode != dns.rcode.NOERROR:
+            if any(r not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) for r in rcodes):
                 got_servfail = True
                 continue
-            if addresses:
-                return addresses
             got_nodata = True
         if got_nodata:
             raise _gaierror(socket.EAI_NODATA)
@@ -340,8 +359,13 @@ class StubResolver:
         raise _gaierror(socket.EAI_NONAME)
 
     async def __call__(self, name: str) -> Sequence[str]:
-        """`PodNet.resolver`: IPv4 addresses, as the pod's getaddrinfo(AF_INET) sees them."""
-        return await self.lookup(name, dns.rdatatype.A)
+        """`PodNet.resolver`: IPv4 addresses, as the pod's getaddrinfo(AF_INET) sees them; a
+        pod with IPv6 gets both families (getaddrinfo(AF_UNSPEC)), its primary one first."""
+        if self.net.ip6 is None:
+            return await self.lookup(name, dns.rdatatype.A)
+        if ":" in self.net.ip:
+            return await self.lookup(name, dns.rdatatype.AAAA, also=dns.rdatatype.A)
+        return await self.lookup(name, dns.rdatatype.A, also=dns.rdatatype.AAAA)
 
 
 def _addresses(response: dns.message.Message, rdtype: int) -> list[str]:

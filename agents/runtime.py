@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +91,7 @@ class RunningPod:
         self.name: str = meta["name"]
         self.namespace: str = meta.get("namespace", "default")
         self.ip = ip
+        self.ips = net.ips      # every pod IP, primary first (status.podIPs)
         self.net = net
         self.spec: dict[str, Any] = pod.get("spec") or {}
         self.hostname: str = self.spec.get("hostname") or self.name
@@ -430,7 +431,7 @@ class RunningPod:
             "hostIP": self.runtime.host_ip,
             "hostIPs": [{"ip": self.runtime.host_ip}],
             "podIP": self.ip,
-            "podIPs": [{"ip": self.ip}],
+            "podIPs": [{"ip": ip} for ip in self.ips],
             "startTime": self.start_time,
             "containerStatuses": [c.status(self.uid) for c in self.containers.values()],
         }
@@ -495,6 +496,7 @@ class RunningPod:
                   (self.runtime.pod_cidr, f"dev eth0 proto kernel scope link src {self.ip}")]
         if prefix:
             routes.insert(1, prefix)
+        routes += self.runtime.v6_routes(self.net.ip6)
         return ExecTarget(net=self.net, pod=self.name, namespace=self.namespace,
                           node=self.runtime.node, pod_ip=self.ip, hostname=self.hostname,
                           env=self._env(spec), files=self.files, routes=routes)
@@ -535,7 +537,8 @@ class PodRuntime:
 
     def __init__(self, *, node: str, host_ip: str, pod_cidr: str, network: NodeNetwork,
                  api: ApiClient, cluster_domain: str = "cluster.local",
-                 cluster_cidr: str = "10.244.0.0/16") -> None:
+                 cluster_cidr: str = "10.244.0.0/16", pod_cidrs: Sequence[str] = (),
+                 cluster_cidrs: Sequence[str] = ()) -> None:
         self.node = node
         self.host_ip = host_ip
         self.pod_cidr = pod_cidr
@@ -545,6 +548,10 @@ class PodRuntime:
         self.cluster_cidr = cluster_cidr
         self.ipam = HostLocalIpam(pod_cidr)
         self.gateway = self.ipam.gateway
+        # Dual-stack: one host-local allocator per podCIDR (Node spec.podCIDRs), the primary
+        # first; a pod gets an address from each.
+        self.ipams = [self.ipam, *(HostLocalIpam(c) for c in pod_cidrs if c != pod_cidr)]
+        self.cluster_cidrs = [c for c in cluster_cidrs if c != cluster_cidr]
         self.pods: dict[str, RunningPod] = {}          # by uid
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._rejected: set[str] = set()               # uids refused at admission
@@ -571,6 +578,18 @@ class PodRuntime:
     def network_cidr_route(self) -> tuple[str, str] | None:
         """The overlay: the rest of the cluster's pods, through this node (and its tunnels)."""
         return (self.cluster_cidr, f"via {self.gateway} dev eth0 proto podnet")
+
+    def v6_routes(self, ip6: str | None) -> list[tuple[str, str]]:
+        """`ip -6 route` of a pod with the IPv6 address `ip6` (none without one): the
+        routes of the secondary family (the primary's are the ones above)."""
+        if ip6 is None or ":" in self.pod_cidr:
+            return []       # no IPv6, or IPv6 is the primary family (already listed)
+        ipam = next(i for i in self.ipams if i.family == 6)
+        routes = [(str(ipam.network), "dev eth0 proto kernel metric 256 pref medium")]
+        routes += [(c, f"via {ipam.gateway} dev eth0 proto podnet metric 1024 pref medium")
+                   for c in self.cluster_cidrs if ":" in c]
+        routes.append(("default", f"via {ipam.gateway} dev eth0 metric 1024 pref medium"))
+        return routes
 
     def find(self, namespace: str, name: str) -> RunningPod | None:
         for pod in self.pods.values():
@@ -613,7 +632,10 @@ class PodRuntime:
         prefer = (pod.get("status") or {}).get("podIP")
         try:
             ip = self.ipam.allocate(meta["uid"], prefer=prefer)
+            ips = [ip, *self._allocate_more(pod, meta["uid"])]
         except PoolExhausted:
+            for ipam in self.ipams:
+                ipam.release_owner(meta["uid"])
             # kubelet's admission answer to a pod beyond the node's capacity (only reachable
             # with spec.nodeName, as the scheduler honours allocatable pods).
             self._rejected.add(meta["uid"])
@@ -626,11 +648,24 @@ class PodRuntime:
             return
         hostname = (pod.get("spec") or {}).get("hostname") or meta["name"]
         net = self.network.attach(ip, pod=meta["name"], namespace=meta.get("namespace",
-                                  "default"), hostname=hostname)
+                                  "default"), hostname=hostname, ips=ips)
         running = RunningPod(self, pod, ip, net)
         self.pods[meta["uid"]] = running
         running.log.info("pod.started", reused_ip=ip == prefer)
         running.start()
+
+    def _allocate_more(self, pod: dict[str, Any], uid: str) -> list[str]:
+        """The pod's addresses of the other families (dual-stack), each its old one if free."""
+        if len(self.ipams) == 1:
+            return []
+        old = [entry.get("ip") for entry in (pod.get("status") or {}).get("podIPs") or []
+               if isinstance(entry, dict)]
+        ips = []
+        for ipam in self.ipams[1:]:
+            prefer = next((a for a in old if isinstance(a, str) and (":" in a) ==
+                           (ipam.family == 6)), None)
+            ips.append(ipam.allocate(uid, prefer=prefer))
+        return ips
 
     def own(self, task: asyncio.Task[Any]) -> None:
         self._side_tasks.add(task)
@@ -673,7 +708,8 @@ class PodRuntime:
             self._stragglers.add(straggler)
             straggler.add_done_callback(self._stragglers.discard)
         self.network.detach(running.ip)
-        self.ipam.release(running.ip)
+        for ipam, ip in zip(self.ipams, running.ips, strict=False):
+            ipam.release(ip)
         self.pods.pop(uid, None)
         running.log.info("pod.stopped")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import aiohttp
 
@@ -59,13 +59,17 @@ class TunnelManager(TunnelPeer):
                  connect_timeout_s: float = 3.0, handshake_timeout_s: float = 5.0,
                  heartbeat_s: float | None = HEARTBEAT_S,
                  service_route: ServiceRoute | None = None,
-                 service_cidr: str = SERVICE_CIDR) -> None:
+                 service_cidr: str = SERVICE_CIDR, service_cidrs: Sequence[str] = ()) -> None:
         super().__init__(node, secret, session=session, window=window,
                          connect_timeout_s=connect_timeout_s,
                          handshake_timeout_s=handshake_timeout_s, heartbeat_s=heartbeat_s)
         self.routes = routes
         self.network = network
-        self.service_cidr = ipaddress.IPv4Network(service_cidr)
+        self.service_cidr = ipaddress.ip_network(service_cidr)
+        # Dual-stack: the IPv6 service CIDR, checked only for IPv6 destinations.
+        self.service_cidr6 = next(
+            (n for n in map(ipaddress.ip_network, [service_cidr, *service_cidrs])
+             if isinstance(n, ipaddress.IPv6Network)), None)
         # The hook for Service IPs: without it they are unreachable like any off-cluster IP.
         self.service_route = service_route
         # Peers reached through `service_route` (not in the route table) and their addresses,
@@ -96,10 +100,29 @@ class TunnelManager(TunnelPeer):
         try:
             addr = ipaddress.IPv4Address(ip)
         except ValueError:
-            return None
+            return self._route6(ip)
         if addr in self.network.cluster_cidr:
             route = self.routes.lookup(ip)
         elif addr in self.service_cidr and self.service_route is not None:
+            route = self.service_route(ip)
+            if route is not None:
+                self._service_peers[route.node] = route.address
+        else:
+            route = None
+        if route is None or route.node == self.node:
+            return None
+        return route
+
+    def _route6(self, ip: str) -> Route | None:
+        try:
+            addr = ipaddress.IPv6Address(ip)
+        except ValueError:
+            return None
+        cluster = self.network.cluster_cidr6
+        if cluster is not None and addr in cluster:
+            route = self.routes.lookup(ip)
+        elif self.service_cidr6 is not None and addr in self.service_cidr6 \
+                and self.service_route is not None:
             route = self.service_route(ip)
             if route is not None:
                 self._service_peers[route.node] = route.address
