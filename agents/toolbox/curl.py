@@ -26,7 +26,7 @@ from agents.toolbox.httpclient import (
     read_body,
     read_head,
 )
-from agents.toolbox.netutil import close_quietly, resolve, strerror
+from agents.toolbox.netutil import close_quietly, family_of, hostport, resolve, strerror
 
 USER_AGENT = "curl/7.88.1"
 MAX_REDIRECTS = 50
@@ -36,7 +36,8 @@ _FLAGS = {"-s": "silent", "--silent": "silent", "-S": "show_error", "--show-erro
           "-v": "verbose", "--verbose": "verbose", "-i": "include", "--include": "include",
           "-I": "head", "--head": "head", "-f": "fail", "--fail": "fail",
           "-L": "location", "--location": "location", "-k": None, "--insecure": None,
-          "-4": None, "--ipv4": None, "-N": None, "--no-buffer": None}
+          "-4": "ipv4", "--ipv4": "ipv4", "-6": "ipv6", "--ipv6": "ipv6",
+          "-g": None, "--globoff": None, "-N": None, "--no-buffer": None}
 _WITH_VALUE = {"-o": "output", "--output": "output", "-w": "write_out", "--write-out": "write_out",
                "-X": "request", "--request": "request", "-H": "header", "--header": "header",
                "-d": "data", "--data": "data", "--data-raw": "data", "--data-binary": "data",
@@ -58,6 +59,8 @@ class Options:
     show_error: bool = False
     verbose: bool = False
     include: bool = False
+    ipv4: bool = False
+    ipv6: bool = False
     head: bool = False
     fail: bool = False
     location: bool = False
@@ -206,12 +209,13 @@ class _Transfer:
     async def connect(self, url: Url) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         net = self.proc.target.net
         try:
-            ip = await resolve(net, url.host, url.port)
+            ip = await resolve(net, url.host, url.port, family_of(self.opts.ipv4,
+                                                                  self.opts.ipv6))
         except socket.gaierror:
             self.trace(f"* Could not resolve host: {url.host}")
             raise CurlError(6, f"Could not resolve host: {url.host}") from None
         self.info.remote_ip, self.info.remote_port = ip, url.port
-        self.trace(f"*   Trying {ip}:{url.port}...")
+        self.trace(f"*   Trying {hostport(ip, url.port)}...")
         try:
             async with asyncio.timeout(self.opts.connect_timeout_s):
                 reader, writer = await net.open_connection(ip, url.port)

@@ -227,7 +227,9 @@ def parse_dig(args: list[str]) -> DigOptions:
             raise _Usage(f"Invalid option: {arg}")
         elif arg.upper() == "IN":
             continue
-        elif opts.name is not None and opts.qtype is None and _rdtype(arg) is not None:
+        elif opts.qtype is None and _rdtype(arg) is not None:
+            # dig's rule: a word that names a type is the type, before or after the name
+            # (`dig AAAA web`, `dig web AAAA`).
             opts.qtype = _rdtype(arg)
         elif opts.name is None:
             opts.name = arg

@@ -3,6 +3,8 @@ and stdout over a stream; `nc -l -p PORT` accepts one connection and relays it.
 
 Messages are BusyBox's, on stderr: `HOST (IP:PORT) open`, `nc: HOST (IP:PORT): Connection
 refused`, `nc: bad address 'HOST'`. Exit status is 0 on success and 1 on any failure.
+`-4` / `-6` pick the address family (a listener takes both families by default, as
+BusyBox's `[::]` socket does; `-4` listens on 0.0.0.0 only, `-6` on `::` only).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import socket
 from dataclasses import dataclass
 
 from agents.toolbox.core import Command, Proc
-from agents.toolbox.netutil import close_quietly, resolve, strerror
+from agents.toolbox.netutil import close_quietly, family_of, hostport, resolve, strerror
 
 USAGE = ("Usage: nc [OPTIONS] HOST PORT  - connect\n"
          "nc [OPTIONS] -l -p PORT [HOST] [PORT]  - listen\n")
@@ -29,6 +31,8 @@ class Options:
     listen: bool = False
     wait_s: float | None = None
     local_port: int | None = None
+    ipv4: bool = False
+    ipv6: bool = False
     host: str = ""
     port: int = 0
 
@@ -51,10 +55,12 @@ def parse_args(args: list[str]) -> Options:
             continue
         for pos in range(1, len(arg)):
             letter = arg[pos]
-            if letter in "zvln":  # -n (numeric only) changes nothing: we print no names
+            if letter in "zvln46":  # -n (numeric only) changes nothing: we print no names
                 opts.zero_io |= letter == "z"
                 opts.verbose |= letter == "v"
                 opts.listen |= letter == "l"
+                opts.ipv4 |= letter == "4"
+                opts.ipv6 |= letter == "6"
                 continue
             if letter not in "wp":
                 raise _UsageError(f"nc: invalid option -- '{letter}'\n{USAGE}")
@@ -109,11 +115,12 @@ async def _relay(proc: Proc, reader: asyncio.StreamReader, writer: asyncio.Strea
 
 async def _connect(proc: Proc, opts: Options) -> int:
     try:
-        ip = await resolve(proc.target.net, opts.host, opts.port)
+        ip = await resolve(proc.target.net, opts.host, opts.port,
+                           family_of(opts.ipv4, opts.ipv6))
     except socket.gaierror:
         proc.stderr.write(f"nc: bad address '{opts.host}'\n")
         return 1
-    where = f"{opts.host} ({ip}:{opts.port})"
+    where = f"{opts.host} ({hostport(ip, opts.port)})"
     try:
         async with asyncio.timeout(opts.wait_s):
             reader, writer = await proc.target.net.open_connection(ip, opts.port)
@@ -139,7 +146,8 @@ async def _listen(proc: Proc, opts: Options) -> int:
 
     assert opts.local_port is not None
     try:
-        server = await proc.target.net.start_server(on_connect, None, opts.local_port)
+        host = "::" if opts.ipv6 else "0.0.0.0" if opts.ipv4 else None
+        server = await proc.target.net.start_server(on_connect, host, opts.local_port)
     except OSError as e:
         proc.stderr.write(f"nc: bind: {strerror(e)}\n")
         return 1
@@ -152,8 +160,10 @@ async def _listen(proc: Proc, opts: Options) -> int:
     try:
         if opts.verbose:
             peer = writer.get_extra_info("peername") or ("?", 0)
-            proc.stderr.write(f"connect to [{proc.target.pod_ip}]:{opts.local_port} "
-                              f"from {peer[0]}:{peer[1]} ([{peer[0]}]:{peer[1]})\n")
+            here = writer.get_extra_info("sockname") or (proc.target.pod_ip, 0)
+            local = proc.target.pod_ip if here[0] in ("0.0.0.0", "::") else here[0]
+            proc.stderr.write(f"connect to [{local}]:{opts.local_port} "
+                              f"from {hostport(peer[0], peer[1])} ([{peer[0]}]:{peer[1]})\n")
         await _relay(proc, reader, writer)
     finally:
         await close_quietly(writer)

@@ -21,19 +21,37 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
-async def resolve(net: PodNet, host: str, port: int) -> str:
-    """The first IPv4 address for `host`, through the pod's resolver.
+async def resolve(net: PodNet, host: str, port: int, family: int = socket.AF_UNSPEC) -> str:
+    """The first address for `host` of `family` (`-4`/`-6`; AF_UNSPEC: the pod's primary
+    family first, IPv4 only in a pod without IPv6), through the pod's resolver.
 
-    Raises `socket.gaierror` like libc when the name does not resolve.
+    Raises `socket.gaierror` like libc when the name does not resolve (or a literal is not
+    of the family asked for).
     """
     if is_ip_literal(host):
+        if family and (":" in host) != (family == socket.AF_INET6):
+            raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not "
+                                  "supported")
         return host
-    infos = await net.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    if family == socket.AF_UNSPEC and net.ip6 is None:
+        family = socket.AF_INET     # as before IPv6: an A lookup only
+    infos = await net.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
     for info in infos:
         address = info[4][0]
         if isinstance(address, str):
             return address
     raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def hostport(ip: str, port: int) -> str:
+    """`ip:port`, `[v6]:port`."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def family_of(ipv4: bool, ipv6: bool) -> int:
+    """The address family that `-4` / `-6` ask for (the last one given wins in curl; here
+    -6 wins when both are given, the unusual case)."""
+    return socket.AF_INET6 if ipv6 else socket.AF_INET if ipv4 else socket.AF_UNSPEC
 
 
 def strerror(exc: OSError) -> str:

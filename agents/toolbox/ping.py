@@ -5,7 +5,9 @@ Output and exit codes are iputils': the `PING ... bytes of data.` header, one li
 Unreachable` from the pod's gateway when there is no route, and the statistics block. Exit 0
 when any reply came, 1 when none did, 2 on usage errors and unknown hosts.
 
-Flags: -c COUNT, -i INTERVAL, -W TIMEOUT (seconds to wait for each reply), -s SIZE, -q.
+Flags: -c COUNT, -i INTERVAL, -W TIMEOUT (seconds to wait for each reply), -s SIZE, -q,
+-4 / -6 (the family; an IPv6 literal is pinged over IPv6 without -6, as iputils does, with
+its `PING host(ip) 56 data bytes` header).
 Without -c it runs until the exec session ends, printing the statistics as it stops.
 """
 
@@ -45,6 +47,8 @@ class Options:
     timeout_s: float = DEFAULT_TIMEOUT_S
     size: int = 56
     quiet: bool = False
+    ipv4: bool = False
+    ipv6: bool = False
 
 
 @dataclass
@@ -78,8 +82,10 @@ def parse_args(args: list[str]) -> Options:
         while pos < len(arg):
             letter = arg[pos]
             pos += 1
-            if letter in "qn":      # -n: numeric output only, which is all we print anyway
+            if letter in "qn46":    # -n: numeric output only, which is all we print anyway
                 opts.quiet |= letter == "q"
+                opts.ipv4 |= letter == "4"
+                opts.ipv6 |= letter == "6"
                 continue
             if letter not in "ciWs":
                 raise _UsageError(f"ping: invalid option -- '{letter}'\n{USAGE}")
@@ -108,12 +114,14 @@ def parse_args(args: list[str]) -> Options:
     return opts
 
 
-def _gateway(proc: Proc) -> str:
+def _gateway(proc: Proc, v6: bool = False) -> str:
     """The pod's default gateway (who reports an unreachable host), as `ip route` shows it."""
     for destination, rest in proc.target.routes:
         words = rest.split()
         if destination == "default" and "via" in words[:-1]:
-            return words[words.index("via") + 1]
+            via = words[words.index("via") + 1]
+            if (":" in via) == v6:
+                return via
     network = ipaddress.IPv4Network(f"{proc.target.pod_ip}/24", strict=False)
     return str(network.network_address + 1)
 
@@ -146,7 +154,7 @@ async def _probe(proc: Proc, opts: Options, ip: str, seq: int, ident: int,
         if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
             reason = "Destination Host Unreachable" if exc.errno == errno.EHOSTUNREACH \
                 else "Destination Net Unreachable"
-            proc.stdout.write(f"From {_gateway(proc)} icmp_seq={seq} {reason}\n")
+            proc.stdout.write(f"From {_gateway(proc, ':' in ip)} icmp_seq={seq} {reason}\n")
         else:
             proc.stdout.write(f"ping: sendmsg: {exc.strerror or exc}\n")
         return
@@ -164,14 +172,25 @@ async def ping(proc: Proc, argv: list[str]) -> int:
     except _UsageError as exc:
         proc.stderr.write(str(exc))
         return 2
+    family = socket.AF_INET6 if opts.ipv6 else socket.AF_INET if opts.ipv4 else \
+        socket.AF_UNSPEC
     try:
-        ip = opts.host if is_ip_literal(opts.host) else \
-            await resolve(proc.target.net, opts.host, 0)
-        ipaddress.IPv4Address(ip)
+        if is_ip_literal(opts.host):
+            ip = str(ipaddress.ip_address(opts.host))
+            if family and (":" in ip) != (family == socket.AF_INET6):
+                raise ValueError("not of the family asked for")
+        else:
+            ip = await resolve(proc.target.net, opts.host, 0, family)
     except (socket.gaierror, ValueError):
-        proc.stderr.write(f"ping: {opts.host}: Name or service not known\n")
+        reason = "Address family for hostname not supported" \
+            if family and is_ip_literal(opts.host) else "Name or service not known"
+        proc.stderr.write(f"ping: {opts.host}: {reason}\n")
         return 2
-    proc.stdout.write(f"PING {opts.host} ({ip}) {opts.size}({opts.size + 28}) bytes of data.\n")
+    if ":" in ip:
+        proc.stdout.write(f"PING {opts.host}({ip}) {opts.size} data bytes\n")
+    else:
+        proc.stdout.write(f"PING {opts.host} ({ip}) {opts.size}({opts.size + 28}) "
+                          "bytes of data.\n")
     stats = Stats()
     ident = random.getrandbits(16)
     probes: list[asyncio.Task[None]] = []
