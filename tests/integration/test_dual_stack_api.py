@@ -314,3 +314,27 @@ def test_podnet_up_refuses_bad_cidr_flags_before_starting(tmp_path: Path) -> Non
         "IPv6), got 10.1.0.0/16 and 10.2.0.0/16")
     assert not (tmp_path / "cluster.json").exists()
     assert not (tmp_path / "logs").exists()  # nothing was started
+
+
+# --- restarts ---------------------------------------------------------------------------------
+
+def test_pod_cidrs_survive_restarts_and_a_cluster_going_dual_stack(tmp_path: Path) -> None:
+    def node_cidrs(cluster: RunningCluster) -> str:
+        return kubectl_ok(cluster, "get", "node", "node-1", "-o", "jsonpath={.spec.podCIDRs}")
+
+    cluster, result = podnet_up(tmp_path, 1, env={})  # IPv4 only
+    try:
+        assert result.returncode == 0, result.stderr
+        assert node_cidrs(cluster) == '["10.244.1.0/24"]'
+    finally:
+        stop_cluster(cluster)
+    # the same state dir, now dual-stack: node-1 keeps its IPv4 podCIDR and gets an IPv6 one
+    # when its agent registers again
+    for _ in range(2):  # and keeps both across one more restart
+        cluster, result = podnet_up(tmp_path, 1, "--dual-stack", env={"PODNET_DUAL_STACK": "1"})
+        try:
+            assert result.returncode == 0, result.stderr
+            assert node_cidrs(cluster) == '["10.244.1.0/24","fd00:10:244:1::/64"]'
+            assert "10.244.1.0/24,fd00:10:244:1::/64" in result.stdout
+        finally:
+            stop_cluster(cluster)
