@@ -369,6 +369,10 @@ async def _prove(cluster: RunningCluster, page: Page, url: str, artifacts: Path)
     origin = str(cluster.info["api"]).rstrip("/") + "/"
     assert page.requests and all(u.startswith((origin, "data:")) for u in page.requests), \
         sorted(set(page.requests))
+    # The picture without transitions caught halfway (e.g. new rows' tint fading).
+    await page.wait_for("document.getAnimations().every(a => a.playState !== 'running' || "
+                        "a.effect?.getComputedTiming().iterations === Infinity)", TIMEOUT_S,
+                        what="the page's finite animations to finish")
     png = await page.screenshot(artifacts / "topology.png")
     assert png_size(png) == (WIDTH, HEIGHT)
     if os.environ.get("PODNET_UPDATE_SCREENSHOT") == "1":
