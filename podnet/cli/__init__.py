@@ -24,6 +24,7 @@ from pathlib import Path
 
 from podnet import __version__
 from podnet.cluster import ClusterNotFound, client_ssl, read_cluster, state_dir
+from podnet.settings import add_network_arguments
 
 
 def _state_dir_arg(p: argparse.ArgumentParser) -> None:
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--policy-reject", action="store_true",
                     help="refuse connections a NetworkPolicy denies (ECONNREFUSED at once) "
                          "instead of dropping them (the client times out)")
+    add_network_arguments(up)  # --dual-stack, --cluster-cidr, --service-cidr, node masks
 
     down = sub.add_parser("down", help="stop a detached cluster",
                           description="Stop every process of the cluster in the state "
@@ -171,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         args.cmd = [*args.cmd, *command]
     try:
         if args.command == "up":
-            from podnet.up import UpError, up
+            from podnet.up import UpError, network_args, up
 
             try:
                 return asyncio.run(up(state_dir(args.state_dir), args.nodes, args.detach,
                                       args.apply, not args.no_demo, args.timeout_s,
-                                      args.dns_strict, args.policy_reject, args.seed))
+                                      args.dns_strict, args.policy_reject, args.seed,
+                                      network_args(args)))
             except UpError as e:
                 print(f"podnet up: {e}", file=sys.stderr)
                 return 1
