@@ -44,7 +44,7 @@ from aiohttp import web
 
 from podnet.policy.state import PolicyState, verdict_fields
 from podnet.resources import BY_KIND
-from podnet.services.servicemap import Choice, Endpoint, ServiceMap, UdpFlows
+from podnet.services.servicemap import Choice, Endpoint, ServiceMap, UdpFlows, family_of
 from podnet.settings import SettingsError
 from podnet.tunnel import Address, Dgram, Open
 from podnet.tunnelnet import (
@@ -82,7 +82,7 @@ class ClusterIPProxy(TunnelPeer):
         self.store = store
         self.map = ServiceMap()
         self.udp = UdpFlows()
-        self.service_cidr = ipaddress.IPv4Network(service_cidr)
+        self.service_cidr = ipaddress.ip_network(service_cidr)
         self.dns = dns
         self.dns_address = (dns_ip or str(self.service_cidr[10]), DNS_PORT)
         # Bound now, after logs.configure: an import-time bind would miss the JSON file.
@@ -306,7 +306,7 @@ class ClusterIPProxy(TunnelPeer):
         svc = self.map.service(service[0])
         port = svc.port_for(service[1], "UDP") if svc is not None else None
         return svc is not None and port is not None \
-            and endpoint in self.map.ready_endpoints(svc, port)
+            and endpoint in self.map.ready_endpoints(svc, port, family_of(service[0]))
 
     def _dns_datagram(self, tunnel: Tunnel, frame: Dgram) -> None:
         assert self.dns is not None

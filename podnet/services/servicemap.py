@@ -54,6 +54,20 @@ def _ipv4(value: Any) -> str | None:
         return None
 
 
+def _ip(value: Any) -> str | None:
+    """An IPv4 or IPv6 address in its one canonical spelling (the index is keyed by it)."""
+    try:
+        return str(ipaddress.ip_address(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def family_of(ip: str) -> int:
+    """4 or 6: the address family of a (canonical) address. A ClusterIP of one family is
+    served by that family's endpoints (kube-proxy runs per family)."""
+    return 6 if ":" in ip else 4
+
+
 def _port(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) \
         and 0 < value < 65536 else None
@@ -115,6 +129,7 @@ class Choice:
 class _Slice:
     ports: list[tuple[str, int, str]] | None       # None: the slice names no ports
     endpoints: list[tuple[str, str | None, str | None]]    # (ip, node, pod), ready ones only
+    family: int = 4                                 # addressType IPv4 | IPv6
 
 
 def parse_service(obj: Mapping[str, Any]) -> Service | None:
@@ -124,7 +139,7 @@ def parse_service(obj: Mapping[str, Any]) -> Service | None:
     if not isinstance(ns, str) or not isinstance(name, str) or spec.get("type") == "ExternalName":
         return None
     ips = [spec.get("clusterIP"), *_l(spec.get("clusterIPs"))]
-    cluster_ips = tuple(dict.fromkeys(ip for ip in map(_ipv4, ips) if ip))
+    cluster_ips = tuple(dict.fromkeys(ip for ip in map(_ip, ips) if ip))
     if not cluster_ips:
         return None     # headless ("None"), not allocated yet, or garbage
     ports = []
@@ -162,9 +177,12 @@ def parse_slice(obj: Mapping[str, Any]) -> tuple[str, _Slice] | None:
     """(owning Service key, the slice's ready endpoints and ports), or None."""
     meta = _d(obj.get("metadata"))
     ns, service = meta.get("namespace"), _d(meta.get("labels")).get(SERVICE_NAME_LABEL)
+    address_type = obj.get("addressType", "IPv4")
     if not isinstance(ns, str) or not isinstance(service, str) \
-            or obj.get("addressType", "IPv4") != "IPv4":
-        return None
+            or address_type not in ("IPv4", "IPv6"):
+        return None     # FQDN slices are not proxied (as kube-proxy)
+    family = 6 if address_type == "IPv6" else 4
+    parse_ip = _ipv4 if family == 4 else _ip
     ports: list[tuple[str, int, str]] | None = None
     if isinstance(obj.get("ports"), list):
         ports = []
@@ -181,10 +199,10 @@ def parse_slice(obj: Mapping[str, Any]) -> tuple[str, _Slice] | None:
         node = ep.get("nodeName") if isinstance(ep.get("nodeName"), str) else None
         pod = _d(ep.get("targetRef")).get("name")
         for address in _l(ep.get("addresses")):
-            ip = _ipv4(address)
-            if ip is not None:
+            ip = parse_ip(address)
+            if ip is not None and family_of(ip) == family:
                 endpoints.append((ip, node, pod if isinstance(pod, str) else None))
-    return f"{ns}/{service}", _Slice(ports, endpoints)
+    return f"{ns}/{service}", _Slice(ports, endpoints, family)
 
 
 def agent_address(node: Mapping[str, Any]) -> str | None:
@@ -204,7 +222,7 @@ def agent_address(node: Mapping[str, Any]) -> str | None:
 class NodeInfo:
     name: str
     address: str | None
-    pod_cidrs: tuple[ipaddress.IPv4Network, ...]
+    pod_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 
 def parse_node(obj: Mapping[str, Any]) -> NodeInfo | None:
@@ -212,10 +230,10 @@ def parse_node(obj: Mapping[str, Any]) -> NodeInfo | None:
     if not isinstance(name, str):
         return None
     spec = _d(obj.get("spec"))
-    cidrs = []
+    cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for raw in [spec.get("podCIDR"), *_l(spec.get("podCIDRs"))]:
         try:
-            cidrs.append(ipaddress.IPv4Network(raw)) if isinstance(raw, str) else None
+            cidrs.append(ipaddress.ip_network(raw)) if isinstance(raw, str) else None
         except ValueError:
             continue
     return NodeInfo(name, agent_address(obj), tuple(dict.fromkeys(cidrs)))
@@ -293,21 +311,25 @@ class ServiceMap:
         """The endpoint's node: its slice's nodeName, else the Node whose podCIDR holds it."""
         if endpoint.node is not None:
             return self._nodes.get(endpoint.node)
-        ip = ipaddress.IPv4Address(endpoint.ip)
+        ip = ipaddress.ip_address(endpoint.ip)
         return next((n for n in self._nodes.values() if any(ip in c for c in n.pod_cidrs)),
                     None)
 
-    def ready_endpoints(self, service: Service, port: ServicePort) -> list[Endpoint]:
-        """The ready endpoints of one Service port, deduplicated, in a stable order."""
+    def ready_endpoints(self, service: Service, port: ServicePort,
+                        family: int = 4) -> list[Endpoint]:
+        """The ready endpoints of one Service port of one address family (the ClusterIP's),
+        deduplicated, in a stable order."""
         found: dict[Address, Endpoint] = {}
         for slc in self._slices.get(service.key, ()):
+            if slc.family != family:
+                continue
             number = self._slice_port(slc, port)
             if number is None:
                 continue
             for ip, node, pod in slc.endpoints:
                 found.setdefault((ip, number), Endpoint(ip, number, node, pod))
         return sorted(found.values(),
-                      key=lambda e: (ipaddress.IPv4Address(e.ip), e.port))
+                      key=lambda e: (ipaddress.ip_address(e.ip), e.port))
 
     @staticmethod
     def _slice_port(slc: _Slice, port: ServicePort) -> int | None:
@@ -328,7 +350,7 @@ class ServiceMap:
         sport = svc.port_for(port, protocol)
         if sport is None:
             return Choice(svc, None, None, "no such port")
-        return self._pick(svc, sport, client_ip, exclude, None)
+        return self._pick(svc, sport, client_ip, exclude, None, family_of(ip))
 
     def choose_node_port(self, node_port: int, protocol: str, client_ip: str,
                          exclude: Iterable[Address] = (),
@@ -344,8 +366,9 @@ class ServiceMap:
         return self._pick(svc, sport, client_ip, exclude, keep)
 
     def _pick(self, svc: Service, sport: ServicePort, client_ip: str,
-              exclude: Iterable[Address], keep: Callable[[Endpoint], bool] | None) -> Choice:
-        ready = self.ready_endpoints(svc, sport)
+              exclude: Iterable[Address], keep: Callable[[Endpoint], bool] | None,
+              family: int = 4) -> Choice:
+        ready = self.ready_endpoints(svc, sport, family)
         skip = set(exclude)
         candidates = [e for e in ready if e.address not in skip]
         if keep is not None:
