@@ -308,11 +308,15 @@
     const eps = arr(s.endpoints);
     const ready = eps.filter((x) => x.ready).length;
     const kind = s.type && s.type !== 'ClusterIP' ? ` · ${s.type}` : '';
-    setT(e.eps, (eps.length ? `${ready}/${eps.length} endpoints ready` : 'no endpoints') + kind);
+    // kube-dns has no pods here: the control plane's DNS server answers its ClusterIP itself.
+    const builtin = key === 'kube-system/kube-dns' && eps.length === 0;
+    setT(e.eps, (eps.length ? `${ready}/${eps.length} endpoints ready`
+      : builtin ? 'answered by the control plane' : 'no endpoints') + kind);
     setA(e.g, 'data-ready-endpoints', ready);
-    setA(e.eps, 'class', 'seps' + (eps.length === 0 ? ' empty' : ready === 0 ? ' none' : ''));
+    setA(e.eps, 'class', 'seps' + (builtin ? '' : eps.length === 0 ? ' empty' : ready === 0 ? ' none' : ''));
     setT(e.tip, `Service ${key} (${s.type || 'ClusterIP'})\nClusterIP ${s.clusterIP || 'None'}  ports ${ports || '-'}\n` +
-      (eps.length ? eps.map((x) => `  ${x.ip} ${x.pod || '(no pod)'} on ${x.node || '?'} ${x.ready ? 'ready' : 'not ready'}`).join('\n') : '  no endpoints'));
+      (eps.length ? eps.map((x) => `  ${x.ip} ${x.pod || '(no pod)'} on ${x.node || '?'} ${x.ready ? 'ready' : 'not ready'}`).join('\n')
+        : builtin ? '  the control plane\'s DNS server answers this ClusterIP (UDP and TCP 53)' : '  no endpoints'));
   }
 
   function focusService(key, on) {
