@@ -196,7 +196,8 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         runtime = PodRuntime(node=s.name, host_ip=host, pod_cidr=pod_cidr, network=network,
                              api=api, cluster_domain=cluster.cluster_domain,
                              cluster_cidr=cluster.cluster_cidr, pod_cidrs=pod_cidrs,
-                             cluster_cidrs=cluster_cidrs)
+                             cluster_cidrs=cluster_cidrs,
+                             dns_ip=str(ipaddress.ip_network(cluster.service_cidr)[10]))
         stack.push_async_callback(runtime.close)
         # The CNI: routes learned by gossip, pod traffic to other nodes through tunnels.
         routes = RouteTable(s.name)
@@ -240,14 +241,14 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         nodeports = NodePorts(api, s.name, s.listen_host, pod_cidr, network, tunnels)
         # NetworkPolicy, enforced here from what this agent watches (agents/policy.py).
         policy_state = PolicyState(
-            dns_ip=str(ipaddress.IPv4Network(cluster.service_cidr)[10]),
+            dns_ip=str(ipaddress.ip_network(cluster.service_cidr)[10]),
             service_cidr=cluster.service_cidr)
         network.policy = Enforcer(policy_state, s.name, reject=s.policy_reject)
         policy_watch = PolicyWatch(api, policy_state, s.name)
         # Network faults, acting where this node's pods send (agents/faults.py); a partition
         # between nodes also cuts this agent's gossip to the node on the other side.
         fault_state = FaultState(cluster_seed=cluster.fault_seed,
-                                 dns_ip=str(ipaddress.IPv4Network(cluster.service_cidr)[10]))
+                                 dns_ip=str(ipaddress.ip_network(cluster.service_cidr)[10]))
         fault_engine = FaultEngine(fault_state, s.name, network=network)
         network.faults = fault_engine
         gossip.cut = fault_engine.node_cut

@@ -29,7 +29,7 @@ from agents.hostlocal import HostLocalIpam, PoolExhausted
 from agents.images import ContainerContext, ImageError, PodInfo, StartError, resolve_image
 from agents.images.entrypoint import expand
 from agents.netstack import NodeNetwork, PodNet
-from agents.podfiles import hosts_file, resolv_conf
+from agents.podfiles import CLUSTER_DNS_IP, hosts_file, resolv_conf
 from agents.serviceenv import service_env
 from agents.toolbox import ExecTarget
 from podnet.apierrors import ApiError
@@ -117,7 +117,8 @@ class RunningPod:
         self.files = {
             "/etc/hosts": hosts_file(ip, self.hostname, self.spec.get("subdomain"),
                                      self.namespace, domain),
-            "/etc/resolv.conf": resolv_conf(self.spec, self.namespace, domain),
+            "/etc/resolv.conf": resolv_conf(self.spec, self.namespace, domain,
+                                            runtime.dns_ip),
             "/etc/hostname": self.hostname + "\n",
             # The service account mount's namespace file, which scripts read to build names
             # (`nslookup svc.$(cat .../namespace)`). No token: the API is not reachable from
@@ -538,7 +539,7 @@ class PodRuntime:
     def __init__(self, *, node: str, host_ip: str, pod_cidr: str, network: NodeNetwork,
                  api: ApiClient, cluster_domain: str = "cluster.local",
                  cluster_cidr: str = "10.244.0.0/16", pod_cidrs: Sequence[str] = (),
-                 cluster_cidrs: Sequence[str] = ()) -> None:
+                 cluster_cidrs: Sequence[str] = (), dns_ip: str = CLUSTER_DNS_IP) -> None:
         self.node = node
         self.host_ip = host_ip
         self.pod_cidr = pod_cidr
@@ -546,6 +547,9 @@ class PodRuntime:
         self.api = api
         self.cluster_domain = cluster_domain
         self.cluster_cidr = cluster_cidr
+        # kube-dns's ClusterIP (the 10th of the primary service CIDR, as the control plane
+        # allocates it): what every ClusterFirst pod's resolv.conf names.
+        self.dns_ip = dns_ip
         self.ipam = HostLocalIpam(pod_cidr)
         self.gateway = self.ipam.gateway
         # Dual-stack: one host-local allocator per podCIDR (Node spec.podCIDRs), the primary
