@@ -224,10 +224,6 @@ def _encode_v6(frame: Open | Dgram | Ping | Pong) -> bytes:
     return _HDR.pack(kind, sid, len(body)) + body
 
 
-def _is_v6(ip: str) -> bool:
-    return ":" in ip
-
-
 def _flow(flow: str) -> bytes:
     raw = flow.encode("ascii", "replace")
     if len(raw) > MAX_FLOW:
@@ -244,11 +240,14 @@ def encode_frame(frame: Frame) -> bytes:
     """One frame on the wire (the session's hot paths build DATA/CREDIT inline)."""
     sid = 0
     if isinstance(frame, Open):
-        if _is_v6(frame.src[0]):
-            return _encode_v6(frame)
         flow = _flow(frame.flow)
-        body = _OPEN.pack(frame.proto, _ip(frame.src[0]), frame.src[1], _ip(frame.dst[0]),
-                          frame.dst[1], frame.credit, len(flow)) + flow
+        try:
+            body = _OPEN.pack(frame.proto, _ip(frame.src[0]), frame.src[1], _ip(frame.dst[0]),
+                              frame.dst[1], frame.credit, len(flow)) + flow
+        except TunnelError:
+            if ":" in frame.src[0]:
+                return _encode_v6(frame)
+            raise
         sid, kind = frame.sid, OPEN
     elif isinstance(frame, OpenOk):
         body, sid, kind = _U32.pack(frame.credit), frame.sid, OPEN_OK
@@ -265,16 +264,24 @@ def encode_frame(frame: Frame) -> bytes:
         _check_errno(frame.errno)
         body, sid, kind = _U16.pack(frame.errno), frame.sid, RST
     elif isinstance(frame, Dgram):
-        if _is_v6(frame.src[0]):
-            return _encode_v6(frame)
         flow = _flow(frame.flow)
-        body = _ADDR2.pack(_ip(frame.src[0]), frame.src[1], _ip(frame.dst[0]), frame.dst[1],
-                           len(flow)) + flow + frame.data
+        try:
+            body = _ADDR2.pack(_ip(frame.src[0]), frame.src[1], _ip(frame.dst[0]), frame.dst[1],
+                               len(flow)) + flow + frame.data
+        except TunnelError:
+            # IPv6 (its own frame type): tried second, so IPv4 pays nothing for it.
+            if ":" in frame.src[0]:
+                return _encode_v6(frame)
+            raise
         kind = DGRAM
     else:
-        if _is_v6(frame.src):
-            return _encode_v6(frame)
-        body = _ECHO.pack(_ip(frame.src), _ip(frame.dst), frame.ident, frame.seq) + frame.payload
+        try:
+            body = _ECHO.pack(_ip(frame.src), _ip(frame.dst), frame.ident,
+                              frame.seq) + frame.payload
+        except TunnelError:
+            if ":" in frame.src:
+                return _encode_v6(frame)
+            raise
         kind = PING if isinstance(frame, Ping) else PONG
     return _HDR.pack(kind, sid, len(body)) + body
 
