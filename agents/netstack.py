@@ -1322,7 +1322,7 @@ class PodNet:
             self._node._send_datagram(src, dst, data, flow)
 
     def _deliver_datagram(self, src: Address, dst: Address, data: bytes) -> None:
-        endpoint = self._udp.get(dst) or self._udp.get((_wildcard(dst[0]), dst[1]))
+        endpoint = self._udp.get(dst) or self._udp.get((ANY6 if ":" in dst[0] else ANY, dst[1]))
         if endpoint is None:
             raise refused()
         endpoint._receive(data, src)
