@@ -41,6 +41,13 @@ OBJECTS = textwrap.dedent("""\
       containers: [{name: echo, image: podnet/echo, ports: [{containerPort: 8080}]}]
     ---
     apiVersion: v1
+    kind: Pod
+    metadata: {name: udp-2}
+    spec:
+      nodeName: node-2
+      containers: [{name: udp, image: "py:podapps.dualstack:udp_echo6"}]
+    ---
+    apiVersion: v1
     kind: Service
     metadata: {name: web}
     spec:
@@ -58,7 +65,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
             plural = "services" if obj["kind"] == "Service" else "pods"
             code, body = running.api("POST", f"/api/v1/namespaces/default/{plural}", obj)
             assert code == 201, body
-        for name in ("client", "web-1", "web-2"):
+        for name in ("client", "web-1", "web-2", "udp-2"):
             running.running_pod(name)
         wait_for(lambda: len(v6_endpoints(running)) == 2, 20,
                  what="2 ready IPv6 endpoints of web")
@@ -180,6 +187,20 @@ def test_aaaa_through_the_pods_resolver(cluster: RunningCluster) -> None:
     assert client_host(body) == pod_ips(cluster, "client")[0]
     body = json.loads(exec_(cluster, "curl", "-s", "-6", "http://web/")[1])
     assert client_host(body) == v6_of(cluster, "client")
+
+
+def test_cross_node_ipv6_udp_keeps_the_source(cluster: RunningCluster) -> None:
+    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "udp-probe"},
+             "spec": {"nodeName": "node-1", "containers": [
+                 {"name": "p", "image": "py:podapps:udp_probe",
+                  "args": [v6_of(cluster, "udp-2")]}]}}
+    code, body = cluster.api("POST", "/api/v1/namespaces/default/pods", probe)
+    assert code == 201, body
+    cluster.running_pod("udp-probe")
+    logs = wait_for(lambda: (out := cluster.kubectl("logs", "udp-probe").stdout)
+                    and "echo:hello" in out and out, 20, what="IPv6 UDP replies across nodes")
+    line = next(ln for ln in logs.splitlines() if ln.startswith("echo:hello"))
+    assert f" from [{v6_of(cluster, 'udp-probe')}]:" in line
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError,
