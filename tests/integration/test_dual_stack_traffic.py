@@ -42,7 +42,7 @@ OBJECTS = textwrap.dedent("""\
     ---
     apiVersion: v1
     kind: Pod
-    metadata: {name: udp-2}
+    metadata: {name: udp-2, labels: {app: udp}}
     spec:
       nodeName: node-2
       containers: [{name: udp, image: "py:podapps.dualstack:udp_echo6"}]
@@ -54,6 +54,14 @@ OBJECTS = textwrap.dedent("""\
       ipFamilyPolicy: PreferDualStack
       selector: {app: web}
       ports: [{port: 80, targetPort: 8080}]
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: udp}
+    spec:
+      ipFamilyPolicy: PreferDualStack
+      selector: {app: udp}
+      ports: [{port: 9000, protocol: UDP}]
     """)
 
 
@@ -201,6 +209,24 @@ def test_cross_node_ipv6_udp_keeps_the_source(cluster: RunningCluster) -> None:
                     and "echo:hello" in out and out, 20, what="IPv6 UDP replies across nodes")
     line = next(ln for ln in logs.splitlines() if ln.startswith("echo:hello"))
     assert f" from [{v6_of(cluster, 'udp-probe')}]:" in line
+
+
+def test_ipv6_udp_through_a_cluster_ip(cluster: RunningCluster) -> None:
+    """UDP through the proxy is translated (kube-proxy's reply path): the endpoint sees the
+    ClusterIP, and the client hears back from it."""
+    code, svc = cluster.api("GET", "/api/v1/namespaces/default/services/udp")
+    assert code == 200, svc
+    v6 = svc["spec"]["clusterIPs"][1]
+    probe = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "udp-probe-svc"},
+             "spec": {"nodeName": "node-1", "containers": [
+                 {"name": "p", "image": "py:podapps:udp_probe", "args": [v6]}]}}
+    code, body = cluster.api("POST", "/api/v1/namespaces/default/pods", probe)
+    assert code == 201, body
+    cluster.running_pod("udp-probe-svc")
+    logs = wait_for(lambda: (out := cluster.kubectl("logs", "udp-probe-svc").stdout)
+                    and "echo:hello" in out and out, 20, what="IPv6 UDP replies via the proxy")
+    line = next(ln for ln in logs.splitlines() if ln.startswith("echo:hello"))
+    assert f" from [{v6}]:" in line
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError,
