@@ -242,7 +242,7 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         # NetworkPolicy, enforced here from what this agent watches (agents/policy.py).
         policy_state = PolicyState(
             dns_ip=str(ipaddress.ip_network(cluster.service_cidr)[10]),
-            service_cidr=cluster.service_cidr)
+            service_cidr=cluster.service_cidr, service_cidrs=service_cidrs)
         network.policy = Enforcer(policy_state, s.name, reject=s.policy_reject)
         policy_watch = PolicyWatch(api, policy_state, s.name)
         # Network faults, acting where this node's pods send (agents/faults.py); a partition

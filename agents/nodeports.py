@@ -320,7 +320,7 @@ class NodePorts:
                  retry_shared_s: float = RETRY_SHARED_S) -> None:
         self.node = node
         self.host = host
-        self.pod_cidr = ipaddress.IPv4Network(pod_cidr)
+        self.pod_cidr = ipaddress.ip_network(pod_cidr)
         # The node's side of the pod network (a bridge's address): the masquerade source.
         self.gateway = str(self.pod_cidr.network_address + 1)
         self.network = network
@@ -488,7 +488,7 @@ class NodePorts:
     def is_local(self, endpoint: Endpoint) -> bool:
         if endpoint.node is not None:
             return endpoint.node == self.node
-        return ipaddress.IPv4Address(endpoint.ip) in self.pod_cidr
+        return ipaddress.ip_address(endpoint.ip) in self.pod_cidr
 
     def _snat(self) -> int:
         low, high = EPHEMERAL

@@ -123,12 +123,10 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
         stack.push_async_callback(api.close)
         await ensure_system_services(api, service_ipam)
         # The ClusterIP proxy's tunnel endpoint: its address goes into the signed cluster-info.
-        # The proxy carries IPv4 ClusterIPs (IPv6 ones are the data path's, not yet here): it
-        # gets the IPv4 service CIDR, and on an IPv6-only cluster its default one, which
-        # holds no Service, and the real kube-dns address.
-        v4_services = [c for c in s.service_cidrs if ":" not in c] + ["10.96.0.0/12"]
-        proxy = ClusterIPProxy(store, secret, service_cidr=v4_services[0],
-                               dns_ip=service_ipam.dns_ip)
+        # The proxy serves the ClusterIPs of every family (each from its own family's
+        # endpoints); kube-dns is at the primary range's 10th address.
+        proxy = ClusterIPProxy(store, secret, service_cidr=s.service_cidr,
+                               service_cidrs=s.service_cidrs, dns_ip=service_ipam.dns_ip)
         tunnel_runner, tunnel_address = await serve_tunnels(proxy, s.listen_host, s.tunnel_port)
         stack.push_async_callback(tunnel_runner.cleanup)
         await proxy.start()

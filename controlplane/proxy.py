@@ -35,7 +35,7 @@ import errno
 import inspect
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -73,6 +73,7 @@ class ClusterIPProxy(TunnelPeer):
     """Proxies pod traffic for Service IPs; `add_routes()` serves its `/tunnel` endpoint."""
 
     def __init__(self, store: Any, secret: bytes, *, service_cidr: str = "10.96.0.0/12",
+                 service_cidrs: Sequence[str] = (),
                  dns: DnsHandler | None = None, dns_ip: str | None = None,
                  session: aiohttp.ClientSession | None = None,
                  connect_timeout_s: float = 3.0, handshake_timeout_s: float = 5.0) -> None:
@@ -92,7 +93,8 @@ class ClusterIPProxy(TunnelPeer):
         self._followers: list[asyncio.Task[None]] = []
         # NetworkPolicy for UDP through Service IPs: the datagrams leave here translated to
         # the ClusterIP, so neither agent sees both the client and the endpoint; this does.
-        self.policy = PolicyState(dns_ip=self.dns_address[0], service_cidr=service_cidr)
+        self.policy = PolicyState(dns_ip=self.dns_address[0], service_cidr=service_cidr,
+                                  service_cidrs=service_cidrs)
         self._policy_dirty = True
         self._udp_denied: OrderedDict[tuple[Address, Address], int] = OrderedDict()
 

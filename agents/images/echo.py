@@ -29,7 +29,9 @@ async def _echo(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport is not None else None
     local = transport.get_extra_info("sockname") if transport is not None else None
-    client = f"{peer[0]}:{peer[1]}" if peer else (request.remote or "")
+    # An IPv6 client is written [addr]:port, as in a URL.
+    host = f"[{peer[0]}]" if peer and ":" in peer[0] else peer[0] if peer else ""
+    client = f"{host}:{peer[1]}" if peer else (request.remote or "")
     body = await request.read()
     response = web.json_response({
         "pod": ctx.pod.name,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from podnet.policy.engine import KUBE_DNS, NAMESPACE_NAME_LABEL, Peer, PolicySet, Verdict
@@ -54,13 +54,17 @@ class PolicyState:
     """Pods, Namespaces, Nodes and NetworkPolicies as last seen; peers by IP."""
 
     def __init__(self, *, dns_ip: str = KUBE_DNS.ip,
-                 service_cidr: str = "10.96.0.0/12") -> None:
+                 service_cidr: str = "10.96.0.0/12",
+                 service_cidrs: Sequence[str] = ()) -> None:
         self.pods: dict[Key, Obj] = {}
         self.namespaces: dict[str, dict[str, str]] = {}
         self.nodes: dict[str, str] = {}     # node name -> podCIDR
         self.policy_objects: dict[Key, Obj] = {}
         self.dns = KUBE_DNS if dns_ip == KUBE_DNS.ip else dataclasses.replace(KUBE_DNS, ip=dns_ip)
-        self.service_cidr = ipaddress.IPv4Network(service_cidr)
+        self.service_cidr = ipaddress.ip_network(service_cidr)
+        # Every family's service range (dual-stack): a ClusterIP of either is proxied.
+        self.service_cidrs = [ipaddress.ip_network(c)
+                              for c in dict.fromkeys([service_cidr, *service_cidrs])]
         self.generation = 0     # bumped on every policy change
         self.version = 0        # bumped on every change at all (a denied flow is judged again)
         self._peers: dict[str, Peer] | None = None
@@ -134,9 +138,10 @@ class PolicyState:
 
     def is_service(self, ip: str) -> bool:
         try:
-            return ipaddress.IPv4Address(ip) in self.service_cidr
+            addr = ipaddress.ip_address(ip)
         except ValueError:
             return False
+        return any(addr in net for net in self.service_cidrs)
 
     def verdicts(self, src: Address, dst: Address, protocol: str, *, egress: bool,
                  ingress: bool) -> list[tuple[Peer, Verdict]]:
@@ -163,7 +168,7 @@ class PolicyState:
         peers: dict[str, Peer] = {self.dns.ip: self.dns}
         for name, cidr in self.nodes.items():
             try:
-                net = ipaddress.IPv4Network(cidr)
+                net = ipaddress.ip_network(cidr)
             except ValueError:
                 continue
             gateway = str(net.network_address + 1)
@@ -175,8 +180,12 @@ class PolicyState:
                 continue
             ns_labels = dict(self.namespaces.get(namespace) or {})
             ns_labels.setdefault(NAMESPACE_NAME_LABEL, namespace)
-            peers[ip] = Peer(ip, namespace, name, _labels(pod), ns_labels, named_ports(pod),
-                             node=(pod.get("spec") or {}).get("nodeName"))
+            # A dual-stack pod is the same peer at each of its addresses (status.podIPs).
+            extra = [e.get("ip") for e in status.get("podIPs") or [] if isinstance(e, dict)]
+            node = (pod.get("spec") or {}).get("nodeName")
+            for addr in dict.fromkeys([ip, *(a for a in extra if isinstance(a, str) and a)]):
+                peers[addr] = Peer(addr, namespace, name, _labels(pod), ns_labels,
+                                   named_ports(pod), node=node)
         return peers
 
 

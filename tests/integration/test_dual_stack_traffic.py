@@ -229,9 +229,6 @@ def test_ipv6_udp_through_a_cluster_ip(cluster: RunningCluster) -> None:
     assert f" from [{v6}]:" in line
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="podnet/policy/state.py knows pods by status.podIP only: a pod's "
-                          "IPv6 address is no pod to it, so IPv6 traffic passes NetworkPolicy")
 def test_network_policy_holds_over_ipv6_too(cluster: RunningCluster) -> None:
     """Last in the module: it isolates the web pods."""
     deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
