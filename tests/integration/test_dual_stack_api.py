@@ -196,6 +196,12 @@ def test_services_of_each_policy(dual: tuple[RunningCluster, str]) -> None:
     assert rows["headless"][2] == "None"
     assert rows["single"][1:3] == ["ClusterIP", single["clusterIP"]]
     assert rows["prefer"][6] == "app=prefer"
+    # ...and `kubectl describe` lists both, as it does against Kubernetes (`IPs:`)
+    described = kubectl_ok(cluster, "describe", "svc", "prefer").splitlines()
+    ips = next(line for line in described if line.startswith("IPs:"))
+    assert ips.split(None, 1)[1].split(",") == prefer["clusterIPs"], ips
+    assert any(line.split() == ["IP", "Family", "Policy:", "PreferDualStack"]
+               for line in described), described
 
 
 def test_system_services_stay_single_stack_primary(dual: tuple[RunningCluster, str]) -> None:
