@@ -25,6 +25,7 @@ from agents.cni.routes import DEAD, Route, RouteTable
 from agents.netstack import (
     DROP_TIMEOUT_S,
     Address,
+    IPNetwork,
     NodeNetwork,
     PolicyDropped,
     StreamPeer,
@@ -98,31 +99,22 @@ class TunnelManager(TunnelPeer):
 
     def _route(self, ip: str) -> Route | None:
         try:
-            addr = ipaddress.IPv4Address(ip)
+            addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv4Address(ip)
         except ValueError:
-            return self._route6(ip)
-        if addr in self.network.cluster_cidr:
-            route = self.routes.lookup(ip)
-        elif addr in self.service_cidr and self.service_route is not None:
-            route = self.service_route(ip)
-            if route is not None:
-                self._service_peers[route.node] = route.address
-        else:
-            route = None
-        if route is None or route.node == self.node:
-            return None
-        return route
+            try:
+                addr = ipaddress.IPv6Address(ip)
+            except ValueError:
+                return None
+            return self._route_in(ip, addr, self.network.cluster_cidr6, self.service_cidr6)
+        return self._route_in(ip, addr, self.network.cluster_cidr, self.service_cidr)
 
-    def _route6(self, ip: str) -> Route | None:
-        try:
-            addr = ipaddress.IPv6Address(ip)
-        except ValueError:
-            return None
-        cluster = self.network.cluster_cidr6
+    def _route_in(self, ip: str, addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                  cluster: IPNetwork | None, service: IPNetwork | None) -> Route | None:
+        """The route toward `addr` given its family's cluster and service ranges: a pod on
+        another node (gossiped routes) or a ClusterIP (the proxy's route)."""
         if cluster is not None and addr in cluster:
             route = self.routes.lookup(ip)
-        elif self.service_cidr6 is not None and addr in self.service_cidr6 \
-                and self.service_route is not None:
+        elif service is not None and addr in service and self.service_route is not None:
             route = self.service_route(ip)
             if route is not None:
                 self._service_peers[route.node] = route.address
