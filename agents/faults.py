@@ -113,7 +113,7 @@ class FaultState:
         self.errors: list[str] = []
         self._faults: FaultSet | None = None
         self._by_ip: dict[str, Endpoint] | None = None
-        self._cidrs: list[tuple[ipaddress.IPv4Network, str]] = []
+        self._cidrs: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
 
     def replace(self, kind: str, items: Iterable[Obj]) -> None:
         items = [i for i in items if isinstance(i, Mapping)]
@@ -173,7 +173,7 @@ class FaultState:
         if found is not None:
             return found
         try:
-            addr = ipaddress.IPv4Address(ip)
+            addr = ipaddress.ip_address(ip)
         except ValueError:
             return Endpoint(ip=ip)
         for net, node in self._cidrs:
@@ -186,7 +186,7 @@ class FaultState:
         cidrs = []
         for node, cidr in self.nodes.items():
             try:
-                cidrs.append((ipaddress.IPv4Network(cidr), node))
+                cidrs.append((ipaddress.ip_network(cidr), node))
             except ValueError:
                 continue
         self._cidrs = cidrs

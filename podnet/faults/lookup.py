@@ -43,19 +43,30 @@ def endpoints_by_ip(pods: Iterable[Mapping[str, Any]], services: Iterable[Mappin
             continue
         labels = meta.get("labels")
         node = spec.get("nodeName") if isinstance(spec, Mapping) else None
-        out[ip] = Endpoint(
-            ip=ip, node=str(node or ""), namespace=str(meta.get("namespace") or ""),
-            pod=str(meta.get("name") or ""),
-            labels={str(k): str(v) for k, v in labels.items()}
-            if isinstance(labels, Mapping) else {})
+        # A dual-stack pod is the same endpoint at each of its addresses (status.podIPs).
+        extra = status.get("podIPs")
+        others = [e.get("ip") for e in extra if isinstance(e, Mapping)] \
+            if isinstance(extra, list) else []
+        for addr in dict.fromkeys([ip, *(a for a in others if isinstance(a, str) and a)]):
+            out[addr] = Endpoint(
+                ip=addr, node=str(node or ""), namespace=str(meta.get("namespace") or ""),
+                pod=str(meta.get("name") or ""),
+                labels={str(k): str(v) for k, v in labels.items()}
+                if isinstance(labels, Mapping) else {})
     by_service: dict[str, set[str]] = {}
     for svc in services:
         if not isinstance(svc, Mapping):
             continue
         meta, spec = _meta(svc), svc.get("spec")
-        ip = spec.get("clusterIP") if isinstance(spec, Mapping) else None
-        if isinstance(ip, str) and ip and ip != "None":
-            by_service.setdefault(ip, set()).add(f"{meta.get('namespace')}/{meta.get('name')}")
+        if not isinstance(spec, Mapping):
+            continue
+        ips = spec.get("clusterIPs")
+        if not isinstance(ips, list) or not ips:
+            ips = [spec.get("clusterIP")]
+        for ip in ips:      # one ClusterIP per family on a dual-stack Service
+            if isinstance(ip, str) and ip and ip != "None":
+                by_service.setdefault(ip, set()).add(
+                    f"{meta.get('namespace')}/{meta.get('name')}")
     for ip, names in by_service.items():
         out[ip] = Endpoint(ip=ip, services=frozenset(names))
     out[dns_ip] = kube_dns_endpoint(dns_ip, by_service.get(dns_ip, ()))

@@ -279,6 +279,23 @@ def test_endpoints_for_dns_and_services() -> None:
     assert state.endpoint("10.244.1.2").pod == ""
 
 
+def test_a_dual_stack_pod_and_service_are_known_at_each_address() -> None:
+    state = FaultState(dns_ip="10.96.0.10")
+    pod = pod_obj("a", A_IP, app="web")
+    pod["status"]["podIPs"] = [{"ip": A_IP}, {"ip": "fd00:10:244:1::2"}, "junk"]
+    state.replace("Pod", [pod])
+    state.replace("Service", [{"metadata": {"name": "web", "namespace": "x"},
+                               "spec": {"clusterIP": "10.96.0.20",
+                                        "clusterIPs": ["10.96.0.20", "fd00:10:96::20"]}}])
+    state.replace("Node", [{"metadata": {"name": "node-1"},
+                            "spec": {"podCIDR": "fd00:10:244:1::/64"}}])
+    for ip in (A_IP, "fd00:10:244:1::2"):
+        found = state.endpoint(ip)
+        assert (found.ip, found.pod, found.labels) == (ip, "a", {"app": "web"})
+    assert state.endpoint("fd00:10:96::20").services == frozenset({"x/web"})
+    assert state.endpoint("fd00:10:244:1::1").node == "node-1"     # the node's gateway
+
+
 async def test_a_reader_that_pauses_and_resumes_gets_everything(lab: Lab) -> None:
     # readexactly() beyond the reader's limit pauses and resumes the transport; the lane must
     # move data from the loop when woken, or the resumed reader would miss it and hang
