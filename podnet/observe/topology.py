@@ -109,8 +109,13 @@ def _nodes(nodes: Iterable[Obj], routes_by_node: Mapping[str, list[Any]]) -> dic
         gossip = max(by.values(), key=_GOSSIP_RANK.__getitem__) if by else "unknown"
         ready = _condition(node, "Ready") == "True" \
             and _condition(node, "NetworkUnavailable") != "True"
+        spec = _d(node.get("spec"))
+        cidrs = spec.get("podCIDRs")
         out[name] = {"key": name, "name": name,
-                     "podCIDR": _s(_d(node.get("spec")).get("podCIDR")),
+                     "podCIDR": _s(spec.get("podCIDR")),
+                     # one per family on a dual-stack cluster, the primary first
+                     "podCIDRs": [_s(c) for c in cidrs if isinstance(c, str)]
+                     if isinstance(cidrs, list) else [],
                      "address": _node_address(node), "ready": ready, "gossip": gossip,
                      "seenBy": by, "routes": tables.get(name, [])}
     return out

@@ -174,7 +174,8 @@
     setA(e.g, 'data-ready', ready ? 'true' : 'false');
     setT(e.name, node.name || key);
     // The agent's address only where the box is wide enough (it is in the tooltip anyway).
-    e.cidrShort = node.podCIDR || 'no podCIDR yet';
+    const cidrs = arr(node.podCIDRs).length ? arr(node.podCIDRs).join(' · ') : node.podCIDR;
+    e.cidrShort = cidrs || 'no podCIDR yet';
     e.cidrFull = e.cidrShort + (node.address ? '  ·  ' + node.address : '');
     const state = gossip + (ready ? '' : ' · NotReady');
     setT(e.pillText, state);
@@ -183,7 +184,7 @@
       : '  no other agent reported it yet';
     const routes = arr(node.routes).map((r) => `  ${r.podCIDR} -> ${r.node} (${r.state})`).join('\n');
     setT(e.tip, `${node.name || key}: ${gossip}${ready ? ', Ready' : ', NotReady'}\n` +
-      `podCIDR ${node.podCIDR || '-'}  address ${node.address || '-'}\n` +
+      `podCIDR ${cidrs || '-'}  address ${node.address || '-'}\n` +
       `gossip (SWIM):\n${seen}` + (routes ? `\nroute table:\n${routes}` : ''));
     e.pillW = 14 + state.length * 6.3;
   }
