@@ -94,7 +94,9 @@ def test_wrong_secret_fails_with_a_clear_line(cluster: RunningCluster, tmp_path:
     wrong = tmp_path / "secret"
     wrong.write_text(os.urandom(32).hex() + "\n")
     wrong.chmod(0o600)
-    agent = start_agent(cluster, "node-9", wrong, "--discovery-timeout-s", "2")
+    # Long enough to see our advertisement on a loaded CI machine: with a wrong secret the
+    # agent waits all of it anyway, looking for a control plane that would accept it.
+    agent = start_agent(cluster, "node-9", wrong, "--discovery-timeout-s", "8")
     try:
         _, err = agent.communicate(timeout=30)
     finally:
