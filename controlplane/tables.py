@@ -349,6 +349,10 @@ SERVICE_COLUMNS = [
     _AGE,
     _col("Selector", "Route service traffic to pods with label keys and values matching this "
          "selector.", priority=1),
+    # podnet's one addition to Kubernetes' table, and only under -o wide: every ClusterIP,
+    # so a dual-stack Service shows both families where a learner looks first.
+    _col("Cluster-IPs", "The cluster IP addresses of the service, one per IP family.",
+         priority=1),
 ]
 
 
@@ -383,11 +387,13 @@ def _service_row(svc: dict[str, Any], now: datetime) -> list[Any]:
     selector_text = ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"
     return [
         # CLUSTER-IP is clusterIPs[0] alone, also for a dual-stack Service (Kubernetes'
-        # printService); `-o jsonpath={.spec.clusterIPs}` shows both.
+        # printService); the wide-only CLUSTER-IPS column shows them all.
         _name(svc), svc_type,
         _or_none(_s(_first(spec.get("clusterIPs"))) or _s(spec.get("clusterIP"))),
         external_text,
         ",".join(ports) or "<none>", _age(svc, now), selector_text,
+        _or_none(",".join(ip for ip in _l(spec.get("clusterIPs")) if isinstance(ip, str))
+                 or _s(spec.get("clusterIP"))),
     ]
 
 

@@ -1,8 +1,8 @@
 """Dual-stack at the API, with the real kubectl: `podnet up --dual-stack` (Nodes' podCIDRs one
 per family, the signed cluster-info's CIDR lists), Services of each ipFamilyPolicy allocated
-and refused as kube-apiserver does, `kubectl get svc -o wide` as Kubernetes prints it, and a
-single-stack IPv6 control plane (`--cluster-cidr fd00:10:244::/56 --service-cidr
-fd00:10:96::/112`).
+and refused as kube-apiserver does, `kubectl get svc -o wide` as Kubernetes prints it plus a
+CLUSTER-IPS column, and a single-stack IPv6 control plane (`--cluster-cidr
+fd00:10:244::/56 --service-cidr fd00:10:96::/112`).
 
 Only the API is checked here (no pod traffic): IPv6 pod networking is the agents' part
 (tests/integration/test_dual_stack_traffic.py). The IPv6-only cluster is a control plane
@@ -25,34 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import PODNET, RunningCluster, stop_cluster, wait_for
+from harness import RunningCluster, stop_cluster, wait_for
 
 V4_PODS, V6_PODS = "10.244.0.0/16", "fd00:10:244::/56"
 V4_SERVICES, V6_SERVICES = "10.96.0.0/12", "fd00:10:96::/112"
 
 
-def _cli_has_network_flags() -> bool:
-    """`podnet up --dual-stack` needs podnet/cli/__init__.py to add podnet.settings'
-    add_network_arguments to the `up` parser (see the module docstring of podnet/up.py);
-    until it does, the same settings reach the control plane through PODNET_* variables."""
-    out = subprocess.run([*PODNET, "up", "--help"], capture_output=True, text=True,
-                         timeout=60)
-    return "--dual-stack" in out.stdout
-
-
-CLI_FLAGS = _cli_has_network_flags()
-
-
-def podnet_up(state_dir: Path, nodes: int, *flags: str,
-              env: dict[str, str]) -> tuple[RunningCluster, subprocess.CompletedProcess[str]]:
-    """`podnet up --detach` with `flags` when the CLI takes them, else with `env`."""
+def podnet_up(state_dir: Path, nodes: int,
+              *flags: str) -> tuple[RunningCluster, subprocess.CompletedProcess[str]]:
+    """`podnet up --detach --no-demo` with `flags`."""
     cluster = RunningCluster(state_dir)
-    with pytest.MonkeyPatch.context() as mp:
-        if not CLI_FLAGS:
-            for key, value in env.items():
-                mp.setenv(key, value)
-        result = cluster.podnet("up", "--detach", "--no-demo", "--nodes", str(nodes),
-                                *(flags if CLI_FLAGS else ()), timeout_s=90)
+    result = cluster.podnet("up", "--detach", "--no-demo", "--nodes", str(nodes), *flags,
+                            timeout_s=90)
     if result.returncode == 0:
         cluster.info = json.loads((state_dir / "cluster.json").read_text())
     return cluster, result
@@ -61,8 +45,7 @@ def podnet_up(state_dir: Path, nodes: int, *flags: str,
 @pytest.fixture(scope="module")
 def dual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningCluster, str]]:
     """A 2-node `podnet up --dual-stack` cluster, and what `podnet up` printed."""
-    cluster, result = podnet_up(tmp_path_factory.mktemp("dual"), 2, "--dual-stack",
-                                env={"PODNET_DUAL_STACK": "1"})
+    cluster, result = podnet_up(tmp_path_factory.mktemp("dual"), 2, "--dual-stack")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         yield cluster, result.stdout
@@ -186,22 +169,48 @@ def test_services_of_each_policy(dual: tuple[RunningCluster, str]) -> None:
     prefer = svc_spec(cluster, "prefer")
     assert kubectl_ok(cluster, "get", "svc", "prefer", "-o", "jsonpath={.spec.clusterIPs}") \
         == json.dumps(prefer["clusterIPs"], separators=(",", ":"))
-    # ...the table, as Kubernetes prints it, the primary one (clusterIPs[0]) only
+    # ...the table's CLUSTER-IP, as Kubernetes prints it, the primary one (clusterIPs[0]);
+    # -o wide adds CLUSTER-IPS with both
     table = kubectl_ok(cluster, "get", "svc", "-o", "wide")
     rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
-    assert table.split()[:7] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)",
-                                 "AGE", "SELECTOR"]
+    assert table.split()[:8] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)",
+                                 "AGE", "SELECTOR", "CLUSTER-IPS"]
     assert rows["prefer"][2] == prefer["clusterIPs"][0]
+    assert rows["prefer"][7] == ",".join(prefer["clusterIPs"])
     assert rows["v6first"][2] == v6first["clusterIPs"][0]
-    assert rows["headless"][2] == "None"
+    assert rows["v6first"][7].split(",") == v6first["clusterIPs"]
+    assert rows["headless"][2] == "None" and rows["headless"][7] == "None"
     assert rows["single"][1:3] == ["ClusterIP", single["clusterIP"]]
+    assert rows["single"][7] == single["clusterIP"]
     assert rows["prefer"][6] == "app=prefer"
+    # ...and without -o wide the table is Kubernetes' own, column for column
+    plain = kubectl_ok(cluster, "get", "svc").splitlines()[0].split()
+    assert plain == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
     # ...and `kubectl describe` lists both, as it does against Kubernetes (`IPs:`)
     described = kubectl_ok(cluster, "describe", "svc", "prefer").splitlines()
     ips = next(line for line in described if line.startswith("IPs:"))
     assert ips.split(None, 1)[1].split(",") == prefer["clusterIPs"], ips
     assert any(line.split() == ["IP", "Family", "Policy:", "PreferDualStack"]
                for line in described), described
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dual-stack.yaml"
+
+
+def test_the_dual_stack_example_as_the_readme_shows_it(dual: tuple[RunningCluster, str]) -> None:
+    cluster, _ = dual
+    kubectl_ok(cluster, "apply", "-f", str(EXAMPLE))
+    prefer, v6only, both = (svc_spec(cluster, n) for n in ("echo-prefer", "echo-v6",
+                                                               "echo-both"))
+    assert prefer["ipFamilies"] == ["IPv4", "IPv6"]
+    assert in_net(prefer["clusterIPs"][0], V4_SERVICES)
+    assert in_net(prefer["clusterIPs"][1], V6_SERVICES)
+    assert (v6only["ipFamilyPolicy"], v6only["ipFamilies"]) == ("SingleStack", ["IPv6"])
+    assert both["ipFamilies"] == ["IPv6", "IPv4"] and both["clusterIP"] == both["clusterIPs"][0]
+    assert in_net(both["clusterIP"], V6_SERVICES)
+    rows = {line.split()[0]: line.split()
+            for line in kubectl_ok(cluster, "get", "svc", "-o", "wide").splitlines()[1:]}
+    assert rows["echo-prefer"][7] == ",".join(prefer["clusterIPs"])
 
 
 def test_system_services_stay_single_stack_primary(dual: tuple[RunningCluster, str]) -> None:
@@ -295,6 +304,21 @@ def test_ipv6_cluster_refuses_what_it_cannot_give(v6: RunningCluster, name: str,
     assert message in result.stderr
 
 
+def test_the_dual_stack_example_on_an_ipv6_only_cluster(v6: RunningCluster) -> None:
+    result = v6.kubectl("apply", "-f", str(EXAMPLE))
+    assert result.returncode != 0       # echo-both: RequireDualStack cannot be met...
+    # both of its faults at once, as kube-apiserver lists them
+    assert result.stderr.splitlines() == [
+        'The Service "echo-both" is invalid: ',
+        '* spec.ipFamilyPolicy: Invalid value: "RequireDualStack": this cluster is not '
+        'configured for dual-stack services',
+        '* spec.ipFamilies[1]: Invalid value: "IPv4": not configured on this cluster'
+    ], result.stderr
+    assert svc_spec(v6, "echo-prefer")["ipFamilies"] == ["IPv6"]     # ...the others can
+    assert svc_spec(v6, "echo-v6")["ipFamilies"] == ["IPv6"]
+    assert v6.kubectl("get", "svc", "echo-both").returncode != 0
+
+
 def test_ipv6_cluster_nodes_get_a_64(v6: RunningCluster) -> None:
     # registered as an agent does: the control plane's node IPAM assigns the podCIDR
     kubectl_ok(v6, "apply", "-f", "-", input=json.dumps(
@@ -309,11 +333,8 @@ def test_ipv6_cluster_nodes_get_a_64(v6: RunningCluster) -> None:
 
 # --- flags ------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not CLI_FLAGS, reason="podnet up has no --cluster-cidr yet (the "
-                                          "podnet/cli/__init__.py change is pending)")
 def test_podnet_up_refuses_bad_cidr_flags_before_starting(tmp_path: Path) -> None:
-    _, result = podnet_up(tmp_path, 1, "--cluster-cidr", "10.1.0.0/16,10.2.0.0/16",
-                          env={})
+    _, result = podnet_up(tmp_path, 1, "--cluster-cidr", "10.1.0.0/16,10.2.0.0/16")
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "podnet up: --cluster-cidr: two CIDRs must be of different families (one IPv4, one "
@@ -328,7 +349,7 @@ def test_pod_cidrs_survive_restarts_and_a_cluster_going_dual_stack(tmp_path: Pat
     def node_cidrs(cluster: RunningCluster) -> str:
         return kubectl_ok(cluster, "get", "node", "node-1", "-o", "jsonpath={.spec.podCIDRs}")
 
-    cluster, result = podnet_up(tmp_path, 1, env={})  # IPv4 only
+    cluster, result = podnet_up(tmp_path, 1)  # IPv4 only
     try:
         assert result.returncode == 0, result.stderr
         assert node_cidrs(cluster) == '["10.244.1.0/24"]'
@@ -337,7 +358,7 @@ def test_pod_cidrs_survive_restarts_and_a_cluster_going_dual_stack(tmp_path: Pat
     # the same state dir, now dual-stack: node-1 keeps its IPv4 podCIDR and gets an IPv6 one
     # when its agent registers again
     for _ in range(2):  # and keeps both across one more restart
-        cluster, result = podnet_up(tmp_path, 1, "--dual-stack", env={"PODNET_DUAL_STACK": "1"})
+        cluster, result = podnet_up(tmp_path, 1, "--dual-stack")
         try:
             assert result.returncode == 0, result.stderr
             assert node_cidrs(cluster) == '["10.244.1.0/24","fd00:10:244:1::/64"]'

@@ -235,10 +235,15 @@ def test_service_rows() -> None:
                     "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"},
                               {"port": 53, "protocol": "UDP"}]}}
     assert cells("Service", svc) == ["web", "NodePort", "10.96.0.20", "<none>",
-                                     "80:30080/TCP,53/UDP", "5s", "app=web,tier=a"]
+                                     "80:30080/TCP,53/UDP", "5s", "app=web,tier=a",
+                                     "10.96.0.20"]
     plain = {"metadata": {"name": "h"}, "spec": {"clusterIP": "None"}}
     assert cells("services", plain) == ["h", "ClusterIP", "None", "<none>", "<none>",
-                                        "<unknown>", "<none>"]
+                                        "<unknown>", "<none>", "None"]
+    dual = {"metadata": {"name": "d"},
+            "spec": {"clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7", "fd00:10:96::7"]}}
+    assert cells("Service", dual)[2::5] == ["10.96.0.7", "10.96.0.7,fd00:10:96::7"]
+    assert cells("Service", {"metadata": {"name": "n"}, "spec": {}})[7] == "<none>"
     lb = {"metadata": {"name": "l"}, "spec": {"type": "LoadBalancer"}}
     assert cells("Service", lb)[3] == "<pending>"
 
