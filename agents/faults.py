@@ -41,6 +41,7 @@ from typing import Any
 import structlog
 
 from agents.netstack import HIGH_WATER, NodeNetwork, StreamPeer
+from podnet.addresses import address as _fmt
 from podnet.client import ApiClient
 from podnet.faults.lookup import endpoints_by_ip
 from podnet.faults.model import Endpoint, Fault, FaultSet, TokenBucket, parse_faults
@@ -63,10 +64,6 @@ MAX_DELAYED_DATAGRAMS = 10_000   # in flight per agent (netem's queue limit is 1
 MAX_UDP_FLOWS = 8192
 DROP_EVENTS_PER_S = 100
 SEGMENT = 16384             # a stream chunk is delayed, lost and paced in pieces this big
-
-
-def _fmt(addr: Address) -> str:
-    return f"{addr[0]}:{addr[1]}"
 
 
 def _key(obj: Obj) -> Key:

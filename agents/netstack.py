@@ -44,6 +44,8 @@ from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar, cast
 
 import structlog
 
+from podnet.addresses import address as _fmt
+
 Address = tuple[str, int]
 LocalAddr = tuple[str | None, int]      # a bind address: None/"" means all of the pod's addresses
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[str, int]]
@@ -603,10 +605,6 @@ class VirtualStreamTransport(asyncio.Transport):
 
 def _discard(data: bytes) -> None:
     pass
-
-
-def _fmt(address: Address) -> str:
-    return f"{address[0]}:{address[1]}"
 
 
 def _no_keep_open() -> None:

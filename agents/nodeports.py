@@ -55,6 +55,8 @@ import structlog
 from aiohttp import web, web_request
 
 from agents.netstack import Address, NodeNetwork, PolicyDropped, StreamPeer, dropped
+from podnet.addresses import address as _fmt
+from podnet.addresses import hostport
 from podnet.client import ApiClient
 from podnet.informer import Informer
 from podnet.resources import BY_KIND
@@ -78,10 +80,6 @@ COALESCE_S = 0.01           # a burst of Service/slice events becomes one reconc
 
 PortKey = tuple[int, str]   # (nodePort, protocol); protocol HEALTH: a health check port
 HEALTH = "HEALTH"
-
-
-def _fmt(address: Address) -> str:
-    return f"{address[0]}:{address[1]}"
 
 
 class HostStream(asyncio.Protocol):
@@ -476,7 +474,7 @@ class NodePorts:
                       proto="http health check" if key[1] == HEALTH else key[1].lower())
 
     def where(self, key: PortKey) -> str:
-        return f"{self.host}:{key[0]}"
+        return hostport(self.host, key[0])
 
     def spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -539,7 +537,7 @@ class NodePorts:
                 peer = await self._open(src, endpoint, stream)
             except OSError as exc:
                 failed.append(endpoint.address)
-                tried.append(f"{endpoint.ip}:{endpoint.port} {errname(exc.errno)}")
+                tried.append(f"{hostport(endpoint.ip, endpoint.port)} {errname(exc.errno)}")
                 continue
             break
         if stream.closed:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.netstack import PodNet
+from podnet.addresses import hostport
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ async def _check(probe: Probe, net: PodNet, ip: str,
         if probe.kind == "tcp":
             return True
         head = "".join(f"{k}: {v}\r\n" for k, v in probe.headers)
-        writer.write(f"GET {probe.path} HTTP/1.1\r\nHost: {ip}:{probe.port}\r\n"
+        writer.write(f"GET {probe.path} HTTP/1.1\r\nHost: {hostport(ip, probe.port)}\r\n"
                      f"User-Agent: kube-probe/1.32\r\nConnection: close\r\n{head}\r\n"
                      .encode())
         await writer.drain()

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from podnet.addresses import hostport
+
 MASTER_NAMESPACE = "default"
 MASTER_SERVICES = frozenset({"kubernetes"})
 
@@ -54,7 +56,7 @@ def variables_of(service: Mapping[str, Any]) -> dict[str, str]:
     for i, port in enumerate(ports):
         raw = port.get("protocol")
         protocol = raw if isinstance(raw, str) and raw else "TCP"
-        url = f"{protocol.lower()}://{host}:{port['port']}"
+        url = f"{protocol.lower()}://{hostport(host, port['port'])}"
         if i == 0:
             env[f"{prefix}_PORT"] = url     # Docker links single out the first port
         base = f"{prefix}_PORT_{port['port']}_{protocol.upper()}"

@@ -31,6 +31,7 @@ from agents.netstack import (
     StreamPeer,
     unreachable,
 )
+from podnet.addresses import address as _fmt
 from podnet.tunnel import WINDOW, Dgram, Open
 from podnet.tunnelnet import (
     CONTROLPLANE,
@@ -147,8 +148,8 @@ class TunnelManager(TunnelPeer):
 
     def on_open(self, tunnel: Tunnel, frame: Open) -> None:
         end = tunnel.new_end(frame)
-        where = {"flow": frame.flow, "peer": tunnel.peer, "src": f"{frame.src[0]}:{frame.src[1]}",
-                 "dst": f"{frame.dst[0]}:{frame.dst[1]}"}
+        where = {"flow": frame.flow, "peer": tunnel.peer, "src": _fmt(frame.src),
+                 "dst": _fmt(frame.dst)}
         try:
             # Through the control plane's ClusterIP proxy: the source agent did not know the
             # endpoint, so the client's egress is judged here, against the real one.
@@ -189,7 +190,7 @@ class TunnelManager(TunnelPeer):
     async def open_stream(self, src: Address, dst: Address, local: StreamPeer,
                           flow: str | None = None) -> StreamPeer:
         flow = flow or self.new_flow()
-        where = {"flow": flow, "src": f"{src[0]}:{src[1]}", "dst": f"{dst[0]}:{dst[1]}"}
+        where = {"flow": flow, "src": _fmt(src), "dst": _fmt(dst)}
         route = self._route(dst[0])
         if route is None:
             self.log.info("flow.route", **where, proto="tcp", route="none",

@@ -42,6 +42,8 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from podnet.addresses import address as _fmt
+from podnet.addresses import hostport
 from podnet.policy.state import PolicyState, verdict_fields
 from podnet.resources import BY_KIND
 from podnet.services.servicemap import Choice, Endpoint, ServiceMap, UdpFlows, family_of
@@ -226,7 +228,7 @@ class ClusterIPProxy(TunnelPeer):
                 backend = await self._open_backend(endpoint, frame, client)
             except OSError as exc:
                 failed.append(endpoint.address)
-                tried.append(f"{endpoint.ip}:{endpoint.port} {errname(exc.errno)}")
+                tried.append(f"{hostport(endpoint.ip, endpoint.port)} {errname(exc.errno)}")
                 if tunnel.closed is not None or not tunnel.session.has_stream(frame.sid):
                     # The client gave up meanwhile (a NetworkPolicy drop times out slowly):
                     # trying the other endpoints would only hold them for nobody.
@@ -238,12 +240,12 @@ class ClusterIPProxy(TunnelPeer):
         if not tunnel.accept(client, backend):
             backend.hang_up(reset())    # the client gave up while we were connecting
             self.log.info("proxy.connection", **where, **_service(choice),
-                          endpoint=f"{endpoint.ip}:{endpoint.port}", tried=tried,
+                          endpoint=hostport(endpoint.ip, endpoint.port), tried=tried,
                           reason=choice.reason, verdict="client gone")
             return
         backend.wake()      # hand over what the backend may have sent already
         self.log.info("proxy.connection", **where, **_service(choice),
-                      endpoint=f"{endpoint.ip}:{endpoint.port}", pod=endpoint.pod,
+                      endpoint=hostport(endpoint.ip, endpoint.port), pod=endpoint.pod,
                       endpoint_node=self._node_name(endpoint),
                       reason="retry" if tried else choice.reason, tried=tried or None,
                       ready=choice.ready, verdict="connected")
@@ -295,7 +297,7 @@ class ClusterIPProxy(TunnelPeer):
                                  reason="no free proxy port")
                 return
             self.log.info("proxy.udp_flow", **where,
-                          endpoint=f"{choice.endpoint.ip}:{choice.endpoint.port}",
+                          endpoint=hostport(choice.endpoint.ip, choice.endpoint.port),
                           proxy=f"{flow.proxy[0]}:{flow.proxy[1]}", reason=choice.reason,
                           verdict="forwarded")
         flow.via = tunnel
@@ -402,7 +404,7 @@ class _DnsStream:
 
 
 def _where(src: tuple[str, int], dst: tuple[str, int]) -> dict[str, str]:
-    return {"src": f"{src[0]}:{src[1]}", "dst": f"{dst[0]}:{dst[1]}"}
+    return {"src": _fmt(src), "dst": _fmt(dst)}
 
 
 def _service(choice: Choice) -> dict[str, Any]:

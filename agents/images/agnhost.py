@@ -17,6 +17,7 @@ from agents.images.flags import FlagError, FlagValue, parse_flags
 from agents.images.golog import printf
 from agents.images.httpserve import peer, serve, server_header
 from agents.images.netexec import NETEXEC_FLAGS, netexec
+from podnet.addresses import hostport
 
 SERVE_HOSTNAME_FLAGS: dict[str, FlagValue] = {
     "tcp": False, "udp": False, "http": True, "close": False, "port": 9376}
@@ -49,7 +50,7 @@ class _Hostname(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         ip, port = transport.get_extra_info("peername") or ("", 0)
-        printf(self.ctx, f"TCP request from {ip}:{port}")
+        printf(self.ctx, f"TCP request from {hostport(ip, port)}")
         transport.write(self.hostname.encode())
         transport.close()
 
@@ -65,7 +66,7 @@ class _HostnameUdp(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        printf(self.ctx, f"UDP request from {addr[0]}:{addr[1]}")
+        printf(self.ctx, f"UDP request from {hostport(str(addr[0]), addr[1])}")
         if self.transport is not None:
             self.transport.sendto(self.hostname.encode(), addr)
 
@@ -91,7 +92,7 @@ async def serve_hostname(ctx: ContainerContext, flags: Mapping[str, FlagValue]) 
 
             async def handle(request: web.Request) -> web.Response:
                 ip, client_port = peer(request)
-                printf(ctx, f"HTTP request from {ip}:{client_port}")
+                printf(ctx, f"HTTP request from {hostport(ip, client_port)}")
                 response = web.Response(body=hostname.encode())
                 response.headers["Content-Type"] = "text/plain; charset=utf-8"
                 if close:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from agents.images import ContainerContext
+from podnet.addresses import hostport
 
 DEFAULT_PORT = 8080
 CONTEXT = web.AppKey("context", ContainerContext)
@@ -30,8 +31,7 @@ async def _echo(request: web.Request) -> web.StreamResponse:
     peer = transport.get_extra_info("peername") if transport is not None else None
     local = transport.get_extra_info("sockname") if transport is not None else None
     # An IPv6 client is written [addr]:port, as in a URL.
-    host = f"[{peer[0]}]" if peer and ":" in peer[0] else peer[0] if peer else ""
-    client = f"{host}:{peer[1]}" if peer else (request.remote or "")
+    client = hostport(peer[0], peer[1]) if peer else (request.remote or "")
     body = await request.read()
     response = web.json_response({
         "pod": ctx.pod.name,

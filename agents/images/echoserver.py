@@ -13,6 +13,7 @@ from aiohttp import web
 
 from agents.images import ContainerContext
 from agents.images.httpserve import local_port, peer, serve, server_header
+from podnet.addresses import hostport
 
 PORT = 8080
 SERVER = "nginx/1.13.3"
@@ -43,7 +44,7 @@ async def run(ctx: ContainerContext, argv: list[str]) -> int:
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
-        host = request.host or f"{ctx.pod.ip}:{local_port(request)}"
+        host = request.host or hostport(ctx.pod.ip, local_port(request))
         text = echo_text(hostname=hostname, env=ctx.env, client=peer(request)[0],
                          method=request.method, path=request.path,
                          query=request.query_string,

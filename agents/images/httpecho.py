@@ -14,6 +14,7 @@ from agents.images import ContainerContext
 from agents.images.flags import FlagError, FlagValue, parse_flags
 from agents.images.golog import printf
 from agents.images.httpserve import local_port, peer, serve, server_header
+from podnet.addresses import hostport
 
 VERSION = "1.0.0"
 
@@ -64,8 +65,8 @@ async def run(ctx: ContainerContext, argv: list[str]) -> int:
         ip, client_port = peer(request)
         assert isinstance(response.body, bytes)
         printf(ctx, request_line(
-            host=request.host or f"{ctx.pod.ip}:{local_port(request)}",
-            remote=f"{ip}:{client_port}", method=request.method, uri=request.raw_path,
+            host=request.host or hostport(ctx.pod.ip, local_port(request)),
+            remote=hostport(ip, client_port), method=request.method, uri=request.raw_path,
             proto=f"HTTP/{request.version.major}.{request.version.minor}",
             status=response.status, size=len(response.body),
             agent=request.headers.get("User-Agent", ""),

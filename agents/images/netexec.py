@@ -34,6 +34,7 @@ from agents.toolbox.httpclient import (
     read_head,
 )
 from agents.toolbox.netutil import resolve, strerror
+from podnet.addresses import hostport
 
 DIAL_TIMEOUT_S = 5.0    # agnhost's HTTP client timeout and UDP read deadline
 MAX_TRIES = 1000        # beyond agnhost: one request must not keep a pod busy for hours
@@ -51,7 +52,7 @@ def udp_reply(data: bytes, hostname: str, client: tuple[str, int]) -> bytes | No
     if text.startswith("echo "):
         return text.split(" ", 1)[1].encode()
     if text == "clientip":
-        return f"{client[0]}:{client[1]}".encode()
+        return hostport(client[0], client[1]).encode()
     return None
 
 
@@ -232,7 +233,7 @@ def build_app(ctx: ContainerContext, stop: asyncio.Future[int], ready: Callable[
     async def clientip(request: web.Request) -> web.Response:
         printf(ctx, "GET /clientip")
         ip, port = peer(request)
-        return _text(f"{ip}:{port}")
+        return _text(hostport(ip, port))
 
     async def header(request: web.Request) -> web.Response:
         key = request.query.get("key", "")
@@ -358,7 +359,7 @@ class _UdpServer(asyncio.DatagramProtocol):
         client = (str(addr[0]), int(addr[1]))
         reply = udp_reply(data, self.ctx.pod.hostname or self.ctx.pod.name, client)
         if reply is None:
-            printf(self.ctx, f"Unknown UDP command received from {client[0]}:{client[1]}: "
+            printf(self.ctx, f"Unknown UDP command received from {hostport(*client)}: "
                              f"{data.decode('utf-8', 'replace').strip().lower()}")
             return
         if self.transport is not None:

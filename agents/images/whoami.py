@@ -16,6 +16,7 @@ from agents.images import ContainerContext
 from agents.images.flags import FlagError, FlagValue, parse_flags
 from agents.images.golog import marshal, printf
 from agents.images.httpserve import peer, serve, server_header
+from podnet.addresses import hostport
 
 
 def canonical(name: str) -> str:
@@ -66,9 +67,9 @@ async def run(ctx: ContainerContext, argv: list[str]) -> int:
                             "headers": {canonical(k): [v] for k, v in request.headers.items()},
                             "url": request.path_qs, "host": request.host,
                             "method": request.method, "name": name,
-                            "remoteAddr": f"{ip}:{client_port}"})
+                            "remoteAddr": hostport(ip, client_port)})
             return web.Response(body=body.encode(), content_type="application/json")
-        text = whoami_text(name=name, hostname=hostname, ips=ips, remote=f"{ip}:{client_port}",
+        text = whoami_text(name=name, hostname=hostname, ips=ips, remote=hostport(ip, client_port),
                            method=request.method, target=request.raw_path, version=version,
                            host=request.host, headers=list(request.headers.items()))
         response = web.Response(body=text.encode())

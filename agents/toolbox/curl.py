@@ -26,7 +26,8 @@ from agents.toolbox.httpclient import (
     read_body,
     read_head,
 )
-from agents.toolbox.netutil import close_quietly, family_of, hostport, resolve, strerror
+from agents.toolbox.netutil import close_quietly, family_of, resolve, strerror
+from podnet.addresses import hostport
 
 USER_AGENT = "curl/7.88.1"
 MAX_REDIRECTS = 50

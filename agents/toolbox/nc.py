@@ -14,7 +14,8 @@ import socket
 from dataclasses import dataclass
 
 from agents.toolbox.core import Command, Proc
-from agents.toolbox.netutil import close_quietly, family_of, hostport, resolve, strerror
+from agents.toolbox.netutil import close_quietly, family_of, resolve, strerror
+from podnet.addresses import hostport
 
 USAGE = ("Usage: nc [OPTIONS] HOST PORT  - connect\n"
          "nc [OPTIONS] -l -p PORT [HOST] [PORT]  - listen\n")

@@ -43,11 +43,6 @@ async def resolve(net: PodNet, host: str, port: int, family: int = socket.AF_UNS
     raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
 
-def hostport(ip: str, port: int) -> str:
-    """`ip:port`, `[v6]:port`."""
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 def family_of(ipv4: bool, ipv6: bool) -> int:
     """The address family that `-4` / `-6` ask for (the last one given wins in curl; here
     -6 wins when both are given, the unusual case)."""

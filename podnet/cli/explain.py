@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from podnet.addresses import host_of, hostport
 from podnet.faults.lookup import endpoints_by_ip
 from podnet.faults.model import Endpoint as FaultEndpoint
 from podnet.faults.model import Fault, parse_faults
@@ -462,7 +463,7 @@ def _add_faults(snap: Snapshot, ex: Explanation) -> None:
 def _dst_ip(ex: Explanation) -> str:
     text = next((h.text for h in ex.hops if h.step == "destination"), "")
     for word in text.split():
-        head = word.split(":")[0]
+        head = host_of(word.split("/")[0])
         if _is_ip(head):
             return head
     return ""
@@ -485,7 +486,7 @@ def _explain(snap: Snapshot, source: str, destination: str, port: str | None,
     if dst_t.kind == "pod" and dst_t.pod is not None:
         dst = view.peer(dst_t.pod)
         number, proto_used = _pod_port(view, dst_t.pod, port, proto)
-        hops.append(Hop("destination", f"{dst_t.label} {dst.ip}:{number}/{proto_used} on "
+        hops.append(Hop("destination", f"{dst_t.label} {hostport(dst.ip, number)}/{proto_used} on "
                                        f"{dst.node or '(no node)'}"))
         leg_hops, unreachable = _pod_hops(view, src, dst, dst_t.label)
         leg = Leg(dst_t.label, dst.ip, number, proto_used, leg_hops, unreachable=unreachable)
@@ -496,7 +497,7 @@ def _explain(snap: Snapshot, source: str, destination: str, port: str | None,
     if dst_t.kind == "kube-dns":
         number = _port_number(port) if port is not None and port.isdigit() else 53
         proto_used = proto or "UDP"
-        hops.append(Hop("destination", f"kube-dns {snap.dns_ip}:{number}/{proto_used}"))
+        hops.append(Hop("destination", f"kube-dns {hostport(snap.dns_ip, number)}/{proto_used}"))
         hops.append(Hop("route", f"{src.node}: {snap.service_cidr} -> the control plane's "
                                  f"tunnel at {snap.proxy_address or '?'}"))
         leg = Leg("kube-dns (kube-system/coredns)", snap.dns_ip, number, proto_used, [
@@ -523,7 +524,8 @@ def _explain(snap: Snapshot, source: str, destination: str, port: str | None,
     if number == 0:
         raise ExplainError(f"{dst_t.ip} is not a pod or Service IP: give --port as a number")
     proto_used = proto or "TCP"
-    hops.append(Hop("destination", f"{dst_t.ip}:{number}/{proto_used} (not a pod or Service)"))
+    hops.append(Hop("destination",
+                    f"{hostport(dst_t.ip, number)}/{proto_used} (not a pod or Service)"))
     leg = Leg(dst_t.ip, dst_t.ip, number, proto_used, [])
     route, where = (None, "")
     if src.node:
@@ -550,7 +552,7 @@ def _explain_service(view: _View, src: Peer, src_label: str, dst_t: _Target, por
     assert svc is not None
     sport = _service_port(svc, port, proto)
     snap = view.snap
-    hops.append(Hop("destination", f"{dst_t.ip}:{sport.port}/{sport.protocol} is Service "
+    hops.append(Hop("destination", f"{hostport(dst_t.ip, sport.port)}/{sport.protocol} is Service "
                                    f"{svc.key} ({svc.type})"))
     if sport.node_port is not None:
         hops.append(Hop("note", f"type {svc.type}: also open on every node's address at port "
@@ -616,8 +618,8 @@ def render(ex: Explanation) -> str:
     for i, leg in enumerate(ex.legs, 1):
         indent = "    " if many else "  "
         if many:
-            lines.append(f"  endpoint {i:<3} {leg.destination} {leg.ip}:{leg.port}/"
-                         f"{leg.protocol}")
+            lines.append(f"  endpoint {i:<3} {leg.destination} "
+                         f"{hostport(leg.ip, leg.port)}/{leg.protocol}")
         lines += [f"{indent}{h.step:<{width}} {h.text}" for h in leg.hops]
         if leg.unreachable:
             lines.append(f"{indent}{'unreachable':<{width}} {leg.unreachable}")

@@ -14,6 +14,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from podnet.addresses import address as _fmt
 from podnet.policy.engine import KUBE_DNS, NAMESPACE_NAME_LABEL, Peer, PolicySet, Verdict
 
 __all__ = ["PolicyState", "named_ports", "verdict_fields"]
@@ -193,7 +194,7 @@ def verdict_fields(flow: str, src: Address, dst: Address, protocol: str, pod: Pe
                    verdict: Verdict) -> dict[str, Any]:
     """The fields of a `policy.verdict` log event."""
     return {"flow": flow, "pod": pod.pod, "namespace": pod.namespace,
-            "src": f"{src[0]}:{src[1]}", "dst": f"{dst[0]}:{dst[1]}", "port": dst[1],
+            "src": _fmt(src), "dst": _fmt(dst), "port": dst[1],
             "protocol": protocol, "proto": protocol, "direction": verdict.direction,
             "verdict": verdict.word, "policy": verdict.policy, "rule": verdict.rule,
             "reason": verdict.reason}

@@ -145,6 +145,24 @@ def test_cross_node_ipv6_keeps_the_source(cluster: RunningCluster) -> None:
     assert client_host(body) == v6_of(cluster, "client")
 
 
+def test_flow_logs_write_ipv6_addresses_in_brackets(cluster: RunningCluster) -> None:
+    client, web2 = v6_of(cluster, "client"), v6_of(cluster, "web-2")
+    body = echo(cluster, f"http://[{web2}]:8080/logged")
+    seen = body["client"]                   # [client]:port, as the far pod saw it
+
+    def logged() -> list[dict[str, Any]] | None:
+        out = cluster.podnet("logs", "--pod", "default/client", "-o", "json").stdout
+        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        mine = [e for e in events if e.get("src") == seen]
+        return mine or None
+    events = wait_for(logged, 10, what=f"flow events from {seen}")
+    assert seen.startswith(f"[{client}]:")
+    assert {e.get("dst") for e in events} == {f"[{web2}]:8080"}
+    flow = events[0]["flow"]
+    trace = cluster.podnet("logs", "--flow", flow).stdout
+    assert f"{seen} -> [{web2}]:8080" in trace, trace
+
+
 def test_ipv4_still_reaches_the_same_pods(cluster: RunningCluster) -> None:
     web2_v4 = pod_ips(cluster, "web-2")[0]
     body = echo(cluster, f"http://{web2_v4}:8080/")

@@ -20,7 +20,8 @@ def node(name: str, cidr: str, port: int, ready: bool = True,
     conds = [{"type": "Ready", "status": "True" if ready else "False"}]
     if net_unavailable:
         conds.append({"type": "NetworkUnavailable", "status": "True"})
-    return {"metadata": {"name": name, "resourceVersion": "7"}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+    return {"metadata": {"name": name, "resourceVersion": "7"},
+            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
             "status": {"conditions": conds,
                        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}}
@@ -77,7 +78,8 @@ def test_nodes_and_pods_are_keyed_entities() -> None:
     v = view()
     n1 = v["nodes"]["node-1"]
     assert n1 == {"key": "node-1", "name": "node-1", "podCIDR": "10.244.1.0/24",
-                  "podCIDRs": ["10.244.1.0/24"], "address": "127.0.0.1:7001", "ready": True, "gossip": "unknown",
+                  "podCIDRs": ["10.244.1.0/24"], "address": "127.0.0.1:7001", "ready": True,
+                  "gossip": "unknown",
                   "seenBy": {}, "routes": []}
     assert v["nodes"]["node-3"]["ready"] is False           # NetworkUnavailable
     assert v["pods"]["default/web-1"] == {

@@ -1,0 +1,24 @@
+"""How podnet writes a socket address in logs and messages: `ip:port`, and `[ip]:port` for
+IPv6 (RFC 3986's form, the one curl and ss print), so an IPv6 address reads as one word and
+the port is always what follows the last colon."""
+
+from __future__ import annotations
+
+
+def hostport(ip: str, port: int | str) -> str:
+    """`10.244.1.2:8080`, `[fd00:10:244:1::2]:8080`."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def address(addr: tuple[str, int]) -> str:
+    """A socket address (host, port) as `hostport` writes it."""
+    return hostport(addr[0], addr[1])
+
+
+def host_of(text: str) -> str:
+    """The host of a `hostport` text (`[v6]:port` or `v4:port`); the text itself when it
+    has no port."""
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    host, sep, port = text.rpartition(":")
+    return host if sep and port.isdigit() and ":" not in host else text
