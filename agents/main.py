@@ -43,7 +43,7 @@ from podnet.client import (
 )
 from podnet.cluster import write_json_atomic
 from podnet.informer import Informer
-from podnet.pki import client_context, verify_cluster_info
+from podnet.pki import client_context
 from podnet.resources import BY_KIND
 from podnet.settings import AgentSettings, SettingsError
 from podnet.supervise import run_process, run_until_stopped
@@ -129,26 +129,6 @@ async def register_until_ready(api: ApiClient, s: AgentSettings, host: str, port
         delay = min(delay * 2, 2.0)
 
 
-async def cluster_families(api: ApiClient, secret: bytes,
-                           cluster: ClusterInfo) -> tuple[list[str], list[str]]:
-    """The cluster and service CIDRs of every family (cluster-info clusterCIDRs and
-    serviceCIDRs, primary first); just the primary ones from a control plane without them.
-
-    `ClusterInfo` carries the primary ones only, so the signed document is read again, now
-    over TLS under the verified CA, and its HMAC checked again all the same."""
-    single = [cluster.cluster_cidr], [cluster.service_cidr]
-    try:
-        info = await api.request("GET", "/podnet/cluster-info")
-    except (ApiError, ApiUnavailable) as e:
-        log.warning("node.cluster_info_unread", error=str(e))
-        return single
-    if not isinstance(info, dict) or not verify_cluster_info(secret, info):
-        log.warning("node.cluster_info_unverified")
-        return single
-    return (nodeobj.cidr_families(cluster.cluster_cidr, info.get("clusterCIDRs")),
-            nodeobj.cidr_families(cluster.service_cidr, info.get("serviceCIDRs")))
-
-
 async def seed_from_controlplane(api: ApiClient, gossip: GossipService, me: str) -> None:
     """The agents the control plane knows of, as gossip seeds (best effort: gossip also has
     --peers and the peers file, and the control plane may be down)."""
@@ -190,7 +170,7 @@ async def run(s: AgentSettings, g: GossipSettings, stop: asyncio.Event) -> None:
         pod_cidr = node["spec"]["podCIDR"]
         # Dual-stack: a podCIDR and cluster/service CIDR per family, primary first.
         pod_cidrs = nodeobj.pod_cidrs(node)
-        cluster_cidrs, service_cidrs = await cluster_families(api, secret, cluster)
+        cluster_cidrs, service_cidrs = cluster.cluster_families, cluster.service_families
         network = NodeNetwork(s.name, pod_cidr, cluster.cluster_cidr, pod_cidrs=pod_cidrs,
                               cluster_cidrs=cluster_cidrs)
         runtime = PodRuntime(node=s.name, host_ip=host, pod_cidr=pod_cidr, network=network,

@@ -16,6 +16,7 @@ import structlog
 from agents import netready
 from agents.cni.routes import RouteTable
 from podnet import __version__
+from podnet.addresses import cidr_families
 from podnet.apierrors import ApiError
 from podnet.client import ApiClient, ApiUnavailable
 from podnet.informer import Informer
@@ -24,22 +25,6 @@ from podnet.resources import BY_KIND
 log = structlog.get_logger()
 NODES = BY_KIND["Node"]
 AGENT_ADDRESS_ANNOTATION = "podnet.io/agent-address"
-
-
-def cidr_families(primary: str, listed: object) -> list[str]:
-    """A dual-stack list of CIDRs (Node spec.podCIDRs, cluster-info clusterCIDRs or
-    serviceCIDRs), checked: `primary` first, at most one per family, each a valid network.
-    Anything else (absent on an older control plane, or malformed) means `[primary]`."""
-    if not isinstance(listed, list) or not 1 <= len(listed) <= 2 or listed[0] != primary \
-            or not all(isinstance(c, str) for c in listed):
-        return [primary]
-    try:
-        nets = [ipaddress.ip_network(c) for c in listed]
-    except ValueError:
-        return [primary]
-    if len({n.version for n in nets}) != len(nets):
-        return [primary]
-    return [str(c) for c in listed]
 
 
 def pod_cidrs(node: dict[str, Any]) -> list[str]:

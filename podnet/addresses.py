@@ -4,6 +4,8 @@ the port is always what follows the last colon."""
 
 from __future__ import annotations
 
+import ipaddress
+
 
 def hostport(ip: str, port: int | str) -> str:
     """`10.244.1.2:8080`, `[fd00:10:244:1::2]:8080`."""
@@ -22,3 +24,19 @@ def host_of(text: str) -> str:
         return text[1:].partition("]")[0]
     host, sep, port = text.rpartition(":")
     return host if sep and port.isdigit() and ":" not in host else text
+
+
+def cidr_families(primary: str, listed: object) -> list[str]:
+    """A dual-stack list of CIDRs (Node spec.podCIDRs, cluster-info clusterCIDRs or
+    serviceCIDRs), checked: `primary` first, at most one per family, each a valid network.
+    Anything else (absent on an older control plane, or malformed) means `[primary]`."""
+    if not isinstance(listed, list) or not 1 <= len(listed) <= 2 or listed[0] != primary \
+            or not all(isinstance(c, str) for c in listed):
+        return [primary]
+    try:
+        nets = [ipaddress.ip_network(c) for c in listed]
+    except ValueError:
+        return [primary]
+    if len({n.version for n in nets}) != len(nets):
+        return [primary]
+    return [str(c) for c in listed]

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from podnet.addresses import cidr_families
 from podnet.apierrors import ApiError
 from podnet.resources import Resource
 
@@ -182,6 +183,18 @@ class ClusterInfo:
     cluster_domain: str
     tunnel_address: str = ""    # host:port of the control plane's tunnel endpoint ("" = none)
     fault_seed: int = 0         # cluster-wide NetworkFault seed (`podnet up --seed`)
+    # Every family's CIDRs, primary (== cluster_cidr / service_cidr) first; () = the primary
+    # alone (a single-stack cluster, or a control plane that does not list them).
+    cluster_cidrs: tuple[str, ...] = ()
+    service_cidrs: tuple[str, ...] = ()
+
+    @property
+    def cluster_families(self) -> list[str]:
+        return list(self.cluster_cidrs or (self.cluster_cidr,))
+
+    @property
+    def service_families(self) -> list[str]:
+        return list(self.service_cidrs or (self.service_cidr,))
 
     def tunnel_dial_address(self, base_url: str) -> str:
         """Where to dial the control plane's tunnel endpoint ("" when it has none): a wildcard
@@ -223,7 +236,9 @@ async def fetch_cluster_info(base_url: str, secret: bytes, *,
     tunnel, seed = info.get("tunnelAddress"), info.get("faultSeed")
     return ClusterInfo(info["ca"].encode(), info["clusterCIDR"], info["serviceCIDR"],
                        info["clusterDomain"], tunnel if isinstance(tunnel, str) else "",
-                       seed if isinstance(seed, int) and not isinstance(seed, bool) else 0)
+                       seed if isinstance(seed, int) and not isinstance(seed, bool) else 0,
+                       tuple(cidr_families(info["clusterCIDR"], info.get("clusterCIDRs"))),
+                       tuple(cidr_families(info["serviceCIDR"], info.get("serviceCIDRs"))))
 
 
 class CaMismatch(Exception):

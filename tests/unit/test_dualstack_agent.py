@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from agents.hostlocal import HostLocalIpam, PoolExhausted
-from agents.node import cidr_families, max_pods, pod_cidrs
+from agents.node import max_pods, pod_cidrs
+from podnet.addresses import cidr_families
 
 
 def test_v6_pool_skips_network_and_gateway_and_round_robins() -> None:
