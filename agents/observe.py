@@ -45,8 +45,9 @@ class LinkSource(Protocol):
 
 def route_rows(routes: list[Route], now: float) -> list[dict[str, Any]]:
     """Routes as `GET /routes` and the `routes` line show them."""
-    return [{"podCIDR": r.pod_cidr, "node": r.node, "address": r.address, "state": r.state,
-             "version": r.version, "age_s": round(max(0.0, now - r.since), 1)}
+    return [{"podCIDR": r.pod_cidr, "podCIDRs": list(r.cidrs), "node": r.node,
+             "address": r.address, "state": r.state, "version": r.version,
+             "age_s": round(max(0.0, now - r.since), 1)}
             for r in routes]
 
 

@@ -51,9 +51,11 @@ def render(views: dict[str, list[dict[str, Any]] | str]) -> str:
             lines.append(f"{node}: {routes}")
             continue
         lines.append(f"{node} sees:")
-        rows = [("POD CIDR", "NODE", "ADDRESS", "STATE", "VERSION", "AGE")]
-        rows += [(r["podCIDR"], r["node"], r["address"], r["state"], r["version"],
-                  format_age(float(r["age_s"]))) for r in routes]
+        cidrs = [",".join(r.get("podCIDRs") or [r["podCIDR"]]) for r in routes]
+        head = "POD CIDRS" if any("," in c for c in cidrs) else "POD CIDR"
+        rows = [(head, "NODE", "ADDRESS", "STATE", "VERSION", "AGE")]
+        rows += [(c, r["node"], r["address"], r["state"], r["version"],
+                  format_age(float(r["age_s"]))) for c, r in zip(cidrs, routes, strict=True)]
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             lines.append("  " + "  ".join(str(c).ljust(w)

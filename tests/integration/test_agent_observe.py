@@ -100,8 +100,9 @@ async def test_hello_then_routes_then_links(feed: Feed) -> None:
     assert routes["type"] == "routes"
     assert [(r["podCIDR"], r["node"], r["state"]) for r in routes["routes"]] == [
         ("10.244.1.0/24", "node-1", "alive"), ("10.244.2.0/24", "node-2", "alive")]
-    assert set(routes["routes"][0]) == {"podCIDR", "node", "address", "state", "version",
-                                        "age_s"}
+    assert set(routes["routes"][0]) == {"podCIDR", "podCIDRs", "node", "address", "state",
+                                        "version", "age_s"}
+    assert routes["routes"][0]["podCIDRs"] == ["10.244.1.0/24"]
     first = await next_line(resp, "links")
     assert first["peers"]["node-2"]["bytes_out"] == 0 and first["ts"] > 1.7e9
     feed.endpoint.links.bytes_out = 5000  # type: ignore[union-attr]
