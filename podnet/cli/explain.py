@@ -31,7 +31,7 @@ from podnet.faults.lookup import endpoints_by_ip
 from podnet.faults.model import Endpoint as FaultEndpoint
 from podnet.faults.model import Fault, parse_faults
 from podnet.policy.engine import KUBE_DNS, Peer, PolicySet, Verdict
-from podnet.services.servicemap import Endpoint, Service, ServiceMap, ServicePort
+from podnet.services.servicemap import Endpoint, Service, ServiceMap, ServicePort, family_of
 
 __all__ = ["ExplainError", "Explanation", "FaultCrossed", "Leg", "Snapshot", "as_json", "explain",
            "render"]
@@ -67,6 +67,7 @@ class Snapshot:
     policies: list[dict[str, Any]] = field(default_factory=list)
     routes: dict[str, list[dict[str, Any]] | str] = field(default_factory=dict)
     service_cidr: str = "10.96.0.0/12"
+    service_cidrs: list[str] = field(default_factory=list)   # every family's; [] = the primary
     proxy_address: str = ""     # the control plane's tunnel endpoint
     dns_ip: str = "10.96.0.10"
     faults: list[dict[str, Any]] = field(default_factory=list)     # NetworkFaults
@@ -186,19 +187,24 @@ class _View:
             if not isinstance(ns, str) or not isinstance(name, str):
                 continue
             self.pods[(ns, name)] = pod
-            ip = _d(pod.get("status")).get("podIP")
             phase = _d(pod.get("status")).get("phase")
             # A finished pod's IP may already be someone else's: the live pod wins.
-            if isinstance(ip, str) and ip and (ip not in self.pods_by_ip
-                                               or phase not in ("Succeeded", "Failed")):
-                self.pods_by_ip[ip] = pod
-        try:
-            self.service_cidr: ipaddress.IPv4Network | None = \
-                ipaddress.IPv4Network(snap.service_cidr)
-        except ValueError:
-            self.service_cidr = None
+            for ip in _pod_ips(pod):
+                if ip not in self.pods_by_ip or phase not in ("Succeeded", "Failed"):
+                    self.pods_by_ip[ip] = pod
+    def service_cidr(self, ip: str) -> str:
+        """The service CIDR of `ip`'s family (what the source node routes to the proxy)."""
+        for text in self.snap.service_cidrs or [self.snap.service_cidr]:
+            try:
+                if ipaddress.ip_network(text).version == ipaddress.ip_address(ip).version:
+                    return text
+            except ValueError:
+                continue
+        return self.snap.service_cidr
 
-    def peer(self, pod: dict[str, Any]) -> Peer:
+    def peer(self, pod: dict[str, Any], family: int | None = None) -> Peer:
+        """The pod as policy sees it, at its address of `family` (4 or 6; None: its
+        primary address, or its only one)."""
         meta, spec = _d(pod.get("metadata")), _d(pod.get("spec"))
         ns = str(meta.get("namespace"))
         named: dict[str, tuple[int, str]] = {}
@@ -208,7 +214,10 @@ class _View:
                 number = p.get("containerPort")
                 if isinstance(p.get("name"), str) and isinstance(number, int):
                     named[p["name"]] = (number, str(p.get("protocol") or "TCP"))
-        return Peer(str(_d(pod.get("status")).get("podIP") or ""), namespace=ns,
+        ips = _pod_ips(pod)
+        ip = next((a for a in ips if family is not None and family_of(a) == family),
+                  ips[0] if ips else "")
+        return Peer(ip, namespace=ns,
                     pod=str(meta.get("name")),
                     labels={str(k): str(v) for k, v in _d(meta.get("labels")).items()},
                     namespace_labels=self.namespace_labels.get(ns, {}),
@@ -221,17 +230,20 @@ class _View:
     def route(self, from_node: str, ip: str) -> tuple[dict[str, Any] | None, str]:
         """The route `from_node` uses for `ip`, and where that knowledge comes from."""
         table = self.snap.routes.get(from_node)
-        addr = ipaddress.IPv4Address(ip)
+        addr = ipaddress.ip_address(ip)
         if isinstance(table, list):
             best: dict[str, Any] | None = None
             best_len = -1
             for r in table:
-                try:
-                    net = ipaddress.IPv4Network(str(_d(r).get("podCIDR")))
-                except ValueError:
-                    continue
-                if addr in net and net.prefixlen > best_len:
-                    best, best_len = _d(r), net.prefixlen
+                row = _d(r)
+                for text in _l(row.get("podCIDRs")) or [row.get("podCIDR")]:
+                    try:
+                        net = ipaddress.ip_network(str(text))
+                    except ValueError:
+                        continue
+                    if net.version == addr.version and addr in net and net.prefixlen > best_len:
+                        # the row as the hop shows it: the podCIDR this address is in
+                        best, best_len = {**row, "podCIDR": str(net)}, net.prefixlen
             return best, f"{from_node}'s route table"
         why = table if isinstance(table, str) else "not asked"
         # Fall back to what the API knows (the Node's podCIDR): that is what gossip spreads.
@@ -242,6 +254,18 @@ class _View:
                          "state": "unknown"},
                         f"the API's Node podCIDRs ({from_node}'s agent: {why})")
         return None, f"the API's Node podCIDRs ({from_node}'s agent: {why})"
+
+
+def _pod_ips(pod: Mapping[str, Any]) -> list[str]:
+    """A pod's addresses, primary (status.podIP) first: one per family on a dual-stack
+    cluster."""
+    status = _d(pod.get("status"))
+    ips = [str(_d(e).get("ip")) for e in _l(status.get("podIPs"))
+           if isinstance(_d(e).get("ip"), str) and _d(e).get("ip")]
+    primary = status.get("podIP")
+    if isinstance(primary, str) and primary and primary not in ips:
+        ips.insert(0, primary)
+    return ips
 
 
 def _pod_name(pod: Mapping[str, Any]) -> str:
@@ -273,7 +297,7 @@ class _Target:
 
 def _is_ip(text: str) -> bool:
     try:
-        ipaddress.IPv4Address(text)
+        ipaddress.ip_address(text)
     except ValueError:
         return False
     return True
@@ -415,7 +439,7 @@ def _judge(view: _View, leg: Leg, src: Peer, dst: Peer) -> None:
 def _endpoint_peer(view: _View, ep: Endpoint) -> tuple[Peer, str]:
     pod = view.pods_by_ip.get(ep.ip)
     if pod is not None:
-        return view.peer(pod), _pod_name(pod)
+        return view.peer(pod, family_of(ep.ip)), _pod_name(pod)
     # Not a pod (a selectorless Service's manual endpoint): ipBlocks may match it, selectors
     # never do. No `node`: that would make it the node's own address to the engine.
     return Peer(ep.ip), ep.ip
@@ -478,13 +502,18 @@ def _explain(snap: Snapshot, source: str, destination: str, port: str | None,
     src_t = _resolve(view, source)
     if src_t.kind != "pod" or src_t.pod is None:
         raise ExplainError(f"FROM must be a pod (ns/pod, pod or a pod IP), not {source!r}")
-    src = view.peer(src_t.pod)
     dst_t = _resolve(view, destination)
+    # The source speaks the destination's family (a pod named by name: its primary address).
+    family = family_of(dst_t.ip) if dst_t.ip else None
+    src = view.peer(src_t.pod, family)
+    if family is not None and src.ip and family_of(src.ip) != family:
+        raise ExplainError(f"{src_t.label} has no IPv{family} address, so it cannot reach "
+                           f"{dst_t.ip} (its podIPs: {', '.join(_pod_ips(src_t.pod))})")
     hops = [Hop("source", f"{src_t.label} {src.ip} on {src.node or '(no node)'}")]
     notes = list(view.policies.errors)
 
     if dst_t.kind == "pod" and dst_t.pod is not None:
-        dst = view.peer(dst_t.pod)
+        dst = view.peer(dst_t.pod, family)
         number, proto_used = _pod_port(view, dst_t.pod, port, proto)
         hops.append(Hop("destination", f"{dst_t.label} {hostport(dst.ip, number)}/{proto_used} on "
                                        f"{dst.node or '(no node)'}"))
@@ -498,8 +527,8 @@ def _explain(snap: Snapshot, source: str, destination: str, port: str | None,
         number = _port_number(port) if port is not None and port.isdigit() else 53
         proto_used = proto or "UDP"
         hops.append(Hop("destination", f"kube-dns {hostport(snap.dns_ip, number)}/{proto_used}"))
-        hops.append(Hop("route", f"{src.node}: {snap.service_cidr} -> the control plane's "
-                                 f"tunnel at {snap.proxy_address or '?'}"))
+        hops.append(Hop("route", f"{src.node}: {view.service_cidr(snap.dns_ip)} -> the control "
+                                 f"plane's tunnel at {snap.proxy_address or '?'}"))
         leg = Leg("kube-dns (kube-system/coredns)", snap.dns_ip, number, proto_used, [
             Hop("dns", "the control plane's DNS server answers it (podnet runs no coredns pod; "
                        "egress policy sees kube-system/coredns, k8s-app=kube-dns)"),
@@ -542,7 +571,7 @@ def _explain(snap: Snapshot, source: str, destination: str, port: str | None,
 
 
 def _in_cluster(view: _View, ip: str) -> bool:
-    addr = ipaddress.IPv4Address(ip)
+    addr = ipaddress.ip_address(ip)
     return any(addr in c for n in view.services.nodes() for c in n.pod_cidrs)
 
 
@@ -558,9 +587,10 @@ def _explain_service(view: _View, src: Peer, src_label: str, dst_t: _Target, por
         hops.append(Hop("note", f"type {svc.type}: also open on every node's address at port "
                                 f"{sport.node_port} for clients outside the cluster; a pod "
                                 "takes the ClusterIP path below"))
-    hops.append(Hop("route", f"{src.node}: {snap.service_cidr} -> the control plane's tunnel "
-                             f"at {snap.proxy_address or '?'}"))
-    endpoints = view.services.ready_endpoints(svc, sport)
+    hops.append(Hop("route", f"{src.node}: {view.service_cidr(dst_t.ip)} -> the control "
+                             f"plane's tunnel at {snap.proxy_address or '?'}"))
+    # A ClusterIP is served by the endpoints of its own family (kube-proxy runs per family).
+    endpoints = view.services.ready_endpoints(svc, sport, family_of(dst_t.ip))
     how = f"ClientIP affinity ({int(svc.affinity_s)}s)" if svc.affinity_s is not None \
         else "round robin"
     target = sport.target_port

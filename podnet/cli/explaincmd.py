@@ -84,7 +84,7 @@ async def fetch_snapshot(info: dict[str, Any]) -> Snapshot:
 
     secret = load_secret(Path(info["secret_file"]))
     cluster = await fetch_cluster_info(info["api"], secret)
-    snap = Snapshot(service_cidr=cluster.service_cidr,
+    snap = Snapshot(service_cidr=cluster.service_cidr, service_cidrs=cluster.service_families,
                     proxy_address=cluster.tunnel_dial_address(info["api"]))
     kinds = ("Pod", "Service", "EndpointSlice", "Node", "Namespace", "NetworkPolicy")
     async with ApiClient(info["api"], api_token(secret), ssl_context=client_ssl(info)) as api:
