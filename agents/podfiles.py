@@ -8,6 +8,7 @@ de-duplicated, options merged by name (at most 3 nameservers, 32 search domains)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 CLUSTER_DNS_IP = "10.96.0.10"
@@ -15,8 +16,10 @@ MAX_NAMESERVERS = 3
 MAX_SEARCHES = 32
 
 
-def hosts_file(pod_ip: str, hostname: str, subdomain: str | None, namespace: str,
-               domain: str) -> str:
+def hosts_file(pod_ips: Sequence[str], hostname: str, subdomain: str | None, namespace: str,
+               domain: str, host_aliases: Sequence[tuple[str, Sequence[str]]] = ()) -> str:
+    """/etc/hosts as kubelet writes it: the loopback block, a line for each of the pod's IPs
+    (both families on a dual-stack cluster), then the pod's spec.hostAliases."""
     lines = [
         "# Kubernetes-managed hosts file.",
         "127.0.0.1\tlocalhost",
@@ -26,11 +29,25 @@ def hosts_file(pod_ip: str, hostname: str, subdomain: str | None, namespace: str
         "fe00::1\tip6-allnodes",
         "fe00::2\tip6-allrouters",
     ]
-    if subdomain:
-        lines.append(f"{pod_ip}\t{hostname}.{subdomain}.{namespace}.svc.{domain}\t{hostname}")
-    else:
-        lines.append(f"{pod_ip}\t{hostname}")
+    for ip in pod_ips:
+        if subdomain:
+            lines.append(f"{ip}\t{hostname}.{subdomain}.{namespace}.svc.{domain}\t{hostname}")
+        else:
+            lines.append(f"{ip}\t{hostname}")
+    if host_aliases:
+        lines += ["", "# Entries added by HostAliases."]
+        lines += ["\t".join([ip, *names]) for ip, names in host_aliases]
     return "\n".join(lines) + "\n"
+
+
+def host_aliases(spec: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """spec.hostAliases as (ip, hostnames), as the API has validated them."""
+    out = []
+    for alias in spec.get("hostAliases") or []:
+        if isinstance(alias, dict) and isinstance(alias.get("ip"), str):
+            names = [n for n in alias.get("hostnames") or [] if isinstance(n, str)]
+            out.append((alias["ip"], names))
+    return out
 
 
 def _dedupe(items: list[str]) -> list[str]:

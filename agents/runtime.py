@@ -29,7 +29,7 @@ from agents.hostlocal import HostLocalIpam, PoolExhausted
 from agents.images import ContainerContext, ImageError, PodInfo, StartError, resolve_image
 from agents.images.entrypoint import expand
 from agents.netstack import NodeNetwork, PodNet
-from agents.podfiles import CLUSTER_DNS_IP, hosts_file, resolv_conf
+from agents.podfiles import CLUSTER_DNS_IP, host_aliases, hosts_file, resolv_conf
 from agents.serviceenv import service_env
 from agents.toolbox import ExecTarget
 from podnet.apierrors import ApiError
@@ -115,8 +115,8 @@ class RunningPod:
         self._envs: dict[str, dict[str, str]] = {}  # container -> environment of this start
         domain = runtime.cluster_domain
         self.files = {
-            "/etc/hosts": hosts_file(ip, self.hostname, self.spec.get("subdomain"),
-                                     self.namespace, domain),
+            "/etc/hosts": hosts_file(self.ips, self.hostname, self.spec.get("subdomain"),
+                                     self.namespace, domain, host_aliases(self.spec)),
             "/etc/resolv.conf": resolv_conf(self.spec, self.namespace, domain,
                                             runtime.dns_ip),
             "/etc/hostname": self.hostname + "\n",

@@ -231,7 +231,8 @@ POD_SPEC = Obj({
     "readinessGates": ListOf(Obj({"conditionType": STR})),
     "topologySpreadConstraints": ANY,
     "imagePullSecrets": ListOf(Obj({"name": STR})),
-    "hostAliases": ANY, "overhead": ANY, "os": ANY, "schedulingGates": ANY,
+    "hostAliases": ListOf(Obj({"ip": STR, "hostnames": ListOf(STR)})),
+    "overhead": ANY, "os": ANY, "schedulingGates": ANY,
     "resourceClaims": ANY,
 })
 
@@ -684,6 +685,16 @@ def _check_pod(ctx: _Ctx, obj: dict[str, Any]) -> None:
     for key in ("hostname", "subdomain"):
         if spec.get(key):
             ctx.extend(validate_dns_label(spec[key], f"spec.{key}"))
+    for i, alias in enumerate(_l(spec.get("hostAliases"))):    # ValidateHostAliases
+        alias = _d(alias)
+        where = f"spec.hostAliases[{i}]"
+        if not isinstance(alias.get("ip"), str) or not alias["ip"]:
+            ctx.err(f"{where}.ip", "Invalid value", _IP_MSG, alias.get("ip") or "")
+        else:
+            ctx.extend(_ip_errors(f"{where}.ip", alias["ip"]))
+        for j, hostname in enumerate(_l(alias.get("hostnames"))):
+            if isinstance(hostname, str):
+                ctx.extend(validate_name(hostname, f"{where}.hostnames[{j}]"))
     for key in ("nodeName", "serviceAccountName"):
         if spec.get(key):
             ctx.extend(validate_name(spec[key], f"spec.{key}"))

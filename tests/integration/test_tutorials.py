@@ -179,6 +179,36 @@ def test_dns_for_services_and_pods(k8s: RunningCluster) -> None:
                       "options ndots:2 edns0"]
 
 
+def test_host_aliases(k8s: RunningCluster) -> None:
+    apply(k8s, "hostaliases-pod.yaml")
+    pod = wait_for(lambda: (p := get(k8s, "pod", "hostaliases-pod"))["status"].get("phase")
+                   == "Succeeded" and p or None, 30, what="hostaliases-pod Succeeded")
+    ip = pod["status"]["podIP"]
+    assert ok(k8s, "logs", "hostaliases-pod").splitlines() == [
+        "# Kubernetes-managed hosts file.",
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        "fe00::0\tip6-localnet",
+        "fe00::0\tip6-mcastprefix",
+        "fe00::1\tip6-allnodes",
+        "fe00::2\tip6-allrouters",
+        f"{ip}\thostaliases-pod",
+        "",
+        "# Entries added by HostAliases.",
+        "127.0.0.1\tfoo.local\tbar.local",
+        "10.1.2.3\tfoo.remote\tbar.remote",
+    ]
+    bad = k8s.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad-alias"},
+        "spec": {"hostAliases": [{"ip": "foo", "hostnames": ["Not_A_Name"]}],
+                 "containers": [{"name": "c", "image": "busybox"}]}}))
+    assert bad.returncode != 0
+    assert 'spec.hostAliases[0].ip: Invalid value: "foo": must be a valid IP address' \
+        in bad.stderr, bad.stderr
+    assert 'spec.hostAliases[0].hostnames[0]: Invalid value: "Not_A_Name"' in bad.stderr
+    assert k8s.kubectl("get", "pod", "bad-alias").returncode != 0
+
+
 def _sts_pods(cluster: RunningCluster) -> dict[str, dict[str, Any]]:
     return {p["metadata"]["name"]: p for p in get(cluster, "pods", "-l", "app=nginx")["items"]
             if not p["metadata"].get("deletionTimestamp")}

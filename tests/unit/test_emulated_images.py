@@ -67,7 +67,7 @@ def container(pod: PodNet, image: str, *, command: list[str] | None = None,
               files: dict[str, str] | None = None) -> tuple[ContainerContext, Lines]:
     out = Lines()
     spec: dict[str, Any] = {"hostname": pod.hostname}
-    all_files = {"/etc/hosts": hosts_file(pod.ip, pod.hostname, None, "demo", "cluster.local"),
+    all_files = {"/etc/hosts": hosts_file([pod.ip], pod.hostname, None, "demo", "cluster.local"),
                  "/etc/resolv.conf": resolv_conf(spec, "demo", "cluster.local"),
                  **(files or {})}
     target = ExecTarget(net=pod, pod=pod.hostname, namespace="demo", node="node-3",

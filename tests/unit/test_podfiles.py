@@ -1,4 +1,4 @@
-from agents.podfiles import hosts_file, resolv_conf
+from agents.podfiles import host_aliases, hosts_file, resolv_conf
 
 
 def test_cluster_first_resolv_conf() -> None:
@@ -35,6 +35,23 @@ def test_at_most_three_nameservers() -> None:
 
 
 def test_hosts_file_has_pod_fqdn_with_subdomain() -> None:
-    text = hosts_file("10.244.1.5", "db-0", "db", "prod", "cluster.local")
+    text = hosts_file(["10.244.1.5"], "db-0", "db", "prod", "cluster.local")
     assert "10.244.1.5\tdb-0.db.prod.svc.cluster.local\tdb-0" in text
     assert text.startswith("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n")
+
+
+def test_hosts_file_lists_every_pod_ip_and_the_host_aliases_as_kubelet_does() -> None:
+    spec = {"hostAliases": [{"ip": "127.0.0.1", "hostnames": ["foo.local", "bar.local"]},
+                            {"ip": "10.1.2.3", "hostnames": ["foo.remote", "bar.remote"]}]}
+    text = hosts_file(["10.244.1.5", "fd00:10:244:1::5"], "web", None, "default",
+                      "cluster.local", host_aliases(spec))
+    assert text.splitlines()[7:] == [
+        "10.244.1.5\tweb",
+        "fd00:10:244:1::5\tweb",
+        "",
+        "# Entries added by HostAliases.",
+        "127.0.0.1\tfoo.local\tbar.local",
+        "10.1.2.3\tfoo.remote\tbar.remote",
+    ]
+    assert host_aliases({}) == [] and "HostAliases" not in hosts_file(
+        ["10.244.1.5"], "web", None, "default", "cluster.local")

@@ -274,3 +274,14 @@ async def test_dig_nxdomain_exit_0_and_no_server_exit_9(world: World) -> None:
     assert out.endswith(";; no servers could be reached\n")
     code, _, err = await run(world, "dig", "+bogus", "x")
     assert code == 1 and "Invalid option: +bogus" in err
+
+
+def test_host_aliases_are_names_in_etc_hosts() -> None:
+    from agents.podfiles import host_aliases, hosts_file
+    from agents.resolver import parse_hosts
+
+    spec = {"hostAliases": [{"ip": "10.1.2.3", "hostnames": ["foo.remote", "Bar.Remote"]}]}
+    names = parse_hosts(hosts_file(["10.244.1.5", "fd00:10:244:1::5"], "web", None,
+                                   "default", "cluster.local", host_aliases(spec)))
+    assert names["foo.remote"] == names["bar.remote"] == ["10.1.2.3"]
+    assert names["web"] == ["10.244.1.5", "fd00:10:244:1::5"]

@@ -103,7 +103,7 @@ def target(node: NodeNetwork, server: PodNet) -> ExecTarget:
         net=net, pod="client", namespace="default", node="node-1", pod_ip=CLIENT_IP,
         hostname="client",
         env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOSTNAME": "client", "GREETING": "hi there"},
-        files={"/etc/hosts": hosts_file(CLIENT_IP, "client", None, "default", "cluster.local"),
+        files={"/etc/hosts": hosts_file([CLIENT_IP], "client", None, "default", "cluster.local"),
                "/etc/resolv.conf": resolv_conf(spec, "default", "cluster.local"),
                "/etc/hostname": "client\n"},
         routes=[("default", "via 10.244.1.1 dev eth0"),
