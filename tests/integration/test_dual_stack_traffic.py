@@ -163,6 +163,41 @@ def test_flow_logs_write_ipv6_addresses_in_brackets(cluster: RunningCluster) -> 
     assert f"{seen} -> [{web2}]:8080" in trace, trace
 
 
+def test_etc_hosts_names_the_pod_at_each_address(cluster: RunningCluster) -> None:
+    code, out, err = exec_(cluster, "cat", "/etc/hosts")
+    assert code == 0, err
+    v4, v6 = pod_ips(cluster, "client")
+    assert out.splitlines()[-2:] == [f"{v4}\tclient", f"{v6}\tclient"]
+
+
+def test_podnet_routes_lists_every_podcidr(cluster: RunningCluster) -> None:
+    table = cluster.podnet("routes", "--node", "node-1").stdout
+    assert "POD CIDRS" in table, table
+    assert any(line.split()[:2] == ["10.244.2.0/24,fd00:10:244:2::/64", "node-2"]
+               for line in table.splitlines()), table
+    views = json.loads(cluster.podnet("routes", "--node", "node-1", "-o", "json").stdout)
+    assert {r["node"]: r["podCIDRs"] for r in views["node-1"]} == {
+        "node-1": ["10.244.1.0/24", "fd00:10:244:1::/64"],
+        "node-2": ["10.244.2.0/24", "fd00:10:244:2::/64"]}
+
+
+def test_explain_follows_an_ipv6_address_across_nodes(cluster: RunningCluster) -> None:
+    client, web2 = v6_of(cluster, "client"), v6_of(cluster, "web-2")
+    result = cluster.podnet("explain", "client", web2)
+    assert result.returncode == 0, result.stderr
+    assert f"default/client {client} on node-1" in result.stdout
+    assert f"[{web2}]:8080/TCP on node-2" in result.stdout
+    assert "fd00:10:244:2::/64 -> node-2" in result.stdout, result.stdout
+    code, svc = cluster.api("GET", "/api/v1/namespaces/default/services/web")
+    assert code == 200, svc
+    v6_cluster_ip = svc["spec"]["clusterIPs"][1]
+    result = cluster.podnet("explain", "client", v6_cluster_ip)
+    assert result.returncode == 0, result.stderr
+    assert "fd00:10:96::/112 -> the control plane's tunnel" in result.stdout, result.stdout
+    assert sorted(v6_endpoints(cluster)) == sorted(
+        ip for ip in (v6_of(cluster, "web-1"), web2) if f"[{ip}]:8080" in result.stdout)
+
+
 def test_ipv4_still_reaches_the_same_pods(cluster: RunningCluster) -> None:
     web2_v4 = pod_ips(cluster, "web-2")[0]
     body = echo(cluster, f"http://{web2_v4}:8080/")
