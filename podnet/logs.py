@@ -168,7 +168,38 @@ def configure(process: str, *, component: str, node: str = "", logs_dir: Path | 
         logger_factory=structlog.ReturnLoggerFactory(),
         cache_logger_on_first_use=True,
     )
+    _route_aiohttp_server_log()
     return path
+
+
+class _AiohttpServerLog(logging.Handler):
+    """aiohttp's server logs what a client got wrong (an 8 KiB request line, a header that
+    is not HTTP) as an exception with a traceback on stderr. Through here it is one
+    `http.bad_request` event in the JSON log instead; what is the server's own fault keeps
+    its traceback, as an `http.server_error` event."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from aiohttp.http_exceptions import HttpProcessingError
+
+            exc = record.exc_info[1] if record.exc_info else None
+            log = structlog.get_logger()
+            if isinstance(exc, HttpProcessingError):
+                reason = str(exc.message).strip().splitlines()[0] if exc.message else ""
+                log.warning("http.bad_request", status=exc.code, reason=reason[:200],
+                            error=type(exc).__name__, message=record.getMessage())
+            elif record.levelno >= logging.WARNING:
+                log.error("http.server_error", message=record.getMessage(),
+                          exc_info=record.exc_info or False)
+        except Exception:  # a log handler must never raise into the server
+            self.handleError(record)
+
+
+def _route_aiohttp_server_log() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(h, _AiohttpServerLog) for h in logger.handlers):
+        logger.addHandler(_AiohttpServerLog())
+    logger.propagate = False
 
 
 def get(**bound: Any) -> Any:

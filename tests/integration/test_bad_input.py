@@ -284,6 +284,32 @@ def test_api_port_survives_garbage_and_plaintext(cluster: RunningCluster) -> Non
     assert_still_serving(cluster)
 
 
+def test_an_oversized_request_line_or_header_is_one_log_event_not_a_traceback(
+        cluster: RunningCluster) -> None:
+    logs = cluster.state_dir / "logs"
+    tracebacks = (logs / "controlplane.stderr").read_text().count("Traceback")
+    code, _ = raw(cluster, "GET", PODS + "?labelSelector=" + "a" * 9000)
+    assert code == 400
+    host, port = _api_host_port(cluster)
+    conn = http.client.HTTPSConnection(host, port, timeout=30, context=cluster.ssl)
+    try:
+        conn.request("GET", PODS, headers={"X-Big": "b" * 9000})
+        assert conn.getresponse().status == 400
+    finally:
+        conn.close()
+    assert_still_serving(cluster)
+
+    def logged() -> list[dict[str, Any]] | None:
+        events = [json.loads(line) for line in
+                  (logs / "controlplane.jsonl").read_text().splitlines()
+                  if '"http.bad_request"' in line]
+        return events if len(events) >= 2 else None
+    events = wait_for(logged, 10, what="two http.bad_request events")
+    assert {(e["status"], e["error"], e["level"]) for e in events} == {
+        (400, "LineTooLong", "warning")}
+    assert (logs / "controlplane.stderr").read_text().count("Traceback") == tracebacks
+
+
 # ---------------------------------------------------------------------- agent port
 
 

@@ -181,8 +181,10 @@ def test_dns_for_services_and_pods(k8s: RunningCluster) -> None:
 
 def test_host_aliases(k8s: RunningCluster) -> None:
     apply(k8s, "hostaliases-pod.yaml")
-    pod = wait_for(lambda: (p := get(k8s, "pod", "hostaliases-pod"))["status"].get("phase")
-                   == "Succeeded" and p or None, 30, what="hostaliases-pod Succeeded")
+    def finished() -> dict[str, Any] | None:
+        pod: dict[str, Any] = get(k8s, "pod", "hostaliases-pod")
+        return pod if pod["status"].get("phase") == "Succeeded" else None
+    pod = wait_for(finished, 30, what="hostaliases-pod Succeeded")
     ip = pod["status"]["podIP"]
     assert ok(k8s, "logs", "hostaliases-pod").splitlines() == [
         "# Kubernetes-managed hosts file.",
