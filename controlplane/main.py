@@ -137,7 +137,8 @@ async def run(s: ControlPlaneSettings, stop: asyncio.Event) -> None:
         ui = UiServer(UiHub(store, agent_token=agent_token(secret), version=__version__,
                             new_flows=FlowTable, new_links=LinkHistory, ring=flow_ring(),
                             local_links=proxy.link_stats),
-                      secret, api_token(secret))
+                      secret, api_token(secret),
+                      used_codes_file=s.state_dir / "ui-used-logins")
         app = build_app(api, api_token=api_token(secret), agent_token=agent_token(secret),
                         agent_address=agent_address(api), extra_routes=ui.add_routes,
                         cluster_info=sign_cluster_info(secret, {

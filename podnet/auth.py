@@ -154,16 +154,31 @@ class UsedLoginCodes:
         self.limit = limit
         self._used: dict[str, int] = {}
 
-    def redeem(self, secret: bytes, code: object, now: float) -> bool:
+    def redeem(self, secret: bytes, code: object, now: float) -> UiToken | None:
+        """The code's token when it is genuine, unexpired and not used before (it is used
+        from now on), else None."""
         token = check_ui_login_code(secret, code, now)
         if token is None:
-            return False
+            return None
         if len(self._used) >= self.limit:
             self._used = {n: e for n, e in self._used.items() if e > now}
         if token.nonce in self._used or len(self._used) >= self.limit:
-            return False
+            return None
         self._used[token.nonce] = token.expires
-        return True
+        return token
+
+    def load(self, text: str, now: float) -> None:
+        """Remember the live codes of a `dump` (from before a restart); anything else on a
+        line, or an expired code, is skipped."""
+        for line in text.splitlines():
+            nonce, _, expires = line.partition(" ")
+            if _NONCE.fullmatch(nonce) and expires.isdigit() and int(expires) > now \
+                    and len(self._used) < self.limit:
+                self._used[nonce] = int(expires)
+
+    def dump(self, now: float) -> str:
+        """The live used codes, a line each (`nonce expires`), for `load`."""
+        return "".join(f"{n} {e}\n" for n, e in self._used.items() if e > now)
 
     def __len__(self) -> int:
         return len(self._used)

@@ -100,14 +100,47 @@ class UiServer:
     """The handlers; `add_routes` is what `build_app(extra_routes=...)` calls."""
 
     def __init__(self, hub: UiHub, secret: bytes, api_token: str, *,
-                 static_dir: Path = STATIC_DIR, clock: Callable[[], float] = time.time) -> None:
+                 static_dir: Path = STATIC_DIR, clock: Callable[[], float] = time.time,
+                 used_codes_file: Path | None = None) -> None:
         self.hub = hub
         self.secret = secret
         self.api_token = api_token
         self.static_dir = static_dir.resolve()
         self.clock = clock
         self.used_codes = UsedLoginCodes()
+        # Used login codes outlive a restart: a link works once, not once per control plane.
+        self.used_codes_file = used_codes_file
+        if used_codes_file is not None:
+            self._load_used_codes(used_codes_file)
         self.quiet = QuietLog(time.monotonic)
+
+    def _load_used_codes(self, path: Path) -> None:
+        """Read what earlier runs redeemed, and write back only the live ones."""
+        now = self.clock()
+        try:
+            self.used_codes.load(path.read_text(encoding="ascii", errors="replace"), now)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("ui.used_codes_unread", path=str(path), error=str(e))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(self.used_codes.dump(now), encoding="ascii")
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        except OSError as e:
+            log.warning("ui.used_codes_unwritten", path=str(path), error=str(e))
+
+    def _remember_used_code(self, nonce: str, expires: int) -> None:
+        if self.used_codes_file is None:
+            return
+        try:    # one short line, appended: a login is rare, so this blocks nothing for long
+            with self.used_codes_file.open("a", encoding="ascii") as f:
+                f.write(f"{nonce} {expires}\n")
+        except OSError as e:
+            log.warning("ui.used_codes_unwritten", path=str(self.used_codes_file),
+                        error=str(e))
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -143,11 +176,14 @@ class UiServer:
         codes = request.query.getall("login", [])
         if codes:
             now = self.clock()
-            if len(codes) != 1 or not self.used_codes.redeem(self.secret, codes[0], now):
+            token = self.used_codes.redeem(self.secret, codes[0], now) \
+                if len(codes) == 1 else None
+            if token is None:
                 self.quiet("ui.login_refused", remote=request.remote,
                            reason="several codes" if len(codes) != 1
                            else "used, expired or not genuine")
                 return login_failed_page()
+            self._remember_used_code(token.nonce, token.expires)
             log.info("ui.login", remote=request.remote)
             # 303: the browser GETs the bare page, so the code leaves the address bar.
             resp = web.Response(status=303, headers={"Location": PREFIX})

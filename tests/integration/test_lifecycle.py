@@ -230,6 +230,35 @@ def test_sigkilled_controlplane_restarts_with_every_acknowledged_write(tmp_path:
             assert cp.poll() is None
 
 
+def _open_login(cluster: RunningCluster, url: str) -> int:
+    """The status of GET `url` (a `podnet ui` link), without following its redirect."""
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=15,
+                                       context=cluster.ssl)
+    try:
+        conn.request("GET", f"{parts.path}?{parts.query}")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_used_ui_login_link_stays_used_across_a_controlplane_restart(tmp_path: Path) -> None:
+    with cluster_at(tmp_path / "state", 1) as cluster:
+        used, unused = (cluster.podnet("ui").stdout.strip() for _ in range(2))
+        assert _open_login(cluster, used) == 303
+        _kill9(int(cluster.info["controlplane"]["pid"]))
+        with _controlplane_alone(cluster, tmp_path) as cp:
+            wait_for(lambda: _healthy(cluster) or cp.poll() is not None, timeout_s=30,
+                     what="the restarted control plane to serve /healthz")
+            assert _open_login(cluster, used) == 401      # still used after the restart
+            assert _open_login(cluster, unused) == 303    # a fresh link still works once
+            assert _open_login(cluster, unused) == 401
+            assert cp.poll() is None
+
+
 def test_agents_survive_a_controlplane_sigkill_and_reconnect(tmp_path: Path) -> None:
     with cluster_at(tmp_path / "state", 2) as cluster:
         _create_pod(cluster, _pod("before-1", node="node-1"))

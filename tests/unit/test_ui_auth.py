@@ -62,3 +62,18 @@ def test_memory_is_bounded() -> None:
     late = ui_login_code(SECRET, NOW + 20, ttl_s=10)
     assert used.redeem(SECRET, late, NOW + 20)        # the expired ones were forgotten
     assert len(used) == 1
+
+
+def test_used_codes_survive_a_dump_and_load() -> None:
+    used = UsedLoginCodes()
+    first, second = ui_login_code(SECRET, NOW), ui_login_code(SECRET, NOW)
+    token = used.redeem(SECRET, first, NOW)
+    assert token is not None and token.nonce == first.split(".")[0]
+    text = used.dump(NOW)
+    assert text == f"{token.nonce} {token.expires}\n"
+    again = UsedLoginCodes()
+    again.load(text + "garbage\n" + "0" * 32 + " 1\n" + "\x00 \n", NOW)   # junk and expired
+    assert len(again) == 1
+    assert again.redeem(SECRET, first, NOW + 1) is None      # used before the "restart"
+    assert again.redeem(SECRET, second, NOW + 1) is not None
+    assert UsedLoginCodes().dump(NOW) == ""
