@@ -20,8 +20,9 @@ With `--dns-upstream`, names outside the cluster are relayed to it, and an Exter
 Service's CNAME to a name outside the zone is followed through it: the upstream's records for
 the target are appended after the CNAME (CoreDNS's behaviour), then the reply is fitted to
 the client's UDP size (TC, so the client asks again over TCP, where it gets everything). The
-upstream is asked over UDP first and over TCP when it truncates. Those replies are not
-cached (the upstream's records carry its own TTLs).
+upstream is asked over UDP first and over TCP when it truncates. What it says about a chased
+target is kept as CoreDNS's `cache 30` keeps it (cache.py: its own TTL, at most 30 s, served
+with its age taken off); queries relayed whole are not cached.
 
 Garbage never stops the server: a message dnspython cannot parse gets FORMERR when its header
 is readable and is dropped otherwise; either way one rate-limited log line says so.
@@ -43,8 +44,10 @@ import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdatatype
 import structlog
 
+from controlplane.dns.cache import UpstreamCache
 from controlplane.dns.records import DEFAULT_DNS_IP, ClusterDnsIndex, append_chased, fit_udp
 from podnet.resources import BY_KIND
 
@@ -109,6 +112,7 @@ class DnsEngine:
         self.bad = RateLimitedLog()
         self._cache: dict[bytes, bytes] = {}
         self._cache_generation = -1
+        self.chased = UpstreamCache()
         self.stats = {"queries": 0, "cache_hits": 0, "formerr": 0, "dropped": 0,
                       "forwarded": 0, "chased": 0}
 
@@ -141,7 +145,23 @@ class DnsEngine:
         if pending.response is None or pending.query is None or pending.target is None:
             return await self.forward(data, transport)
         query, response, target = pending.query, pending.response, pending.target
-        ask = dns.message.make_query(target, query.question[0].rdtype)
+        rdtype = query.question[0].rdtype
+        reply = self.chased.get(target, rdtype)
+        if reply is None:
+            reply = await self._chase(target, rdtype)
+            if reply is not None:
+                self.chased.put(target, rdtype, reply)
+        if reply is not None:
+            append_chased(response, target, reply)
+        if transport == "udp":
+            fit_udp(query, response, self.max_udp)
+        return response.to_wire(max_size=65535)
+
+    async def _chase(self, target: dns.name.Name,
+                     rdtype: dns.rdatatype.RdataType) -> dns.message.Message | None:
+        """The upstream's answer for `target` (UDP, then TCP when it truncates); None when
+        it gave none we can use."""
+        ask = dns.message.make_query(target, rdtype)
         wire = await self._ask(ask.to_wire(), "udp")
         try:
             reply = dns.message.from_wire(wire) if wire is not None else None
@@ -151,12 +171,8 @@ class DnsEngine:
                 reply = dns.message.from_wire(wire) if wire is not None else None
         except Exception as e:  # an upstream's garbage costs the chase, not the reply
             self.bad.warning("dns.upstream_garbage", upstream=self.upstream, error=repr(e))
-            reply = None
-        if reply is not None and reply.id == ask.id:
-            append_chased(response, target, reply)
-        if transport == "udp":
-            fit_udp(query, response, self.max_udp)
-        return response.to_wire(max_size=65535)
+            return None
+        return reply if reply is not None and reply.id == ask.id else None
 
     def _route(self, data: bytes, transport: str) -> bytes | _Forward | None:
         self.stats["queries"] += 1
@@ -186,7 +202,7 @@ class DnsEngine:
         try:
             response, chase = index.answer_to_chase(query, max_udp=self.max_udp)
             if chase is not None and self.upstream is not None:
-                # Not cached: the upstream's records are its own, with its own TTLs.
+                # Not in this cache: the upstream's part has its own (see `resolve`).
                 self.stats["chased"] += 1
                 return _Forward(query, response, chase)
             if transport == "udp":

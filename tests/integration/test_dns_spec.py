@@ -173,6 +173,7 @@ def _read(conn: socket.socket, n: int) -> bytes | None:
 UPSTREAM_RECORDS: dict[str, dict[str, list[str]]] = {
     "www.example.test.": {"A": ["192.0.2.10"], "AAAA": ["2001:db8::10"]},
     "alias.example.test.": {"CNAME": ["www.example.test."]},
+    "cached.example.test.": {"A": ["192.0.2.20"]},
     # 60 addresses: more than 512 bytes (TC for a client without EDNS), less than 4096.
     "big.example.test.": {"A": [f"198.51.100.{i}" for i in range(1, 61)]},
 }
@@ -248,7 +249,8 @@ def _objects(c: RunningCluster) -> None:
     _create(c, SERVICES, _svc("web4", clusterIP="10.96.44.44",
                               ports=[{"name": "http", "port": 80}]))
     for name, target in (("ext", "www.example.test"), ("alias", "alias.example.test."),
-                         ("big", "big.example.test"), ("gone", "nxdomain.example.test")):
+                         ("big", "big.example.test"), ("gone", "nxdomain.example.test"),
+                         ("cached", "cached.example.test")):
         _create(c, SERVICES, _svc(name, type="ExternalName", externalName=target))
 
 
@@ -429,6 +431,20 @@ def test_external_name_follows_the_cname_through_the_upstream(env: Env,
     assert status == "NOERROR" and "aa" in flags, out
     assert section(env, "answer", transport, fqdn("gone")) == [
         (fqdn("gone") + ".", "CNAME", "nxdomain.example.test.")]
+
+
+def test_a_chased_answer_is_cached_as_coredns_cache_30_keeps_it(env: Env) -> None:
+    def answer_ttls() -> dict[str, int]:
+        out = dig(env, "+noall", "+answer", fqdn("cached")).stdout
+        return {line.split()[0].lower(): int(line.split()[1]) for line in out.splitlines()
+                if line and not line.startswith(";")}
+    first = answer_ttls()
+    second = answer_ttls()
+    assert set(first) == set(second) == {fqdn("cached") + ".", "cached.example.test."}
+    # The upstream said 60 s; the cache keeps it at most 30 s and counts down from there.
+    assert 0 < second["cached.example.test."] <= first["cached.example.test."] <= 30
+    asked = [a for a in env.upstream.asked if a[1] == "cached.example.test."]
+    assert asked == [("udp", "cached.example.test.", "A")], asked
 
 
 def test_external_name_too_big_for_udp_sets_tc_then_tcp_has_it_all(env: Env) -> None:
