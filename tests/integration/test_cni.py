@@ -246,12 +246,11 @@ def test_a_killed_agent_is_withdrawn_and_returns(tmp_path: Path) -> None:
             return all(states(views[n]).get("node-3") == "dead" for n in ("node-1", "node-2"))
 
         wait_for(withdrawn, 30, interval_s=0.3, what="node-3's route dead at the other agents")
-        started = time.monotonic()
         result = cluster.podnet("exec", "client", "--", "curl", "-sS", "-m", "10",
                                 f"http://{target}:8080/")
+        # Fails fast with EHOSTUNREACH (curl's 7), not by running out its 10 s (curl's 28).
         assert result.returncode == 7
         assert "No route to host" in result.stderr
-        assert time.monotonic() - started < 5  # fails fast, not a connect timeout
 
         again = start_agent(cluster, "node-3")
         wait_for(lambda: converged(cluster, {"node-1": "alive", "node-2": "alive",

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -288,11 +287,9 @@ def test_three_hosts_discover_route_partition_and_heal(lab: Lab) -> None:
     run("ip", "-n", lab.ns("sw"), "link", "set", "v3", "down")   # partition host 3
     wait_for(lambda: route_state(lab, "node-2", "node-3") == "dead", 40, interval_s=0.5,
              what="node-3's route withdrawn (dead) at node-2")
-    started = time.monotonic()
     result = curl(lab, f"http://{ips['echo-3']}:8080/", "--max-time", "20")
+    # Fails fast with EHOSTUNREACH (curl's 7), not by running out its 20 s (curl's 28).
     assert result.returncode == 7 and "No route to host" in result.stderr, result
-    # Fails fast: well before curl's own 20 s limit (the CLI round trip is most of it).
-    assert time.monotonic() - started < 10
 
     run("ip", "-n", lab.ns("sw"), "link", "set", "v3", "up")     # heal
     wait_for(lambda: route_state(lab, "node-2", "node-3") == "alive", 40, interval_s=0.5,
