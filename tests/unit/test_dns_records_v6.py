@@ -445,13 +445,14 @@ async def test_engine_chases_external_names_through_the_upstream() -> None:
         r = await ask_engine("ext.default.svc.cluster.local", "udp")
         assert [rr.to_text() for rr in r.answer] == [
             "ext.default.svc.cluster.local. 5 IN CNAME www.example.test.",
-            "www.example.test. 60 IN A 192.0.2.10"]
+            "www.example.test. 30 IN A 192.0.2.10"]     # the upstream's 60 s, capped at 30
         assert r.flags & dns.flags.AA
         # The upstream truncates over UDP: asked again over TCP; our UDP client gets TC.
         r = await ask_engine("big.default.svc.cluster.local", "udp")
         assert r.flags & dns.flags.TC and not r.answer and upstream.tcp_queries == 1
         r = await ask_engine("big.default.svc.cluster.local", "tcp")
         assert not r.flags & dns.flags.TC and len(r.answer) == 2 and len(r.answer[1]) == 60
+        assert upstream.tcp_queries == 1        # the answer came from the cache this time
         # Garbage from the upstream: the CNAME alone, never a crash.
         r = await ask_engine("junk.default.svc.cluster.local", "udp")
         assert [rr.to_text() for rr in r.answer] == [
