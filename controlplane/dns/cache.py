@@ -1,7 +1,8 @@
-"""A small cache of the upstream's answers for chased ExternalName targets, as CoreDNS's
-`cache 30` plugin keeps them: a record set is kept for its own TTL, at most 30 s, and served
-with the time it spent here taken off its TTL. Denials (NXDOMAIN, NODATA) are kept for their
-SOA's negative TTL (RFC 2308), capped the same way. Pure: the clock is passed in."""
+"""A small cache of the upstream's answers (names relayed to it, and chased ExternalName
+targets), as CoreDNS's `cache 30` plugin keeps them: a record set is kept for its own TTL, at
+most 30 s, and served with the time it spent here taken off its TTL. Denials (NXDOMAIN,
+NODATA) are kept for their SOA's negative TTL (RFC 2308), capped the same way. Pure: the
+clock is passed in."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
@@ -52,15 +54,18 @@ class UpstreamCache:
                 rrset.ttl = max(0, rrset.ttl - age)
         return reply
 
-    def put(self, name: dns.name.Name, rdtype: int, reply: dns.message.Message) -> None:
+    def put(self, name: dns.name.Name, rdtype: int, reply: dns.message.Message) -> bool:
         """Keep `reply` (the upstream's answer to `name`/`rdtype`) for as long as its own
         TTLs allow, at most `max_ttl_s`. SERVFAIL and TTL-0 answers are not kept.
 
         As CoreDNS does, every record of `reply` is given that TTL, this first answer too:
-        a client never sees a TTL longer than the cache will keep the records."""
+        a client never sees a TTL longer than the cache will keep the records. True when
+        kept (and `reply`'s TTLs changed)."""
+        if reply.flags & dns.flags.TC:
+            return False        # a partial answer: the full one comes over TCP
         ttl = self._ttl(reply)
         if ttl <= 0:
-            return
+            return False
         for section in (reply.answer, reply.authority):
             for rrset in section:
                 rrset.ttl = ttl
@@ -70,6 +75,7 @@ class UpstreamCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+        return True
 
     def _ttl(self, reply: dns.message.Message) -> int:
         rcode = reply.rcode()

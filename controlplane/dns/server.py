@@ -20,9 +20,10 @@ With `--dns-upstream`, names outside the cluster are relayed to it, and an Exter
 Service's CNAME to a name outside the zone is followed through it: the upstream's records for
 the target are appended after the CNAME (CoreDNS's behaviour), then the reply is fitted to
 the client's UDP size (TC, so the client asks again over TCP, where it gets everything). The
-upstream is asked over UDP first and over TCP when it truncates. What it says about a chased
-target is kept as CoreDNS's `cache 30` keeps it (cache.py: its own TTL, at most 30 s, served
-with its age taken off); queries relayed whole are not cached.
+upstream is asked over UDP first and over TCP when it truncates. What it answers, for a
+relayed name or a chased target, is kept as CoreDNS's `cache 30` keeps it (cache.py: its own
+TTL, at most 30 s, served with its age taken off); a cached answer is given to a client as a
+reply to its own query (its ID, question spelling, RD and EDNS).
 
 Garbage never stops the server: a message dnspython cannot parse gets FORMERR when its header
 is readable and is dropped otherwise; either way one rate-limited log line says so.
@@ -44,6 +45,7 @@ import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import structlog
 
@@ -112,7 +114,7 @@ class DnsEngine:
         self.bad = RateLimitedLog()
         self._cache: dict[bytes, bytes] = {}
         self._cache_generation = -1
-        self.chased = UpstreamCache()
+        self.upstream_answers = UpstreamCache()
         self.stats = {"queries": 0, "cache_hits": 0, "formerr": 0, "dropped": 0,
                       "forwarded": 0, "chased": 0}
 
@@ -146,11 +148,11 @@ class DnsEngine:
             return await self.forward(data, transport)
         query, response, target = pending.query, pending.response, pending.target
         rdtype = query.question[0].rdtype
-        reply = self.chased.get(target, rdtype)
+        reply = self.upstream_answers.get(target, rdtype)
         if reply is None:
             reply = await self._chase(target, rdtype)
             if reply is not None:
-                self.chased.put(target, rdtype, reply)
+                self.upstream_answers.put(target, rdtype, reply)
         if reply is not None:
             append_chased(response, target, reply)
         if transport == "udp":
@@ -241,17 +243,46 @@ class DnsEngine:
 
     async def forward(self, data: bytes, transport: str = "udp") -> bytes | None:
         """Relay one query to the upstream (UDP first; over TCP too when the client asked
-        over TCP and the upstream's UDP reply was truncated); SERVFAIL when it does not
-        answer."""
+        over TCP and the upstream's UDP reply was truncated), or answer it from what the
+        upstream said before; SERVFAIL when it does not answer."""
+        try:
+            query: dns.message.Message | None = dns.message.from_wire(data)
+        except Exception:  # _route parsed it already; relay it untouched all the same
+            query = None
+        key = _cache_key(query)
+        if query is not None and key is not None:
+            cached = self.upstream_answers.get(*key)
+            if cached is not None:
+                return self._reply_from(query, cached, transport)
         reply = await self._ask(data, "udp")
         if reply is not None and transport == "tcp" and len(reply) > 2 and reply[2] & 0x02:
             reply = await self._ask(data, "tcp") or reply  # TC: the full answer over TCP
+        if reply is not None and query is not None and key is not None:
+            try:
+                parsed = dns.message.from_wire(reply)
+            except Exception:  # garbage is relayed as it came, and not kept
+                return reply
+            if parsed.id == query.id and self.upstream_answers.put(*key, parsed):
+                return parsed.to_wire(max_size=65535)   # with the capped TTLs
         if reply is not None:
             return reply
         try:
             return self.index.servfail(dns.message.from_wire(data)).to_wire()
         except Exception:  # it parsed before; be safe anyway
             return None
+
+    def _reply_from(self, query: dns.message.Message, cached: dns.message.Message,
+                    transport: str) -> bytes:
+        """`cached` (the upstream's earlier answer) as the reply to this client's `query`."""
+        reply = dns.message.make_response(query, recursion_available=True,
+                                          our_payload=self.max_udp)
+        reply.flags |= cached.flags & dns.flags.AA
+        reply.set_rcode(cached.rcode())
+        reply.answer, reply.authority = cached.answer, cached.authority
+        reply.additional = cached.additional
+        if transport == "udp":
+            fit_udp(query, reply, self.max_udp)
+        return reply.to_wire(max_size=65535)
 
     async def _ask(self, data: bytes, transport: str) -> bytes | None:
         """One query to the upstream and its reply (None: no answer)."""
@@ -296,6 +327,17 @@ class DnsEngine:
         finally:
             if writer is not None:
                 writer.close()
+
+
+def _cache_key(query: dns.message.Message | None) -> tuple[dns.name.Name,
+                                                          dns.rdatatype.RdataType] | None:
+    """What a relayed query's answer is cached under: its name and type (one IN question)."""
+    if query is None or len(query.question) != 1:
+        return None
+    question = query.question[0]
+    if question.rdclass != dns.rdataclass.IN:
+        return None
+    return question.name, question.rdtype
 
 
 class _UpstreamReply(asyncio.DatagramProtocol):

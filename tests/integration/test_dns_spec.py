@@ -102,6 +102,9 @@ class Upstream:
             if types is None:
                 if name == q.name:
                     response.set_rcode(dns.rcode.NXDOMAIN)
+                    response.authority.append(dns.rrset.from_text(   # RFC 2308: the SOA
+                        "example.test.", self.ttl, "IN", "SOA",
+                        f"ns.example.test. admin.example.test. 1 7200 1800 86400 {self.ttl}"))
                 break
             wanted = dns.rdatatype.to_text(q.rdtype)
             if wanted in types:
@@ -174,6 +177,7 @@ UPSTREAM_RECORDS: dict[str, dict[str, list[str]]] = {
     "www.example.test.": {"A": ["192.0.2.10"], "AAAA": ["2001:db8::10"]},
     "alias.example.test.": {"CNAME": ["www.example.test."]},
     "cached.example.test.": {"A": ["192.0.2.20"]},
+    "fwd.example.test.": {"A": ["192.0.2.30"]},
     # 60 addresses: more than 512 bytes (TC for a client without EDNS), less than 4096.
     "big.example.test.": {"A": [f"198.51.100.{i}" for i in range(1, 61)]},
 }
@@ -409,6 +413,27 @@ def test_names_outside_the_cluster_are_forwarded(env: Env) -> None:
     for transport in ("+notcp", "+tcp"):
         assert section(env, "answer", transport, "www.example.test") == [
             ("www.example.test.", "A", "192.0.2.10")]
+
+
+def test_forwarded_answers_are_cached_as_coredns_cache_30_keeps_them(env: Env) -> None:
+    def ask(*args: str) -> tuple[int, str]:
+        out = dig(env, "+noall", "+answer", "+comments", *args, "fwd.example.test").stdout
+        (line,) = [x for x in out.splitlines() if x and not x.startswith(";")]
+        assert re.search(r"id: \d+", out), out
+        return int(line.split()[1]), line.split()[4]
+
+    first, second, over_tcp = ask("+notcp"), ask("+notcp"), ask("+tcp")
+    # The upstream said 60 s: at most 30, counting down, the same address every time...
+    assert 0 < over_tcp[0] <= second[0] <= first[0] <= 30
+    assert {first[1], second[1], over_tcp[1]} == {"192.0.2.30"}
+    # ...and the upstream was asked once.
+    asked = [a for a in env.upstream.asked if a[1] == "fwd.example.test."]
+    assert asked == [("udp", "fwd.example.test.", "A")], asked
+    # A name it does not know is NXDOMAIN, with its SOA: that is cached too (RFC 2308).
+    for _ in range(2):
+        assert header(env, "nope.example.test")[0] == "NXDOMAIN"
+    assert [a for a in env.upstream.asked if a[1] == "nope.example.test."] == [
+        ("udp", "nope.example.test.", "A")]
 
 
 @pytest.mark.parametrize("transport", ["+notcp", "+tcp"])

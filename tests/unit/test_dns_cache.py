@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
@@ -71,9 +72,12 @@ def test_denials_live_for_the_soa_minimum_and_failures_not_at_all() -> None:
     cache.put(NAME, A, reply(0, answer=False, soa=(3600, 300)))      # NODATA: capped at 30
     clock.now += 29
     assert cache.get(NAME, A) is not None
-    for kept_not in (reply(60, dns.rcode.SERVFAIL), reply(0), reply(0, dns.rcode.NXDOMAIN)):
+    truncated = reply(60)
+    truncated.flags |= dns.flags.TC
+    for kept_not in (reply(60, dns.rcode.SERVFAIL), reply(0), reply(0, dns.rcode.NXDOMAIN),
+                     truncated):
         other = UpstreamCache(clock=clock)
-        other.put(NAME, A, kept_not)
+        assert other.put(NAME, A, kept_not) is False
         assert len(other) == 0
 
 

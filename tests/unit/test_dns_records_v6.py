@@ -388,12 +388,13 @@ class _Upstream(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.tcp_queries = 0
+        self.tcp_queries = self.udp_queries = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.udp_queries += 1
         query = dns.message.from_wire(data)
         reply = dns.message.make_response(query)
         name = query.question[0].name.to_text()
@@ -462,6 +463,53 @@ async def test_engine_chases_external_names_through_the_upstream() -> None:
             "ext.default.svc.cluster.local", "A").to_wire(), "udp")
         assert wire is not None and len(dns.message.from_wire(wire).answer) == 1
         assert engine.stats["chased"] == 5  # the last one found a chase it did not do
+    finally:
+        udp.close()
+        tcp.close()
+        await tcp.wait_closed()
+
+
+async def test_engine_answers_a_relayed_name_again_from_its_cache() -> None:
+    loop = asyncio.get_running_loop()
+    upstream = _Upstream()
+    udp, _ = await loop.create_datagram_endpoint(lambda: upstream,
+                                                 local_addr=("127.0.0.1", 0))
+    port = udp.get_extra_info("sockname")[1]
+    tcp = await asyncio.start_server(upstream.serve_tcp, "127.0.0.1", port)
+    try:
+        index = ClusterDnsIndex(ZONE, forwarding=True)
+        index.replace_all([], [], [], [{"metadata": {"name": "default"}}])
+        engine = DnsEngine(index, upstream=("127.0.0.1", port))
+
+        async def ask(name: str, transport: str, **kw: Any) -> dns.message.Message:
+            query = dns.message.make_query(name, "A", **kw)
+            wire = await engine.query(query.to_wire(), transport)
+            assert wire is not None
+            reply = dns.message.from_wire(wire)
+            assert reply.id == query.id
+            return reply
+
+        first = await ask("www.example.test", "udp", use_edns=0)
+        assert [rr.to_text() for rr in first.answer] == ["www.example.test. 30 IN A 192.0.2.10"]
+        asked = upstream.udp_queries
+        # From the cache: this client's own ID, spelling, and no EDNS since it sent none.
+        again = await ask("WWW.Example.Test", "udp")
+        assert upstream.udp_queries == asked
+        assert again.question[0].name.to_text() == "WWW.Example.Test."
+        assert again.edns < 0 and again.flags & dns.flags.RA and again.flags & dns.flags.RD
+        # (the owner name is compressed against the question, so it comes in its spelling)
+        assert [rr.to_text().lower() for rr in again.answer] == [
+            "www.example.test. 30 in a 192.0.2.10"]
+        # 60 addresses: truncated over UDP (not kept), whole over TCP (kept), and then a UDP
+        # client without EDNS gets TC from the cache, with no further question upstream.
+        big = await ask("big.example.test", "udp")
+        assert big.flags & dns.flags.TC and not big.answer
+        whole = await ask("big.example.test", "tcp")
+        assert len(whole.answer[0]) == 60 and upstream.tcp_queries == 1
+        asked = upstream.udp_queries
+        small = await ask("big.example.test", "udp")
+        assert small.flags & dns.flags.TC and upstream.udp_queries == asked
+        assert upstream.tcp_queries == 1
     finally:
         udp.close()
         tcp.close()
