@@ -50,7 +50,13 @@ import dns.rdatatype
 import structlog
 
 from controlplane.dns.cache import UpstreamCache
-from controlplane.dns.records import DEFAULT_DNS_IP, ClusterDnsIndex, append_chased, fit_udp
+from controlplane.dns.records import (
+    DEFAULT_DNS_IP,
+    ClusterDnsIndex,
+    append_chased,
+    fit_udp,
+    udp_limit,
+)
 from podnet.resources import BY_KIND
 
 log = structlog.get_logger()
@@ -75,9 +81,6 @@ class _Forward:
                  response: dns.message.Message | None = None,
                  target: dns.name.Name | None = None) -> None:
         self.query, self.response, self.target = query, response, target
-
-
-FORWARD = _Forward()
 
 
 class RateLimitedLog:
@@ -145,7 +148,7 @@ class DnsEngine:
     async def resolve(self, pending: _Forward, data: bytes, transport: str) -> bytes | None:
         """Finish a reply that needs the upstream (see `_Forward`)."""
         if pending.response is None or pending.query is None or pending.target is None:
-            return await self.forward(data, transport)
+            return await self.forward(data, transport, pending.query)
         query, response, target = pending.query, pending.response, pending.target
         rdtype = query.question[0].rdtype
         reply = self.upstream_answers.get(target, rdtype)
@@ -200,7 +203,7 @@ class DnsEngine:
                 and query.opcode() == dns.opcode.QUERY
                 and not index.is_authoritative(query.question[0].name)):
             self.stats["forwarded"] += 1
-            return FORWARD
+            return _Forward(query)
         try:
             response, chase = index.answer_to_chase(query, max_udp=self.max_udp)
             if chase is not None and self.upstream is not None:
@@ -241,14 +244,16 @@ class DnsEngine:
         reply.set_rcode(dns.rcode.FORMERR)
         return reply.to_wire()
 
-    async def forward(self, data: bytes, transport: str = "udp") -> bytes | None:
-        """Relay one query to the upstream (UDP first; over TCP too when the client asked
-        over TCP and the upstream's UDP reply was truncated), or answer it from what the
-        upstream said before; SERVFAIL when it does not answer."""
-        try:
-            query: dns.message.Message | None = dns.message.from_wire(data)
-        except Exception:  # _route parsed it already; relay it untouched all the same
-            query = None
+    async def forward(self, data: bytes, transport: str = "udp",
+                      query: dns.message.Message | None = None) -> bytes | None:
+        """Relay one query (`data`, parsed: `query`) to the upstream (UDP first; over TCP
+        too when the client asked over TCP and the upstream's UDP reply was truncated), or
+        answer it from what the upstream said before; SERVFAIL when it does not answer."""
+        if query is None:
+            try:
+                query = dns.message.from_wire(data)
+            except Exception:  # relay it untouched all the same
+                query = None
         key = _cache_key(query)
         if query is not None and key is not None:
             cached = self.upstream_answers.get(*key)
@@ -280,9 +285,11 @@ class DnsEngine:
         reply.set_rcode(cached.rcode())
         reply.answer, reply.authority = cached.answer, cached.authority
         reply.additional = cached.additional
-        if transport == "udp":
-            fit_udp(query, reply, self.max_udp)
-        return reply.to_wire(max_size=65535)
+        wire = reply.to_wire(max_size=65535)
+        if transport == "udp" and len(wire) > udp_limit(query, self.max_udp):
+            fit_udp(query, reply, self.max_udp)    # rendered again only when it must shrink
+            wire = reply.to_wire(max_size=65535)
+        return wire
 
     async def _ask(self, data: bytes, transport: str) -> bytes | None:
         """One query to the upstream and its reply (None: no answer)."""
