@@ -6,8 +6,10 @@ alone at the apex; and the per-family EndpointSlices DNS reads (controlplane/end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 import dns.flags
@@ -423,7 +425,9 @@ class _Upstream(asyncio.DatagramProtocol):
         writer.close()
 
 
-async def test_engine_chases_external_names_through_the_upstream() -> None:
+@contextlib.asynccontextmanager
+async def _serving() -> AsyncIterator[tuple[_Upstream, int]]:
+    """The upstream on 127.0.0.1, UDP and TCP on one port: (it, the port)."""
     loop = asyncio.get_running_loop()
     upstream = _Upstream()
     udp, _ = await loop.create_datagram_endpoint(lambda: upstream,
@@ -431,6 +435,15 @@ async def test_engine_chases_external_names_through_the_upstream() -> None:
     port = udp.get_extra_info("sockname")[1]
     tcp = await asyncio.start_server(upstream.serve_tcp, "127.0.0.1", port)
     try:
+        yield upstream, port
+    finally:
+        udp.close()
+        tcp.close()
+        await tcp.wait_closed()
+
+
+async def test_engine_chases_external_names_through_the_upstream() -> None:
+    async with _serving() as (upstream, port):
         index = ClusterDnsIndex(ZONE, forwarding=True)
         index.replace_all([svc("ext", type="ExternalName", externalName="www.example.test"),
                            svc("big", type="ExternalName", externalName="big.example.test"),
@@ -463,20 +476,10 @@ async def test_engine_chases_external_names_through_the_upstream() -> None:
             "ext.default.svc.cluster.local", "A").to_wire(), "udp")
         assert wire is not None and len(dns.message.from_wire(wire).answer) == 1
         assert engine.stats["chased"] == 5  # the last one found a chase it did not do
-    finally:
-        udp.close()
-        tcp.close()
-        await tcp.wait_closed()
 
 
 async def test_engine_answers_a_relayed_name_again_from_its_cache() -> None:
-    loop = asyncio.get_running_loop()
-    upstream = _Upstream()
-    udp, _ = await loop.create_datagram_endpoint(lambda: upstream,
-                                                 local_addr=("127.0.0.1", 0))
-    port = udp.get_extra_info("sockname")[1]
-    tcp = await asyncio.start_server(upstream.serve_tcp, "127.0.0.1", port)
-    try:
+    async with _serving() as (upstream, port):
         index = ClusterDnsIndex(ZONE, forwarding=True)
         index.replace_all([], [], [], [{"metadata": {"name": "default"}}])
         engine = DnsEngine(index, upstream=("127.0.0.1", port))
@@ -510,7 +513,3 @@ async def test_engine_answers_a_relayed_name_again_from_its_cache() -> None:
         small = await ask("big.example.test", "udp")
         assert small.flags & dns.flags.TC and upstream.udp_queries == asked
         assert upstream.tcp_queries == 1
-    finally:
-        udp.close()
-        tcp.close()
-        await tcp.wait_closed()
