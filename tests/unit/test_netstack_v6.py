@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,16 +16,8 @@ B4, B6 = "10.244.1.3", "fd00:10:244:1::3"
 
 
 @pytest.fixture
-async def node() -> AsyncIterator[NodeNetwork]:
-    network = NodeNetwork("node-1", "10.244.1.0/24", "10.244.0.0/16",
-                          pod_cidrs=["10.244.1.0/24", "fd00:10:244:1::/64"],
-                          cluster_cidrs=["10.244.0.0/16", "fd00:10:244::/56"])
-    yield network
-    for pod in network.pods():
-        network.detach(pod.ip)
-    for _ in range(50):
-        await asyncio.sleep(0)
-    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+def node(dual_stack_node: NodeNetwork) -> NodeNetwork:
+    return dual_stack_node      # tests/unit/conftest.py
 
 
 @pytest.fixture

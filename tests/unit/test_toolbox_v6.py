@@ -44,15 +44,8 @@ async def _resolver(name: str) -> Sequence[str]:
 
 
 @pytest.fixture
-async def node() -> AsyncIterator[NodeNetwork]:
-    network = NodeNetwork("node-1", "10.244.1.0/24", "10.244.0.0/16",
-                          pod_cidrs=["10.244.1.0/24", "fd00:10:244:1::/64"],
-                          cluster_cidrs=["10.244.0.0/16", "fd00:10:244::/56"])
-    yield network
-    for pod in network.pods():
-        network.detach(pod.ip)
-    for _ in range(50):
-        await asyncio.sleep(0)
+def node(dual_stack_node: NodeNetwork) -> NodeNetwork:
+    return dual_stack_node      # tests/unit/conftest.py
 
 
 @pytest.fixture
