@@ -1,6 +1,8 @@
-"""How podnet writes a socket address in logs and messages: `ip:port`, and `[ip]:port` for
-IPv6 (RFC 3986's form, the one curl and ss print), so an IPv6 address reads as one word and
-the port is always what follows the last colon."""
+"""Addresses, as podnet writes and reads them.
+
+A socket address in logs and messages is `ip:port`, and `[ip]:port` for IPv6 (RFC 3986's form,
+the one curl and ss print), so an IPv6 address reads as one word and the port is always what
+follows the last colon. A dual-stack list of CIDRs is checked once, here, for every reader."""
 
 from __future__ import annotations
 
